@@ -1,0 +1,44 @@
+# Everything a fresh clone needs: `make run` runs the pipeline, `make test` runs the tests.
+# Both install what is missing first (a virtual environment, the project, Debian's Fashion-MNIST)
+# and are idempotent: a second call installs nothing.
+
+VENV      := .venv
+BIN       := $(VENV)/bin
+PYTHON    ?= python3
+STAMP     := $(VENV)/.installed
+DATASET   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup run test mlflow-ui clean
+
+setup: $(STAMP) $(DATASET)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+$(DATASET):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	  echo "error: Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), then 'make' again" >&2; \
+	  exit 1; fi; \
+	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist
+
+run: setup
+	dvc repro
+
+test: setup
+	$(BIN)/pytest
+
+mlflow-ui: setup
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data/raw data/processed data/manifest.csv models metrics plots reports

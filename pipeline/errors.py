@@ -1,0 +1,26 @@
+"""The project's own error type and the CLI wrapper that turns it into one line and exit code 1."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+
+class PipelineError(Exception):
+    """A failure the user can fix; its message is one line naming the file or key and what to do."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("pipeline", "__main__"):  # a stage run with `python -m` logs as __main__
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

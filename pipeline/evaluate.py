@@ -1,0 +1,101 @@
+"""Stage 5, evaluate: the trained model on the test split, logged to the training run in MLflow.
+
+Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput),
+`metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`
+and `plots/attention_overlays.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import mlflow
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+from pipeline import figures
+from pipeline.config import Config, load_config
+from pipeline.errors import run_cli
+from pipeline.files import atomic_path, write_json
+from pipeline.model_file import load_model
+from pipeline.runtime import predict_batches, select_runtime
+from pipeline.tracking import resume_run
+from pipeline.train import load_split
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(true: list[int], predicted: list[int], classes: list[str]) -> dict:
+    """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
+    labels = list(range(len(classes)))
+    report = classification_report(
+        true, predicted, labels=labels, target_names=classes, output_dict=True, zero_division=0
+    )
+    return {
+        "accuracy": accuracy_score(true, predicted),
+        "macro_f1": f1_score(true, predicted, labels=labels, average="macro", zero_division=0),
+        "per_class": {
+            name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in classes
+        },
+    }
+
+
+def run(cfg: Config) -> dict:
+    """Evaluate `models/model.pt` on the test split; write metrics and figures; log them to MLflow."""
+    paths = cfg.paths
+    model, info = load_model(paths.model_file)
+    test = load_split(paths.processed / "test.pt")
+    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    model = runtime.prepare(model)
+    predict_batches(model, test.images[: cfg.evaluate.batch_size], cfg.evaluate.batch_size, runtime)  # warm-up
+    start = time.perf_counter()
+    logits, attention = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime)
+    seconds = time.perf_counter() - start
+    predicted = logits.argmax(1)
+    true = test.labels
+    classes = info.classes
+    metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
+    metrics["test_images"] = len(true)
+    metrics["inference_images_per_second"] = len(true) / seconds
+
+    write_json(paths.metrics / "eval.json", metrics)
+    names = pd.DataFrame({"actual": [classes[i] for i in true], "predicted": [classes[i] for i in predicted]})
+    with atomic_path(paths.metrics / "predictions.csv") as temporary:
+        names.to_csv(temporary, index=False)
+    matrix = confusion_matrix(true, predicted, labels=list(range(len(classes))))
+    figures.confusion_matrix(matrix, classes, paths.plots / "confusion_matrix.png")
+    count = min(cfg.evaluate.overlay_images, len(true))
+    chosen = torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
+    pairs = [(classes[t], classes[p]) for t, p in zip(true[chosen], predicted[chosen])]
+    figures.attention_overlays(
+        test.images[chosen], attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
+        paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],
+    )  # fmt: skip
+
+    with resume_run(cfg, info.run_id):
+        mlflow.log_metrics(
+            {
+                "test_accuracy": metrics["accuracy"],
+                "test_macro_f1": metrics["macro_f1"],
+                "inference_images_per_second": metrics["inference_images_per_second"],
+                **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
+            }
+        )
+        mlflow.log_artifact(str(paths.metrics / "eval.json"), "metrics")
+        mlflow.log_artifact(str(paths.plots / "confusion_matrix.png"), "plots")
+        mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
+    log.info(
+        "evaluate: test accuracy %.4f, macro-F1 %.4f, %.0f images/s (MLflow run %s)",
+        metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], info.run_id,
+    )  # fmt: skip
+    return metrics
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)

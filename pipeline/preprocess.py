@@ -1,0 +1,112 @@
+"""Stage 3, preprocess: seeded stratified splits, decoded once into compact uint8 tensors.
+
+Writes `data/processed/{train,val,test}.pt` (images N×C×H×W uint8, labels int64) and
+`data/processed/meta.json` (class names, normalisation statistics of the training split).
+Training then loads tensors and never decodes an image again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError, run_cli
+from pipeline.files import atomic_path, replace_dir, write_json
+from pipeline.images import load_image
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Manifest rows of each split, in a stable order."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+    def items(self) -> list[tuple[str, pd.DataFrame]]:
+        return [(name, getattr(self, name)) for name in SPLIT_NAMES]
+
+
+def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Stratified, seeded train/val split; the test split is kept as given, or split off if absent."""
+    train = manifest[manifest["split"] == "train"].sort_values("path")
+    test = manifest[manifest["split"] == "test"].sort_values("path")
+
+    def stratified(frame: pd.DataFrame, fraction: float, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        try:
+            kept, held = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
+        except ValueError as error:
+            raise PipelineError(f"cannot split off the {what} split ({error}); add images or lower data.{what}_fraction") from None
+        return kept.sort_values("path"), held.sort_values("path")
+
+    if test.empty:
+        train, test = stratified(train, test_fraction, "test")
+    train, val = stratified(train, val_fraction, "val")
+    return Splits(train=train, val=val, test=test)
+
+
+def decode_all(paths: list[Path], size: int, channels: int) -> torch.Tensor:
+    """Decode images into one N×C×H×W uint8 tensor, in parallel processes."""
+    if not paths:
+        return torch.empty((0, channels, size, size), dtype=torch.uint8)
+    load = partial(load_image, size=size, channels=channels)
+    workers = min(8, os.cpu_count() or 1)
+    if workers > 1 and len(paths) > 2000:
+        with ProcessPoolExecutor(workers) as pool:
+            arrays = list(pool.map(load, paths, chunksize=1000))
+    else:
+        arrays = [load(path) for path in paths]
+    return torch.from_numpy(np.stack(arrays))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units."""
+    pixels = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return pixels.mean(dim=1).tolist(), pixels.std(dim=1).tolist()
+
+
+def run(cfg: Config) -> dict:
+    """Split the validated manifest and write each split's tensors and the metadata."""
+    manifest_path = cfg.paths.manifest
+    if not manifest_path.is_file():
+        raise PipelineError(f"{manifest_path}: no manifest; run the validate stage first ('dvc repro validate')")
+    manifest = pd.read_csv(manifest_path)
+    classes = cfg.data.classes or sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
+    class_index = {name: i for i, name in enumerate(classes)}
+    splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
+    size, channels = cfg.data.image_size, cfg.data.channels
+    meta: dict = {"classes": list(classes), "image_size": size, "channels": channels, "counts": {}}
+    with replace_dir(cfg.paths.processed) as staging:
+        for name, rows in splits.items():
+            images = decode_all([cfg.paths.raw / p for p in rows["path"]], size, channels)
+            labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
+            with atomic_path(staging / f"{name}.pt") as temporary:
+                torch.save({"images": images, "labels": labels, "paths": list(rows["path"])}, temporary)
+            meta["counts"][name] = len(labels)
+            if name == "train":
+                meta["mean"], meta["std"] = channel_stats(images)
+        write_json(staging / "meta.json", meta)
+    log.info("preprocess: %s images -> %s", meta["counts"], cfg.paths.processed)
+    return meta
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,128 @@
+"""Stage 6, register: a new model version in the MLflow registry; `champion` moves only if it wins.
+
+Every evaluated model becomes a version aliased `challenger`. It becomes `champion` when its test
+accuracy reaches `register.min_accuracy` and beats the current champion's by more than
+`register.min_delta` (or there is no champion). The decision and its reason are tags on the
+version and in `reports/registration.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as package_version
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError, run_cli
+from pipeline.files import write_json
+from pipeline.model_file import load_model
+from pipeline import serving
+from pipeline.tracking import resume_run
+from pipeline.train import load_split
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_REQUIREMENTS = ("torch", "torchvision", "numpy", "pydantic", "pyyaml", "pillow", "mlflow")
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(candidate: float, champion: float | None, min_accuracy: float, min_delta: float) -> Decision:
+    """Whether a model with test accuracy `candidate` should replace the champion."""
+    if candidate < min_accuracy:
+        return Decision(False, f"test accuracy {candidate:.4f} is below register.min_accuracy {min_accuracy:.4f}")
+    if champion is None:
+        return Decision(True, f"no champion yet; test accuracy {candidate:.4f} reaches the minimum")
+    if candidate > champion + min_delta:
+        return Decision(True, f"test accuracy {candidate:.4f} beats the champion's {champion:.4f} by more than {min_delta}")
+    return Decision(False, f"test accuracy {candidate:.4f} does not beat the champion's {champion:.4f} by more than {min_delta}")
+
+
+def champion_accuracy(client: MlflowClient, name: str) -> tuple[str | None, float | None]:
+    """The current champion's version and test accuracy, or (None, None) when there is none."""
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    accuracy = champion.tags.get("test_accuracy")
+    if accuracy is None:
+        accuracy = client.get_run(champion.run_id).data.metrics.get("test_accuracy")
+    return champion.version, None if accuracy is None else float(accuracy)
+
+
+def _pip_requirements() -> list[str]:
+    return [f"{name}=={package_version(name)}" for name in _REQUIREMENTS]
+
+
+def run(cfg: Config) -> dict:
+    """Log the evaluated model as a new registered version and decide on the `champion` alias."""
+    paths = cfg.paths
+    eval_path = paths.metrics / "eval.json"
+    if not eval_path.is_file():
+        raise PipelineError(f"{eval_path}: no evaluation; run the evaluate stage first ('dvc repro evaluate')")
+    accuracy = json.loads(eval_path.read_text())["accuracy"]
+    model, info = load_model(paths.model_file)
+    example = load_split(paths.processed / "test.pt").images[:2].numpy()
+    wrapper = serving.AttentionClassifier()
+    wrapper.model, wrapper.info = model, info
+    signature = infer_signature(example, wrapper.predict(None, example))
+    name = cfg.registry.model_name
+
+    with resume_run(cfg, info.run_id) as active:
+        logged = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=serving.__file__,  # MLflow's "models from code": nothing pickled
+            artifacts={"model_file": str(paths.model_file)},
+            code_paths=[str(cfg.root / "pipeline")] if (cfg.root / "pipeline").is_dir() else None,
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            registered_model_name=name,
+        )
+        client = MlflowClient()
+        new_version = str(logged.registered_model_version)
+        previous_version, previous_accuracy = champion_accuracy(client, name)
+        decision = decide(accuracy, previous_accuracy, cfg.registry.min_accuracy, cfg.registry.min_delta)
+        tags = {
+            "test_accuracy": f"{accuracy:.6f}",
+            "data_version": info.data_version or "unknown",
+            "decision": "promoted" if decision.promote else "not promoted",
+            "decision_reason": decision.reason,
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, new_version, key, value)
+        client.set_registered_model_alias(name, CHALLENGER, new_version)
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, new_version)
+        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"]})
+        report = {
+            "model_name": name,
+            "version": new_version,
+            "run_id": active.info.run_id,
+            "test_accuracy": accuracy,
+            "previous_champion": {"version": previous_version, "test_accuracy": previous_accuracy},
+            "champion": new_version if decision.promote else previous_version,
+            **asdict(decision),
+        }
+    write_json(paths.reports / "registration.json", report)
+    log.info("register: %s version %s %s: %s", name, new_version, tags["decision"], decision.reason)
+    return report
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)

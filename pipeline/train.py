@@ -1,0 +1,245 @@
+"""Stage 4, train: the attention CNN on the preprocessed tensors, tracked in MLflow.
+
+Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metrics/history.csv`
+and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`) is written after every
+epoch: running the stage again after an interruption resumes from it, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import figures
+from pipeline.config import AugmentConfig, Config, TrainConfig, load_config
+from pipeline.errors import PipelineError, run_cli
+from pipeline.files import atomic_path, write_json
+from pipeline.model import AttentionCNN
+from pipeline.model_file import ModelInfo, save_model
+from pipeline.runtime import Runtime, predict_batches, select_runtime
+from pipeline.tracking import connect, data_version, git_commit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    images: torch.Tensor  # N×C×H×W uint8
+    labels: torch.Tensor  # N int64
+
+
+def load_split(path: Path) -> TensorSplit:
+    """One preprocessed split, loaded safely."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
+    payload = torch.load(path, weights_only=True)
+    return TensorSplit(payload["images"], payload["labels"])
+
+
+def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to `max_shift` pixels, on a whole uint8 batch at once."""
+    batch, _, height, width = images.shape
+    device = images.device
+    if cfg.hflip:
+        flip = torch.rand(batch, generator=generator, device=device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    if cfg.max_shift:
+        shift = cfg.max_shift
+        padded = F.pad(images, (shift, shift, shift, shift))
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, batch), generator=generator, device=device)
+        rows = dy[:, None] + torch.arange(height, device=device)
+        cols = dx[:, None] + torch.arange(width, device=device)
+        batch_index = torch.arange(batch, device=device)[:, None, None]
+        images = padded[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return images
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
+def fingerprint(cfg: Config, meta: dict) -> str:
+    """What a checkpoint must match to be resumed: the data, model and training settings."""
+    settings = {"data": cfg.data.model_dump(), "model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "meta": meta}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate_split(model: nn.Module, split: TensorSplit, runtime: Runtime, loss_fn: nn.Module) -> tuple[float, float]:
+    """Loss and accuracy of `model` on a split."""
+    logits, _ = predict_batches(model, split.images, 1024, runtime)
+    loss = loss_fn(logits, split.labels).item()
+    return loss, (logits.argmax(1) == split.labels).float().mean().item()
+
+
+def train_epoch(
+    model: nn.Module, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, epoch: int,
+) -> dict[str, float]:  # fmt: skip
+    """One pass over the training split in seeded random order; returns loss, accuracy and images/s."""
+    model.train()
+    torch.manual_seed(cfg.seed + epoch)  # dropout: the same per epoch, so a resumed run matches
+    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
+    order = torch.randperm(len(data.labels), generator=generator, device=runtime.device)
+    total_loss = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
+    seen, start = 0, time.perf_counter()
+    batches = range(0, len(order), cfg.batch_size)
+    progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None)
+    for step, first in enumerate(progress):
+        index = order[first : first + cfg.batch_size]
+        images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=torch.channels_last)
+        labels = data.labels[index]
+        with runtime.autocast():
+            logits = model(images).logits
+            loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        if step % 20 == 0:
+            rate = seen / (time.perf_counter() - start)
+            progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss.item() / seen, "train_accuracy": correct.item() / seen, "images_per_second": seen / seconds}
+
+
+def _save_checkpoint(path: Path, **state: object) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def _load_checkpoint(path: Path, expected: str) -> dict | None:
+    """The checkpoint to resume from, if one exists for these settings and is readable."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a partial or corrupt file: start over rather than trust it
+        log.warning("train: ignoring unreadable checkpoint %s (%s)", path, type(error).__name__)
+        return None
+    if state.get("fingerprint") != expected:
+        log.info("train: checkpoint %s is for other settings; starting over", path)
+        return None
+    return state
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    history: pd.DataFrame
+    metrics: dict
+
+
+def run(cfg: Config) -> TrainResult:
+    """Train (or resume) and write the model, metrics, history and curves; log everything to MLflow."""
+    paths = cfg.paths
+    meta_path = paths.processed / "meta.json"
+    if not meta_path.is_file():
+        raise PipelineError(f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')")
+    meta = json.loads(meta_path.read_text())
+    experiment_id = connect(cfg)  # fail fast, before any training, when MLflow is unreachable
+    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
+    train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
+
+    torch.manual_seed(cfg.train.seed)
+    model = AttentionCNN(cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"])
+    model = runtime.prepare(model)
+    optimizer = make_optimizer(model, cfg.train)
+    steps_per_epoch = -(-len(train_data.labels) // cfg.train.batch_size)
+    schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+
+    expected = fingerprint(cfg, meta)
+    checkpoint = _load_checkpoint(paths.checkpoint, expected)
+    history: list[dict] = []
+    run_id, first_epoch = None, 1
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        history, run_id, first_epoch = checkpoint["history"], checkpoint["run_id"], checkpoint["epoch"] + 1
+        log.info("train: resuming from epoch %d of %s", first_epoch, paths.checkpoint)
+
+    version = data_version(cfg)
+    log.info("train: %s, %d train / %d val images, data %s", runtime.name, len(train_data.labels), len(val_data.labels), version)
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
+        if checkpoint is None:
+            mlflow.log_params(cfg.as_flat_params())
+            mlflow.set_tags({"data_version": version, "git_commit": git_commit(cfg.root), "runtime": runtime.name})
+        started = time.perf_counter()
+        for epoch in range(first_epoch, cfg.train.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, **train_epoch(model, train_data, cfg.train, runtime, optimizer, schedule, loss_fn, epoch)}
+            row["val_loss"], row["val_accuracy"] = evaluate_split(model, val_data, runtime, loss_fn)
+            row["lr"] = lr
+            history.append(row)
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log.info(
+                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s",
+                epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
+                row["val_loss"], row["val_accuracy"], row["images_per_second"],
+            )  # fmt: skip
+            _save_checkpoint(
+                paths.checkpoint, fingerprint=expected, epoch=epoch, run_id=active.info.run_id, history=history,
+                model=model.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+            )  # fmt: skip
+
+        frame = pd.DataFrame(history)
+        last = history[-1]
+        metrics = {
+            "epochs": len(history),
+            "train_loss": last["train_loss"],
+            "train_accuracy": last["train_accuracy"],
+            "val_loss": last["val_loss"],
+            "val_accuracy": last["val_accuracy"],
+            "images_per_second": float(frame["images_per_second"].median()),
+            "train_seconds_this_session": round(time.perf_counter() - started, 1),
+        }
+        info = ModelInfo(
+            model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
+            channels=meta["channels"], mean=meta["mean"], std=meta["std"],
+            run_id=active.info.run_id, data_version=version,
+        )  # fmt: skip
+        save_model(paths.model_file, model, info)
+        write_json(paths.metrics / "train.json", metrics)
+        with atomic_path(paths.metrics / "history.csv") as temporary:
+            frame.to_csv(temporary, index=False)
+        figures.training_curves(frame, paths.plots / "training_curves.png")
+        mlflow.log_artifact(str(paths.plots / "training_curves.png"), "plots")
+        mlflow.log_artifact(str(paths.metrics / "history.csv"), "metrics")
+    paths.checkpoint.unlink(missing_ok=True)
+    log.info("train: val accuracy %.4f -> %s (MLflow run %s)", metrics["val_accuracy"], paths.model_file, info.run_id)
+    return TrainResult(info.run_id, frame, metrics)
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,255 @@
+"""Stage 2, validate: check the raw dataset with Great Expectations before anything trains.
+
+Writes `data/manifest.csv` (the accepted files), `reports/validation.json` (every rule, pass or
+fail, with the offending files) and Great Expectations Data Docs under `reports/data_docs/`.
+Only reads the images: nothing of the user's data is modified, moved or deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError, run_cli
+from pipeline.files import atomic_path, write_json
+from pipeline.manifest import Scan, scan_dataset
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 1000
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation with the words a user reads when it fails."""
+
+    name: str
+    table: str  # "files" or "classes"
+    expectation: object
+
+
+@dataclass
+class RuleResult:
+    name: str
+    expectation: str
+    success: bool
+    offending: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        shown = ", ".join(self.offending[:5])
+        more = f" (+{len(self.offending) - 5} more)" if len(self.offending) > 5 else ""
+        return f"{self.name}: {len(self.offending)} ({shown}{more})"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    success: bool
+    results: list[RuleResult]
+    manifest: pd.DataFrame
+    skipped: dict[str, list[str]]
+
+
+def class_set(cfg: Config, scan: Scan) -> list[str]:
+    """The labels a file may have: `data.classes` when given, else the train split's class folders."""
+    if cfg.data.classes:
+        return list(cfg.data.classes)
+    return sorted({label for split, label in scan.class_folders if split == "train"})
+
+
+def file_table(files: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with the per-hash columns that the duplicate and leakage rules check."""
+    table = files.copy()
+    by_hash = table.groupby("sha256")
+    table["labels_per_image"] = by_hash["label"].transform("nunique")
+    table["splits_per_image"] = by_hash["split"].transform("nunique")
+    return table
+
+
+def class_table(files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str]) -> pd.DataFrame:
+    """Image count per (split, class), including empty folders and configured classes with none."""
+    splits = sorted({split for split, _ in class_folders})
+    keys = sorted(set(class_folders) | {(split, label) for split in splits for label in classes})
+    counts = files.groupby(["split", "label"]).size()
+    table = pd.DataFrame(
+        [{"class_folder": f"{s}/{c}", "split": s, "count": int(counts.get((s, c), 0))} for s, c in keys]
+    )
+    largest = table.groupby("split")["count"].transform("max")
+    table["ratio_to_largest"] = largest / table["count"].where(table["count"] > 0)
+    table["ratio_to_largest"] = table["ratio_to_largest"].fillna(float("inf"))
+    return table
+
+
+def rules(cfg: Config, classes: list[str]) -> list[Rule]:
+    """The dataset's rules, from `validate:` in params.yaml."""
+    import great_expectations as gx
+
+    v = cfg.validation
+    e = gx.expectations
+    return [
+        Rule("every file decodes as an image", "files",
+             e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])),
+        Rule(f"image format in {v.formats}", "files",
+             e.ExpectColumnValuesToBeInSet(column="format", value_set=list(v.formats))),
+        Rule(f"label in the class set {classes}", "files",
+             e.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
+        Rule(f"width within [{v.min_side}, {v.max_side}]", "files",
+             e.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_side, max_value=v.max_side)),
+        Rule(f"height within [{v.min_side}, {v.max_side}]", "files",
+             e.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_side, max_value=v.max_side)),
+        Rule("no identical image under two labels", "files",
+             e.ExpectColumnValuesToBeBetween(column="labels_per_image", max_value=1)),
+        Rule("no identical image in two splits", "files",
+             e.ExpectColumnValuesToBeBetween(column="splits_per_image", max_value=1)),
+        Rule(f"at least {v.min_images_per_class} images per class", "classes",
+             e.ExpectColumnValuesToBeBetween(column="count", min_value=v.min_images_per_class)),
+        Rule(f"largest class at most {v.max_imbalance}x any other", "classes",
+             e.ExpectColumnValuesToBeBetween(column="ratio_to_largest", max_value=v.max_imbalance)),
+    ]  # fmt: skip
+
+
+_INDEX_COLUMN = {"files": "path", "classes": "class_folder"}
+
+
+def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], docs_dir: Path | None) -> list[RuleResult]:
+    """Validate each table with its rules in one GX checkpoint per table; optionally build Data Docs."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="validation",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["validation"])]
+    source = context.data_sources.add_pandas("dataset")
+    results: list[RuleResult] = []
+    for table_name, table in tables.items():
+        table_rules = [rule for rule in rule_list if rule.table == table_name]
+        batch = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=f"{table_name}_suite", expectations=[r.expectation for r in table_rules])
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{table_name}_validation", data=batch, suite=suite)
+        )
+        index_column = _INDEX_COLUMN[table_name]
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{table_name}_checkpoint",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]},
+            )
+        )
+        outcome = checkpoint.run(batch_parameters={"dataframe": table})
+        (suite_result,) = outcome.run_results.values()
+        for rule, result in zip(table_rules, suite_result.results, strict=True):
+            offending = [str(row[index_column]) for row in result.result.get("unexpected_index_list") or []]
+            results.append(RuleResult(rule.name, result.expectation_config.type, result.success, offending))
+    return results
+
+
+def _describe_files(files: pd.DataFrame, paths: list[str]) -> list[str]:
+    errors = files.set_index("path")["error"]
+    return [f"{p} ({errors[p]})" if isinstance(errors.get(p), str) else p for p in paths]
+
+
+def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> ValidationOutcome:
+    """Apply the rules to a scanned dataset; with `on_error: skip`, leave bad files out and re-check."""
+    classes = class_set(cfg, scan)
+    rule_list = rules(cfg, classes)
+    files = scan.files
+
+    def check(frame: pd.DataFrame, docs: Path | None) -> list[RuleResult]:
+        tables = {"files": file_table(frame), "classes": class_table(frame, scan.class_folders, classes)}
+        return run_expectations(tables, rule_list, docs)
+
+    skip = cfg.validation.on_error == "skip"
+    results = check(files, None if skip else docs_dir)
+    skipped: dict[str, list[str]] = {}
+    if skip:
+        file_rules = {r.name for r in rule_list if r.table == "files"}
+        for result in results:
+            if result.name in file_rules:
+                for path in result.offending:
+                    skipped.setdefault(path, []).append(result.name)
+        files = files[~files["path"].isin(skipped)]
+        results = check(files, docs_dir)
+    for result in results:
+        if result.name in {r.name for r in rule_list if r.table == "files"}:
+            result.offending = _describe_files(scan.files, result.offending)
+    success = all(r.success for r in results)
+    return ValidationOutcome(success, results, files.reset_index(drop=True), skipped)
+
+
+def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
+    """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files."""
+    write_json(
+        path,
+        {
+            "success": outcome.success,
+            "files": total_files,
+            "accepted": len(outcome.manifest),
+            "skipped": [{"path": p, "rules": r} for p, r in sorted(outcome.skipped.items())],
+            "rules": [
+                {
+                    "rule": r.name,
+                    "expectation": r.expectation,
+                    "success": r.success,
+                    "offending_count": len(r.offending),
+                    "offending": r.offending[:MAX_LISTED],
+                }
+                for r in outcome.results
+            ],
+            "data_docs": docs_index.as_posix(),
+        },
+    )
+
+
+def run(cfg: Config) -> ValidationOutcome:
+    """Validate `data/raw`; write the manifest and reports; raise PipelineError naming failed rules."""
+    raw = cfg.paths.raw
+    if not raw.is_dir():
+        raise PipelineError(f"{raw}: no raw dataset; run the ingest stage first ('dvc repro ingest')")
+    scan = scan_dataset(raw)
+    reports = cfg.paths.reports
+    docs_dir = reports / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    outcome = validate_scan(cfg, scan, docs_dir)
+    report_path = reports / "validation.json"
+    write_report(report_path, outcome, len(scan.files), (docs_dir / "index.html").relative_to(cfg.root))
+    for path, reasons in sorted(outcome.skipped.items()):
+        log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
+    if not outcome.success:
+        failed = "; ".join(r.summary() for r in outcome.results if not r.success)
+        raise PipelineError(
+            f"data validation failed: {failed}; details in {report_path.relative_to(cfg.root)} "
+            "(fix or remove those files, or set validate.on_error: skip)"
+        )
+    with atomic_path(cfg.paths.manifest) as temporary:
+        outcome.manifest.to_csv(temporary, index=False)
+    log.info(
+        "validate: %d of %d files accepted, %d rules passed -> %s",
+        len(outcome.manifest), len(scan.files), len(outcome.results), cfg.paths.manifest,
+    )  # fmt: skip
+    return outcome
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)
