@@ -82,12 +82,8 @@ def ingest_fashion_mnist(source: Path, out: Path) -> IngestResult:
     return IngestResult(images=count, classes=list(FASHION_MNIST_CLASSES), skipped=[])
 
 
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".")
-
-
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not _is_hidden(p))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
 
 def ingest_imagefolder(source: Path, out: Path) -> IngestResult:
@@ -116,7 +112,7 @@ def ingest_imagefolder(source: Path, out: Path) -> IngestResult:
             target_dir.mkdir(parents=True, exist_ok=True)
             for path in sorted(class_dir.rglob("*")):
                 relative = path.relative_to(source).as_posix()
-                if path.is_symlink() or any(_is_hidden(p) for p in path.relative_to(class_dir).parts):
+                if path.is_symlink() or any(part.startswith(".") for part in path.relative_to(class_dir).parts):
                     skipped.append(relative)
                 elif path.is_file():
                     flat_name = path.relative_to(class_dir).as_posix().replace("/", "__")

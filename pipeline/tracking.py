@@ -25,15 +25,22 @@ def connect(cfg: Config) -> str:
 
     Fails fast, with a PipelineError naming the URI, when the store cannot be reached.
     """
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(user_registry or uri)
+    # MLflow exports what it is set to; keep the variables meaning "the user chose a store"
+    if not user_uri:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if not user_registry:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
     name = cfg.tracking.experiment
     try:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        artifacts = None if "MLFLOW_TRACKING_URI" in os.environ else cfg.paths.mlflow_artifacts.as_uri()
+        artifacts = None if user_uri else cfg.paths.mlflow_artifacts.as_uri()
         return mlflow.create_experiment(name, artifact_location=artifacts)
     except MlflowException as error:
         if "already exists" in str(error):

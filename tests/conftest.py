@@ -1,0 +1,28 @@
+"""Shared fixtures: a small generated dataset and a project folder to run stages in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config, load_config
+from tests.synthetic import small_params, write_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A small valid dataset with train and test splits."""
+    return write_dataset(tmp_path / "images", {"train": 40, "test": 10})
+
+
+@pytest.fixture
+def project(tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """A project root in a temporary folder (its own params.yaml and MLflow store) for stage calls."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(small_params(str(dataset))))
+    monkeypatch.setenv("PIPELINE_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return load_config()

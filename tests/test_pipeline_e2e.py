@@ -1,0 +1,154 @@
+"""The real pipeline, end to end: `dvc repro` in a temporary git repo on a small generated dataset,
+with real DVC, Great Expectations and MLflow on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from tests.synthetic import PROJECT, small_params, write_dataset
+
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "register")
+
+
+def command_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PIPELINE_ROOT", "MLFLOW_TRACKING_URI", "DVC_ROOT"}}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for role in ("AUTHOR", "COMMITTER"):
+        env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = "test", "test@example.com"
+    return env
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=root, env=command_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{(done.stdout + done.stderr)[-4000:]}"
+    return done
+
+
+def dvc(root: Path, *args: str) -> str:
+    done = run(root, sys.executable, "-m", "dvc", *args)
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline and a `dvc add`-ed image folder."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(PROJECT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(small_params("data/images")))
+    write_dataset(root / "data" / "images", {"train": 40, "test": 10})
+    run(root, "git", "init", "-q")
+    dvc(root, "init", "-q")
+    dvc(root, "config", "core.analytics", "false")
+    dvc(root, "add", "-q", "data/images")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "project")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo: Path) -> str:
+    return dvc(repo, "repro")
+
+
+def mlflow_client(root: Path) -> MlflowClient:
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def raw_data_hash(root: Path) -> str:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (out,) = lock["stages"]["ingest"]["outs"]
+    return out["md5"]
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
+    assert stages_run(first_repro) == set(STAGES)
+    for path in ("models/model.pt", "metrics/train.json", "metrics/eval.json", "metrics/history.csv",
+                 "metrics/predictions.csv", "plots/confusion_matrix.png", "plots/attention_overlays.png",
+                 "plots/training_curves.png", "reports/validation.json", "reports/registration.json"):  # fmt: skip
+        assert (repo / path).is_file(), path
+    evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert set(evaluation["per_class"]) == {"bars", "columns", "squares"}
+    assert 0 <= evaluation["accuracy"] <= 1 and evaluation["test_images"] == 30
+
+
+def test_mlflow_run_has_params_curves_artifacts_data_version_and_commit(repo, first_repro):
+    client = mlflow_client(repo)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "attention-pipeline"]
+    (run_info,) = client.search_runs([experiment.experiment_id])
+    assert run_info.data.params["model.widths"] == "[8, 16]"
+    assert run_info.data.tags["data_version"] == raw_data_hash(repo)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert run_info.data.tags["git_commit"].startswith(head)
+    assert "test_accuracy" in run_info.data.metrics and "val_accuracy" in run_info.data.metrics
+    artifacts = {a.path for folder in ("plots", "metrics") for a in client.list_artifacts(run_info.info.run_id, folder)}
+    assert {"plots/confusion_matrix.png", "plots/attention_overlays.png", "metrics/eval.json"} <= artifacts
+    assert experiment.artifact_location.startswith((repo / "mlartifacts").as_uri())
+
+
+def test_first_model_is_champion_and_loads_with_attention(repo, first_repro):
+    client = mlflow_client(repo)
+    champion = client.get_model_version_by_alias("attention-classifier", "champion")
+    assert str(champion.version) == "1" and champion.tags["decision"] == "promoted"
+    model = mlflow.pyfunc.load_model("models:/attention-classifier@champion")
+    images = torch.load(repo / "data" / "processed" / "test.pt", weights_only=True)["images"][:4].numpy()
+    out = model.predict(images)
+    assert out["probabilities"].shape == (4, 3)
+    assert set(out["class"]) <= {"bars", "columns", "squares"}
+    torch.testing.assert_close(torch.tensor(out["attention"].sum(axis=(1, 2))), torch.ones(4))
+
+
+def test_repro_right_after_is_a_no_op(repo, first_repro):
+    assert "up to date" in dvc(repo, "status")
+    assert stages_run(dvc(repo, "repro")) == set()
+
+
+def test_metrics_plots_and_dag_work(repo, first_repro):
+    metrics = dvc(repo, "metrics", "show")
+    assert "metrics/eval.json" in metrics and "accuracy" in metrics
+    dvc(repo, "plots", "show", "-o", "dvc_plots")
+    assert (repo / "dvc_plots" / "index.html").is_file()
+    assert "register" in dvc(repo, "dag")
+
+
+def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tmp_path):
+    image = repo / "data" / "images" / "test" / "bars" / "000.png"
+    done = run(repo, sys.executable, "-m", "pipeline.predict", str(image), "--heatmap", str(tmp_path))
+    path, label, probability, heatmap = done.stdout.strip().split("\t")
+    assert path == str(image) and label in {"bars", "columns", "squares"} and 0 < float(probability) <= 1
+    assert Path(heatmap).is_file()
+
+
+def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):
+    output = dvc(repo, "exp", "run", "-S", "train.epochs=2")
+    assert stages_run(output) == {"train", "evaluate", "register"}
+    client = mlflow_client(repo)
+    runs = client.search_runs([client.get_experiment_by_name("attention-pipeline").experiment_id])
+    assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
+    report = json.loads((repo / "reports" / "registration.json").read_text())
+    champion = str(client.get_model_version_by_alias("attention-classifier", "champion").version)
+    assert report["version"] == "2" and champion == ("2" if report["promote"] else "1")
+
+
+def test_new_data_reruns_from_ingest(repo, first_repro):
+    write_dataset(repo / "data" / "images", {"train": 42}, seed=7)
+    dvc(repo, "add", "-q", "data/images")
+    status = dvc(repo, "status")
+    assert "ingest" in status and "changed deps" in status

@@ -1,0 +1,130 @@
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import ingest, validate
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+
+
+def tree_checksum(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_validation(cfg):
+    ingest.run(cfg)
+    return validate.run(cfg)
+
+
+def failure(cfg) -> str:
+    with pytest.raises(PipelineError) as error:
+        run_validation(cfg)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_valid_dataset_passes_and_writes_manifest_and_reports(project, dataset):
+    outcome = run_validation(project)
+    assert outcome.success
+    manifest = pd.read_csv(project.paths.manifest)
+    assert len(manifest) == 3 * 50
+    assert set(manifest.columns) >= {"path", "label", "split", "bytes", "sha256", "format", "width", "height", "mode"}
+    report = json.loads((project.paths.reports / "validation.json").read_text())
+    assert report["success"] and all(rule["success"] for rule in report["rules"])
+    assert (project.paths.reports / "data_docs" / "index.html").is_file()
+
+
+def test_corrupt_file_is_named(project, dataset):
+    (dataset / "train" / "bars" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    message = failure(project)
+    assert "every file decodes" in message and "train/bars/broken.png" in message
+
+
+def test_truncated_png_is_named(project, dataset):
+    whole = (dataset / "train" / "columns" / "000.png").read_bytes()
+    (dataset / "train" / "columns" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    assert "train/columns/cut.png" in failure(project)
+
+
+def test_zero_byte_file_is_named(project, dataset):
+    (dataset / "test" / "squares" / "empty.png").touch()
+    assert "test/squares/empty.png" in failure(project)
+
+
+def test_non_image_file_is_named(project, dataset):
+    (dataset / "train" / "bars" / "notes.txt").write_text("not an image")
+    message = failure(project)
+    assert "train/bars/notes.txt" in message and "UnidentifiedImageError" in message
+
+
+def test_empty_class_folder_is_named(project, dataset):
+    (dataset / "train" / "circles").mkdir()
+    message = failure(project)
+    assert "images per class" in message and "train/circles" in message
+
+
+def test_same_image_under_two_labels_is_named(project, dataset):
+    shutil.copy(dataset / "train" / "bars" / "001.png", dataset / "train" / "squares" / "copy.png")
+    message = failure(project)
+    assert "under two labels" in message
+    assert "train/bars/001.png" in message and "train/squares/copy.png" in message
+
+
+def test_same_image_in_train_and_test_is_named(project, dataset):
+    shutil.copy(dataset / "train" / "bars" / "002.png", dataset / "test" / "bars" / "leak.png")
+    message = failure(project)
+    assert "in two splits" in message and "test/bars/leak.png" in message
+
+
+def test_label_outside_the_configured_classes_is_named(project, dataset, tmp_path):
+    cfg = load_config(overrides={"data.classes": ["bars", "columns", "squares", "circles"]})
+    (dataset / "train" / "squars").mkdir()
+    for index in range(6):
+        shutil.copy(dataset / "train" / "squares" / f"{index:03d}.png", dataset / "train" / "squars" / f"{index}.png")
+    message = failure(cfg)
+    assert "label in the class set" in message and "train/squars/0.png" in message
+    assert "train/circles" in message  # a configured class with no images
+
+
+def test_image_too_small_is_named(project, dataset):
+    Image.new("L", (4, 4)).save(dataset / "train" / "bars" / "tiny.png")
+    assert "train/bars/tiny.png" in failure(project)
+
+
+def test_class_imbalance_is_named(dataset, project):
+    cfg = load_config(overrides={"validate.max_imbalance": 1.5})
+    for path in sorted((dataset / "train" / "bars").iterdir())[:20]:
+        path.unlink()
+    message = failure(cfg)
+    assert "largest class" in message and "train/bars" in message
+
+
+def test_skip_mode_leaves_bad_files_out_and_goes_on(project, dataset):
+    (dataset / "train" / "bars" / "broken.png").write_bytes(b"junk")
+    cfg = load_config(overrides={"validate.on_error": "skip"})
+    outcome = run_validation(cfg)
+    assert outcome.success
+    assert "train/bars/broken.png" in outcome.skipped
+    manifest = pd.read_csv(cfg.paths.manifest)
+    assert "train/bars/broken.png" not in set(manifest["path"]) and len(manifest) == 150
+    report = json.loads((cfg.paths.reports / "validation.json").read_text())
+    assert report["skipped"][0]["path"] == "train/bars/broken.png"
+
+
+def test_users_data_is_never_modified(project, dataset):
+    (dataset / "train" / "bars" / "broken.png").write_bytes(b"junk")
+    (dataset / "train" / "bars" / ".DS_Store").write_bytes(b"finder")
+    before = tree_checksum(dataset)
+    failure(project)
+    run_validation(load_config(overrides={"validate.on_error": "skip"}))
+    assert tree_checksum(dataset) == before
