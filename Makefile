@@ -1,4 +1,4 @@
-# Everything a fresh clone needs: `make run` runs the pipeline, `make test` runs the tests.
+# Everything a fresh clone needs: `make run` runs the training flow, `make test` runs the tests.
 # Both install what is missing first (a virtual environment, the project, Debian's Fashion-MNIST)
 # and are idempotent: a second call installs nothing.
 
@@ -14,8 +14,10 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run test mlflow-ui clean
+.PHONY: setup run repro test mlflow-ui schedule clean
 
 setup: $(STAMP) $(DATASET)
 
@@ -32,6 +34,9 @@ $(DATASET):
 	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist
 
 run: setup
+	python -m flows.training
+
+repro: setup
 	dvc repro
 
 test: setup
@@ -39,6 +44,9 @@ test: setup
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+schedule: setup
+	python -m flows.serve
 
 clean:
 	rm -rf data/raw data/processed data/manifest.csv models metrics plots reports

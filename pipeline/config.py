@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -88,6 +89,21 @@ class TrackingConfig(_Section):
     experiment: str = Field("attention-pipeline", min_length=1)
 
 
+class ScheduleConfig(_Section):
+    cron: str = "0 3 * * 1"
+    timezone: str = "Europe/Berlin"
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> ScheduleConfig:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name like 'Europe/Berlin'") from None
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs 5 fields: minute hour day month weekday")
+        return self
+
+
 class Config(_Section):
     """The whole of `params.yaml`. Unknown keys anywhere are errors.
 
@@ -102,6 +118,7 @@ class Config(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     _root: Path = PrivateAttr(default_factory=project_root)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

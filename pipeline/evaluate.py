@@ -68,7 +68,7 @@ def run(cfg: Config) -> dict:
     figures.confusion_matrix(matrix, classes, paths.plots / "confusion_matrix.png")
     count = min(cfg.evaluate.overlay_images, len(true))
     chosen = torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
-    pairs = [(classes[t], classes[p]) for t, p in zip(true[chosen], predicted[chosen])]
+    pairs = [(classes[t], classes[p]) for t, p in zip(true[chosen], predicted[chosen], strict=True)]
     figures.attention_overlays(
         test.images[chosen], attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
         paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],

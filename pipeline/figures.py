@@ -8,14 +8,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import ConfusionMatrixDisplay
 
-from pipeline.files import atomic_path  # noqa: E402
+from pipeline.files import atomic_path
 
 
 def _save(figure: plt.Figure, path: Path) -> None:

@@ -74,7 +74,7 @@ def ingest_fashion_mnist(source: Path, out: Path) -> IngestResult:
         for name in FASHION_MNIST_CLASSES:
             (out / split / name).mkdir(parents=True, exist_ok=True)
         for index, (pixels, label) in enumerate(
-            tqdm(zip(images, labels), total=len(images), desc=f"ingest {split}", disable=None)
+            tqdm(zip(images, labels, strict=True), total=len(images), desc=f"ingest {split}", disable=None)
         ):
             target = out / split / FASHION_MNIST_CLASSES[label] / f"{index:05d}.png"
             Image.fromarray(pixels, mode="L").save(target, compress_level=1)
@@ -95,8 +95,7 @@ def ingest_imagefolder(source: Path, out: Path) -> IngestResult:
     """
     if not source.is_dir():
         raise PipelineError(
-            f"data.path: {source} is not a folder; point data.path in params.yaml at a folder "
-            "of class sub-folders"
+            f"data.path: {source} is not a folder; point data.path in params.yaml at a folder of class sub-folders"
         )
     top = _class_dirs(source)
     has_splits = bool(top) and {p.name for p in top} <= set(SPLITS) and (source / "train").is_dir()

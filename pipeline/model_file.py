@@ -34,9 +34,7 @@ class ModelInfo:
 
     def build(self) -> AttentionCNN:
         """A fresh, untrained network of this architecture."""
-        return AttentionCNN(
-            ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std
-        )
+        return AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
 
 
 def save_model(path: Path, model: AttentionCNN, info: ModelInfo) -> None:

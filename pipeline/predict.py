@@ -43,7 +43,9 @@ def load_any_model(cfg: Config, reference: str | None) -> tuple[AttentionCNN, Mo
         try:
             wrapper = mlflow.pyfunc.load_model(reference).unwrap_python_model()
         except MlflowException as error:
-            raise PipelineError(f"{reference}: cannot load ({str(error).splitlines()[0]}); run the pipeline or pass --model PATH") from None
+            raise PipelineError(
+                f"{reference}: cannot load ({str(error).splitlines()[0]}); run the pipeline or pass --model PATH"
+            ) from None
         return wrapper.model, wrapper.info
     return load_model(Path(reference))
 
@@ -57,7 +59,7 @@ def predict_images(model: AttentionCNN, info: ModelInfo, paths: list[Path]) -> l
     best, index = probabilities.max(dim=1)
     return [
         ImagePrediction(path, info.classes[i], float(p), attention)
-        for path, i, p, attention in zip(paths, index.tolist(), best.tolist(), out.attention)
+        for path, i, p, attention in zip(paths, index.tolist(), best.tolist(), out.attention, strict=True)
     ]
 
 

@@ -50,7 +50,9 @@ def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: f
         try:
             kept, held = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
         except ValueError as error:
-            raise PipelineError(f"cannot split off the {what} split ({error}); add images or lower data.{what}_fraction") from None
+            raise PipelineError(
+                f"cannot split off the {what} split ({error}); add images or lower data.{what}_fraction"
+            ) from None
         return kept.sort_values("path"), held.sort_values("path")
 
     if test.empty:

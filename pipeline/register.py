@@ -15,14 +15,15 @@ from importlib.metadata import version as package_version
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from pipeline import serving
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import write_json
 from pipeline.model_file import load_model
-from pipeline import serving
 from pipeline.tracking import resume_run
 from pipeline.train import load_split
 
@@ -45,20 +46,31 @@ def decide(candidate: float, champion: float | None, min_accuracy: float, min_de
     if champion is None:
         return Decision(True, f"no champion yet; test accuracy {candidate:.4f} reaches the minimum")
     if candidate > champion + min_delta:
-        return Decision(True, f"test accuracy {candidate:.4f} beats the champion's {champion:.4f} by more than {min_delta}")
-    return Decision(False, f"test accuracy {candidate:.4f} does not beat the champion's {champion:.4f} by more than {min_delta}")
+        return Decision(
+            True, f"test accuracy {candidate:.4f} beats the champion's {champion:.4f} by more than {min_delta}"
+        )
+    return Decision(
+        False, f"test accuracy {candidate:.4f} does not beat the champion's {champion:.4f} by more than {min_delta}"
+    )
+
+
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The model version aliased `champion`, or None when there is none (or no such model)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
 
 
 def champion_accuracy(client: MlflowClient, name: str) -> tuple[str | None, float | None]:
     """The current champion's version and test accuracy, or (None, None) when there is none."""
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    champion = current_champion(client, name)
+    if champion is None:
         return None, None
     accuracy = champion.tags.get("test_accuracy")
     if accuracy is None:
         accuracy = client.get_run(champion.run_id).data.metrics.get("test_accuracy")
-    return champion.version, None if accuracy is None else float(accuracy)
+    return str(champion.version), None if accuracy is None else float(accuracy)
 
 
 def _pip_requirements() -> list[str]:

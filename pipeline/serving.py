@@ -25,7 +25,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.model, self.info = load_model(Path(context.artifacts["model_file"]))
 
-    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:  # noqa: ARG002
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:
         images = torch.as_tensor(np.asarray(model_input))
         if images.ndim == 3:
             images = images.unsqueeze(1)

@@ -45,9 +45,14 @@ def connect(cfg: Config) -> str:
     except MlflowException as error:
         if "already exists" in str(error):
             return mlflow.get_experiment_by_name(name).experiment_id
-        raise PipelineError(f"MLflow tracking store {uri} is unusable ({_first_line(error)}); check MLFLOW_TRACKING_URI") from None
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unusable ({_first_line(error)}); check MLFLOW_TRACKING_URI"
+        ) from None
     except Exception as error:  # connection errors come in many types
-        raise PipelineError(f"MLflow tracking store {uri} is unreachable ({_first_line(error)}); check MLFLOW_TRACKING_URI or start the server") from None
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unreachable ({_first_line(error)}); "
+            "check MLFLOW_TRACKING_URI or start the server"
+        ) from None
 
 
 @contextmanager

@@ -67,11 +67,15 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
     if cfg.schedule == "cosine":
@@ -81,7 +85,12 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_step
 
 def fingerprint(cfg: Config, meta: dict) -> str:
     """What a checkpoint must match to be resumed: the data, model and training settings."""
-    settings = {"data": cfg.data.model_dump(), "model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "meta": meta}
+    settings = {
+        "data": cfg.data.model_dump(),
+        "model": cfg.model.model_dump(),
+        "train": cfg.train.model_dump(),
+        "meta": meta,
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,7 +133,11 @@ def train_epoch(
             rate = seen / (time.perf_counter() - start)
             progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
-    return {"train_loss": total_loss.item() / seen, "train_accuracy": correct.item() / seen, "images_per_second": seen / seconds}
+    return {
+        "train_loss": total_loss.item() / seen,
+        "train_accuracy": correct.item() / seen,
+        "images_per_second": seen / seconds,
+    }
 
 
 def _save_checkpoint(path: Path, **state: object) -> None:
@@ -159,7 +172,9 @@ def run(cfg: Config) -> TrainResult:
     paths = cfg.paths
     meta_path = paths.processed / "meta.json"
     if not meta_path.is_file():
-        raise PipelineError(f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')")
+        raise PipelineError(
+            f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')"
+        )
     meta = json.loads(meta_path.read_text())
     experiment_id = connect(cfg)  # fail fast, before any training, when MLflow is unreachable
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
@@ -186,7 +201,13 @@ def run(cfg: Config) -> TrainResult:
         log.info("train: resuming from epoch %d of %s", first_epoch, paths.checkpoint)
 
     version = data_version(cfg)
-    log.info("train: %s, %d train / %d val images, data %s", runtime.name, len(train_data.labels), len(val_data.labels), version)
+    log.info(
+        "train: %s, %d train / %d val images, data %s",
+        runtime.name,
+        len(train_data.labels),
+        len(val_data.labels),
+        version,
+    )
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
         if checkpoint is None:
             mlflow.log_params(cfg.as_flat_params())
@@ -194,7 +215,10 @@ def run(cfg: Config) -> TrainResult:
         started = time.perf_counter()
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch, **train_epoch(model, train_data, cfg.train, runtime, optimizer, schedule, loss_fn, epoch)}
+            row = {
+                "epoch": epoch,
+                **train_epoch(model, train_data, cfg.train, runtime, optimizer, schedule, loss_fn, epoch),
+            }
             row["val_loss"], row["val_accuracy"] = evaluate_split(model, val_data, runtime, loss_fn)
             row["lr"] = lr
             history.append(row)

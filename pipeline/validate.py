@@ -140,7 +140,9 @@ def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], doc
         table_rules = [rule for rule in rule_list if rule.table == table_name]
         batch = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(
-            gx.ExpectationSuite(name=f"{table_name}_suite", expectations=[copy.copy(r.expectation) for r in table_rules])
+            gx.ExpectationSuite(
+                name=f"{table_name}_suite", expectations=[copy.copy(r.expectation) for r in table_rules]
+            )
         )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{table_name}_validation", data=batch, suite=suite)

@@ -1,0 +1,51 @@
+"""One DVC stage, reproduced from Python: DVC decides whether it is up to date and records it in
+dvc.lock, so Prefect and `dvc repro` always tell the same story."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; the message is the stage's own one-line error when it printed one."""
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    ran: bool  # False: DVC found it up to date and skipped it
+    output: str
+
+
+def stage_env() -> dict[str, str]:
+    """The environment for `dvc.yaml`'s `python -m ...` commands: this interpreter's folder first."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def reproduce(root: Path, stage: str) -> StageRun:
+    """`dvc repro --single-item STAGE` in `root`, its output streamed to the log line by line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        cwd=root, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in process.stdout:
+        line = line.rstrip()
+        lines.append(line)
+        if line:
+            log.info(line)
+    process.wait()
+    output = "\n".join(lines)
+    if process.returncode != 0:
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        raise StageFailed(errors[-1] if errors else f"stage '{stage}' failed:\n" + "\n".join(lines[-20:]))
+    return StageRun(stage, f"Running stage '{stage}'" in output, output)

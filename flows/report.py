@@ -1,0 +1,100 @@
+"""What a flow run tells its user: the summary it prints and the Prefect artifacts it publishes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Config
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def raw_data_version(root: Path) -> str | None:
+    """The hash `dvc.lock` records for `data/raw`: the data version."""
+    lock_path = root / "dvc.lock"
+    if not lock_path.is_file():
+        return None
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    for out in lock.get("stages", {}).get("ingest", {}).get("outs", []):
+        if out.get("path") == "data/raw":
+            return out.get("md5")
+    return None
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a training flow run, read from the stages' reports."""
+
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> "ran" | "skipped"
+    validation: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    registration: dict = field(default_factory=dict)
+    data_version: str | None = None
+
+    @classmethod
+    def read(cls, cfg: Config, stages: dict[str, str]) -> RunSummary:
+        paths = cfg.paths
+        return cls(
+            stages=stages,
+            validation=_read_json(paths.reports / "validation.json"),
+            evaluation=_read_json(paths.metrics / "eval.json"),
+            registration=_read_json(paths.reports / "registration.json"),
+            data_version=raw_data_version(cfg.root),
+        )
+
+    @property
+    def decision(self) -> str:
+        r = self.registration
+        if not r:
+            return "no model registered"
+        verdict = "promoted to champion" if r.get("promote") else "kept as challenger"
+        return f"{r['model_name']} version {r['version']} {verdict}: {r['reason']}"
+
+    def text(self) -> str:
+        v, e = self.validation, self.evaluation
+        skipped = len(v.get("skipped", []))
+        lines = [
+            "stages: " + ", ".join(f"{name} {state}" for name, state in self.stages.items()),
+            f"validation: {'passed' if v.get('success') else 'failed'} "
+            f"({v.get('accepted', 0)} of {v.get('files', 0)} files accepted, {skipped} skipped)",
+            f"test accuracy: {e.get('accuracy', float('nan')):.4f} (macro-F1 {e.get('macro_f1', float('nan')):.4f})",
+            f"registry: {self.decision}",
+            f"data version: {self.data_version}",
+            f"MLflow run: {self.registration.get('run_id')}  (open the UI: make mlflow-ui)",
+        ]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        e = self.evaluation
+        rows = "\n".join(
+            f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1-score']:.4f} | {m['support']} |"
+            for name, m in e.get("per_class", {}).items()
+        )
+        stages = " · ".join(f"{name}: {state}" for name, state in self.stages.items())
+        return (
+            "# Training flow report\n\n"
+            f"- **Stages**: {stages}\n"
+            f"- **Test accuracy**: {e.get('accuracy', float('nan')):.4f}, "
+            f"macro-F1 {e.get('macro_f1', float('nan')):.4f}\n"
+            f"- **Registry decision**: {self.decision}\n"
+            f"- **Data version**: `{self.data_version}`\n"
+            f"- **MLflow run**: `{self.registration.get('run_id')}`\n\n"
+            "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + rows + "\n"
+        )
+
+
+def bad_files(validation: dict) -> list[dict[str, str]]:
+    """Rows for the bad-files table: each offending file (or class folder) with the rule it broke."""
+    rows = [
+        {"file": s["path"], "rule": "; ".join(s["rules"]), "action": "skipped"} for s in validation.get("skipped", [])
+    ]
+    for rule in validation.get("rules", []):
+        if not rule["success"]:
+            rows += [{"file": item, "rule": rule["rule"], "action": "stopped the run"} for item in rule["offending"]]
+    return rows

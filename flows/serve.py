@@ -1,0 +1,31 @@
+"""Serve the retraining flow on the cron schedule and time zone of `schedule:` in params.yaml.
+
+python -m flows.serve        # runs until stopped; uses PREFECT_API_URL, or a local server
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+from flows.retraining import retraining_flow
+from pipeline.config import Config, load_config
+from pipeline.errors import run_cli
+
+
+def retraining_deployment(cfg: Config) -> RunnerDeployment:
+    """The scheduled deployment of the retraining flow."""
+    return retraining_flow.to_deployment(
+        name="scheduled-retraining",
+        schedules=[Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone)],
+        description=f"Retrain when the data changed; cron '{cfg.schedule.cron}' ({cfg.schedule.timezone})",
+    )
+
+
+def main() -> None:
+    serve(retraining_deployment(load_config()))
+
+
+if __name__ == "__main__":
+    run_cli(main)

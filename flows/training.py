@@ -1,0 +1,106 @@
+"""The training flow: ingest → validate → preprocess → train → evaluate → register.
+
+Each step is a Prefect task that reproduces the DVC stage of the same name (`dvc repro
+--single-item`), so the stage code is the one in `dvc.yaml`, DVC skips what is up to date, and
+`dvc.lock` records every run: after the flow, `dvc status` is clean and `dvc repro` does nothing.
+
+    python -m flows.training [--set train.epochs=2 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from flows.dvc_stage import StageFailed, reproduce
+from flows.params_file import apply_overrides
+from flows.report import RunSummary, bad_files
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.paths import project_root
+
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "register")
+# Steps that talk to MLflow retry with backoff; training resumes from its checkpoint on a retry.
+RETRIES = {"train": 1, "evaluate": 2, "register": 3}
+
+
+class ValidationFailed(RuntimeError):
+    """The data broke a validation rule: the flow stops before any training."""
+
+
+@task(cache_policy=NO_CACHE)
+def run_stage(stage: str) -> str:
+    """Reproduce one DVC stage; returns 'ran' or 'skipped' (DVC found it up to date)."""
+    try:
+        result = reproduce(project_root(), stage)
+    except StageFailed as error:
+        if stage == "validate":
+            raise ValidationFailed(str(error)) from None
+        raise
+    state = "ran" if result.ran else "skipped"
+    get_run_logger().info("stage %s %s", stage, state)
+    return state
+
+
+def _publish_bad_files(validation: dict) -> None:
+    rows = bad_files(validation)
+    if rows:
+        create_table_artifact(rows, key="bad-files", description="Files that broke a validation rule")
+
+
+@flow(name="training", log_prints=True)
+def training_flow(overrides: dict[str, Any] | None = None) -> RunSummary:
+    """Run the pipeline's stages in order; `overrides` ({"train.epochs": 2, ...}) are written to
+    params.yaml first, as `dvc exp run -S` does. Publishes a markdown report artifact."""
+    root = project_root()
+    if overrides:
+        apply_overrides(root, overrides)
+    cfg = load_config(root / "params.yaml")
+    states: dict[str, str] = {}
+    for stage in STAGES:
+        step = run_stage.with_options(
+            name=stage, retries=RETRIES.get(stage, 0), retry_delay_seconds=exponential_backoff(backoff_factor=2)
+        )
+        try:
+            states[stage] = step(stage)
+        finally:
+            if stage == "validate":
+                _publish_bad_files(RunSummary.read(cfg, states).validation)
+    summary = RunSummary.read(cfg, states)
+    create_markdown_artifact(summary.markdown(), key="training-report", description="Training flow report")
+    return summary
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` strings (values in YAML syntax) into an overrides dict."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise PipelineError(f"--set {pair}: expected key=value, e.g. --set train.epochs=2")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.training", description="Run the training flow.")
+    parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. --set train.epochs=2 (repeatable)")  # fmt: skip
+    args = parser.parse_args()
+    try:
+        summary = training_flow(parse_overrides(args.pairs))
+    except (PipelineError, ValidationFailed, StageFailed) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print("\n" + summary.text())
+
+
+if __name__ == "__main__":
+    main()

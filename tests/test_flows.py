@@ -1,0 +1,121 @@
+"""The Prefect flows on a real DVC repo, with Prefect's test harness (a temporary local server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.retraining import retraining_flow
+from flows.serve import retraining_deployment
+from flows.training import ValidationFailed, training_flow
+from pipeline.config import load_config
+from tests.dvc_repo import STAGES, dvc, make_repo
+from tests.synthetic import write_dataset
+
+MODEL = "attention-classifier"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("flowrepo"))
+
+
+@pytest.fixture
+def in_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PIPELINE_ROOT", str(repo))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def versions(repo: Path) -> list[str]:
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    return sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
+
+
+@pytest.fixture(scope="module")
+def first_flow(repo: Path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_ROOT", str(repo))
+        patch.chdir(repo)
+        return training_flow()
+
+
+def test_training_flow_runs_every_stage_and_registers_a_champion(in_repo, first_flow):
+    assert first_flow.stages == dict.fromkeys(STAGES, "ran")
+    client = MlflowClient(f"sqlite:///{in_repo / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert first_flow.registration["version"] == str(champion.version)
+    assert first_flow.data_version == champion.tags["data_version"]
+    assert "registry" in first_flow.text() and first_flow.registration["run_id"] in first_flow.markdown()
+
+
+def test_after_a_flow_run_dvc_is_up_to_date_and_a_rerun_skips_everything(in_repo, first_flow):
+    assert "up to date" in dvc(in_repo, "status")
+    again = training_flow()
+    assert again.stages == dict.fromkeys(STAGES, "skipped")
+
+
+def test_flow_parameters_override_params_and_rerun_only_what_they_affect(in_repo, first_flow):
+    params = in_repo / "params.yaml"
+    params.write_text("# the team's notes\n" + params.read_text())
+    summary = training_flow({"train.epochs": 2})
+    assert [s for s, state in summary.stages.items() if state == "ran"] == ["train", "evaluate", "register"]
+    assert load_config().train.epochs == 2
+    assert params.read_text().startswith("# the team's notes")
+    assert "up to date" in dvc(in_repo, "status")
+
+
+def test_retraining_skips_when_the_data_is_unchanged(in_repo, first_flow):
+    before = versions(in_repo)
+    state = retraining_flow(return_state=True)
+    assert state.is_completed() and "no new data" in state.message
+    assert versions(in_repo) == before
+
+
+def test_retraining_retrains_when_an_image_is_added(in_repo, first_flow):
+    before = versions(in_repo)
+    write_dataset(in_repo / "data" / "images", {"train": 41}, seed=11)
+    dvc(in_repo, "add", "-q", "data/images")
+    state = retraining_flow(return_state=True)
+    assert state.is_completed() and "retrained on new data" in state.message
+    assert len(versions(in_repo)) == len(before) + 1
+    assert "up to date" in dvc(in_repo, "status")
+
+
+def test_corrupt_image_fails_the_flow_at_validation_before_any_training(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "bad")
+    (repo / "data" / "images" / "train" / "bars" / "broken.png").write_bytes(b"\x89PNG not really")
+    dvc(repo, "add", "-q", "data/images")
+    monkeypatch.setenv("PIPELINE_ROOT", str(repo))
+    monkeypatch.chdir(repo)
+    with pytest.raises(ValidationFailed, match=r"every file decodes.*train/bars/broken\.png"):
+        training_flow()
+    assert not (repo / "models" / "model.pt").exists()
+    if (repo / "mlflow.db").exists():
+        mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+        assert mlflow.search_runs(search_all_experiments=True).empty
+    report = json.loads((repo / "reports" / "validation.json").read_text())
+    assert not report["success"]
+
+
+def test_served_deployment_carries_the_configured_cron_and_time_zone(tmp_path, monkeypatch):
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["schedule"] = {"cron": "30 4 * * 2", "timezone": "America/Chicago"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    deployment = retraining_deployment(load_config(tmp_path / "params.yaml"))
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "30 4 * * 2" and schedule.schedule.timezone == "America/Chicago"
+    assert deployment.name == "scheduled-retraining"
