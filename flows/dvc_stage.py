@@ -31,8 +31,8 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def reproduce(root: Path, stage: str) -> StageRun:
-    """`dvc repro --single-item STAGE` in `root`, its output streamed to the log line by line."""
+def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAdapter = log) -> StageRun:
+    """`dvc repro --single-item STAGE` in `root`, its output streamed to `logger` line by line."""
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
         cwd=root, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -42,7 +42,7 @@ def reproduce(root: Path, stage: str) -> StageRun:
         line = line.rstrip()
         lines.append(line)
         if line:
-            log.info(line)
+            logger.info(line)
     process.wait()
     output = "\n".join(lines)
     if process.returncode != 0:

@@ -38,14 +38,15 @@ class ValidationFailed(RuntimeError):
 @task(cache_policy=NO_CACHE)
 def run_stage(stage: str) -> str:
     """Reproduce one DVC stage; returns 'ran' or 'skipped' (DVC found it up to date)."""
+    logger = get_run_logger()
     try:
-        result = reproduce(project_root(), stage)
+        result = reproduce(project_root(), stage, logger)
     except StageFailed as error:
         if stage == "validate":
             raise ValidationFailed(str(error)) from None
         raise
     state = "ran" if result.ran else "skipped"
-    get_run_logger().info("stage %s %s", stage, state)
+    logger.info("stage %s %s", stage, state)
     return state
 
 

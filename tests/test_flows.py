@@ -9,6 +9,7 @@ import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
+from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.retraining import retraining_flow
@@ -60,6 +61,8 @@ def test_training_flow_runs_every_stage_and_registers_a_champion(in_repo, first_
     assert first_flow.registration["version"] == str(champion.version)
     assert first_flow.data_version == champion.tags["data_version"]
     assert "registry" in first_flow.text() and first_flow.registration["run_id"] in first_flow.markdown()
+    report = Artifact.get("training-report")
+    assert report is not None and first_flow.registration["run_id"] in report.data
 
 
 def test_after_a_flow_run_dvc_is_up_to_date_and_a_rerun_skips_everything(in_repo, first_flow):
@@ -109,6 +112,8 @@ def test_corrupt_image_fails_the_flow_at_validation_before_any_training(tmp_path
         assert mlflow.search_runs(search_all_experiments=True).empty
     report = json.loads((repo / "reports" / "validation.json").read_text())
     assert not report["success"]
+    table = Artifact.get("bad-files")
+    assert table is not None and "train/bars/broken.png" in str(table.data)
 
 
 def test_served_deployment_carries_the_configured_cron_and_time_zone(tmp_path, monkeypatch):
@@ -119,3 +124,12 @@ def test_served_deployment_carries_the_configured_cron_and_time_zone(tmp_path, m
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == "30 4 * * 2" and schedule.schedule.timezone == "America/Chicago"
     assert deployment.name == "scheduled-retraining"
+
+
+def test_prefect_yaml_deployment_schedule_matches_params():
+    root = Path(__file__).parents[1]
+    deployments = yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]
+    (retraining,) = [d for d in deployments if d["entrypoint"].endswith(":retraining_flow")]
+    (schedule,) = retraining["schedules"]
+    cfg = load_config(root / "params.yaml")
+    assert (schedule["cron"], schedule["timezone"]) == (cfg.schedule.cron, cfg.schedule.timezone)

@@ -109,6 +109,16 @@ def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_s
     assert report["version"] == "2" and champion == ("2" if report["promote"] else "1")
 
 
+def test_experiment_in_a_temporary_copy_logs_to_the_projects_store(repo, first_repro):
+    client = mlflow_client(repo)
+    experiment_id = client.get_experiment_by_name("attention-pipeline").experiment_id
+    before = len(client.search_runs([experiment_id]))
+    dvc(repo, "exp", "run", "--temp", "-S", "train.lr=0.02")
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == before + 1 and {r.data.params["train.lr"] for r in runs} >= {"0.02"}
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
 def test_new_data_reruns_from_ingest(repo, first_repro):
     write_dataset(repo / "data" / "images", {"train": 42}, seed=7)
     dvc(repo, "add", "-q", "data/images")
