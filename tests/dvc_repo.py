@@ -16,7 +16,8 @@ STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "register")
 
 
 def command_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"PIPELINE_ROOT", "MLFLOW_TRACKING_URI", "DVC_ROOT"}}
+    dropped = {"PIPELINE_ROOT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     for role in ("AUTHOR", "COMMITTER"):
         env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = "test", "test@example.com"

@@ -42,7 +42,8 @@ def in_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def versions(repo: Path) -> list[str]:
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
@@ -56,7 +57,8 @@ def first_flow(repo: Path):
 
 def test_training_flow_runs_every_stage_and_registers_a_champion(in_repo, first_flow):
     assert first_flow.stages == dict.fromkeys(STAGES, "ran")
-    client = MlflowClient(f"sqlite:///{in_repo / 'mlflow.db'}")
+    uri = f"sqlite:///{in_repo / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert first_flow.registration["version"] == str(champion.version)
     assert first_flow.data_version == champion.tags["data_version"]

@@ -30,8 +30,11 @@ def first_repro(repo: Path) -> str:
 
 
 def mlflow_client(root: Path) -> MlflowClient:
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    """A client of the repo's store, for tracking and registry (other tests set other stores)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def raw_data_hash(root: Path) -> str:
@@ -68,7 +71,8 @@ def test_mlflow_run_has_params_curves_artifacts_data_version_and_commit(repo, fi
 def test_first_model_is_champion_and_loads_with_attention(repo, first_repro):
     client = mlflow_client(repo)
     champion = client.get_model_version_by_alias("attention-classifier", "champion")
-    assert str(champion.version) == "1" and champion.tags["decision"] == "promoted"
+    report = json.loads((repo / "reports" / "registration.json").read_text())
+    assert str(champion.version) == report["version"] and champion.tags["decision"] == "promoted"
     model = mlflow.pyfunc.load_model("models:/attention-classifier@champion")
     images = torch.load(repo / "data" / "processed" / "test.pt", weights_only=True)["images"][:4].numpy()
     out = model.predict(images)
@@ -106,7 +110,9 @@ def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_s
     assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
     report = json.loads((repo / "reports" / "registration.json").read_text())
     champion = str(client.get_model_version_by_alias("attention-classifier", "champion").version)
-    assert report["version"] == "2" and champion == ("2" if report["promote"] else "1")
+    newest = max(int(v.version) for v in client.search_model_versions("name='attention-classifier'"))
+    assert report["version"] == str(newest)
+    assert (champion == report["version"]) == report["promote"]
 
 
 def test_experiment_in_a_temporary_copy_logs_to_the_projects_store(repo, first_repro):
