@@ -17,7 +17,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run repro test mlflow-ui schedule clean
+.PHONY: setup run repro test bench mlflow-ui schedule clean
 
 setup: $(STAMP) $(DATASET)
 
@@ -42,6 +42,9 @@ repro: setup
 test: setup
 	$(BIN)/pytest
 
+bench: setup
+	python -m bench.run
+
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -49,4 +52,4 @@ schedule: setup
 	python -m flows.serve
 
 clean:
-	rm -rf data/raw data/processed data/manifest.csv models metrics plots reports
+	rm -rf data/processed data/manifest.csv models metrics plots reports

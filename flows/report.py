@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from pipeline.config import Config
+from pipeline.files import write_json
 
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def raw_data_version(root: Path) -> str | None:
-    """The hash `dvc.lock` records for `data/raw`: the data version."""
-    lock_path = root / "dvc.lock"
+def locked_data_version(cfg: Config) -> str | None:
+    """The hash `dvc.lock` records for the source dataset (`data.path`): the data version."""
+    lock_path = cfg.root / "dvc.lock"
     if not lock_path.is_file():
         return None
     lock = yaml.safe_load(lock_path.read_text()) or {}
-    for out in lock.get("stages", {}).get("ingest", {}).get("outs", []):
-        if out.get("path") == "data/raw":
-            return out.get("md5")
+    for dep in lock.get("stages", {}).get("validate", {}).get("deps", []):
+        if dep.get("path") == cfg.data.path:
+            return dep.get("md5")
     return None
 
 
@@ -32,21 +33,30 @@ class RunSummary:
     """The outcome of a training flow run, read from the stages' reports."""
 
     stages: dict[str, str] = field(default_factory=dict)  # stage -> "ran" | "skipped"
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time of its task
     validation: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     registration: dict = field(default_factory=dict)
     data_version: str | None = None
 
     @classmethod
-    def read(cls, cfg: Config, stages: dict[str, str]) -> RunSummary:
+    def read(cls, cfg: Config, stages: dict[str, str], seconds: dict[str, float] | None = None) -> RunSummary:
         paths = cfg.paths
         return cls(
             stages=stages,
+            seconds=seconds or {},
             validation=_read_json(paths.reports / "validation.json"),
             evaluation=_read_json(paths.metrics / "eval.json"),
             registration=_read_json(paths.reports / "registration.json"),
-            data_version=raw_data_version(cfg.root),
+            data_version=locked_data_version(cfg),
         )
+
+    def write(self, path: Path) -> None:
+        """Save the summary as JSON (what the benchmark and scripts read)."""
+        write_json(path, asdict(self))
+
+    def _stage_line(self, name: str, state: str) -> str:
+        return f"{name} {state}" + (f" ({self.seconds[name]:.1f} s)" if name in self.seconds else "")
 
     @property
     def decision(self) -> str:
@@ -60,7 +70,7 @@ class RunSummary:
         v, e = self.validation, self.evaluation
         skipped = len(v.get("skipped", []))
         lines = [
-            "stages: " + ", ".join(f"{name} {state}" for name, state in self.stages.items()),
+            "stages: " + ", ".join(self._stage_line(name, state) for name, state in self.stages.items()),
             f"validation: {'passed' if v.get('success') else 'failed'} "
             f"({v.get('accepted', 0)} of {v.get('files', 0)} files accepted, {skipped} skipped)",
             f"test accuracy: {e.get('accuracy', float('nan')):.4f} (macro-F1 {e.get('macro_f1', float('nan')):.4f})",
@@ -76,7 +86,7 @@ class RunSummary:
             f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1-score']:.4f} | {m['support']} |"
             for name, m in e.get("per_class", {}).items()
         )
-        stages = " · ".join(f"{name}: {state}" for name, state in self.stages.items())
+        stages = " · ".join(self._stage_line(name, state) for name, state in self.stages.items())
         return (
             "# Training flow report\n\n"
             f"- **Stages**: {stages}\n"

@@ -1,7 +1,7 @@
 """The retraining flow: train again only when the data changed since the champion was trained.
 
-The data version is DVC's hash of `data/raw` (after re-ingesting the source), compared with the
-`data_version` tag of the registry's current champion.
+The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
+the `data_version` tag of the registry's current champion.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from flows.report import raw_data_version
-from flows.training import run_stage, training_flow
+from flows.training import training_flow
 from pipeline.config import load_config
 from pipeline.paths import project_root
 from pipeline.register import current_champion
-from pipeline.tracking import connect
+from pipeline.tracking import connect, data_version
 
 
 def champion_data_version(model_name: str) -> str | None:
@@ -29,11 +28,9 @@ def champion_data_version(model_name: str) -> str | None:
 
 @flow(name="retraining", log_prints=True)
 def retraining_flow(overrides: dict[str, Any] | None = None) -> State:
-    """Re-ingest the source; if its data version differs from the champion's, run the training flow."""
-    root = project_root()
-    cfg = load_config(root / "params.yaml")
-    run_stage.with_options(name="ingest")("ingest")
-    current = raw_data_version(root)
+    """If the source's data version differs from the champion's, run the training flow."""
+    cfg = load_config(project_root() / "params.yaml")
+    current = data_version(cfg)
     connect(cfg)
     trained_on = champion_data_version(cfg.registry.model_name)
     logger = get_run_logger()

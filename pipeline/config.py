@@ -50,6 +50,7 @@ class ValidateConfig(_Section):
 class ModelConfig(_Section):
     backbone: Literal["seed_cnn", "resnet18"] = "seed_cnn"
     widths: list[int] = Field([64, 128, 256], min_length=1)
+    convs_per_block: int = Field(1, ge=1, le=4)
     attention: Literal["soft", "none"] = "soft"
     attention_dim: int = Field(128, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -72,6 +73,7 @@ class TrainConfig(_Section):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
 
 
 class EvaluateConfig(_Section):

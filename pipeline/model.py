@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from pipeline.config import ModelConfig
@@ -46,22 +45,27 @@ class AveragePool(nn.Module):
         return features.mean(dim=(2, 3)), uniform
 
 
-def seed_cnn(in_channels: int, widths: list[int]) -> nn.Sequential:
-    """Conv–BN–ReLU–maxpool blocks, one per width."""
+def seed_cnn(in_channels: int, widths: list[int], convs_per_block: int = 1) -> nn.Sequential:
+    """One block per width: `convs_per_block` conv–BN–ReLU layers, the last one max-pooled.
+
+    Max-pooling and ReLU commute (ReLU is monotonic), so the last layer pools before its ReLU:
+    the same function as conv–BN–ReLU–maxpool, with ReLU touching a quarter of the values.
+    """
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-        in_channels = width
+        for index in range(convs_per_block):
+            layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
+            if index == convs_per_block - 1:
+                layers.append(nn.MaxPool2d(2))
+            layers.append(nn.ReLU(inplace=True))
+            in_channels = width
     return nn.Sequential(*layers)
 
 
 def resnet18_features(in_channels: int) -> tuple[nn.Sequential, int]:
     """torchvision's ResNet-18 (random init), its stem adapted to small images: 3×3 stride-1, no maxpool."""
+    import torchvision  # only this backbone needs it, and importing it costs seconds
+
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     body = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3, net.layer4)
@@ -85,7 +89,7 @@ class AttentionCNN(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         if cfg.backbone == "seed_cnn":
-            self.features, channels = seed_cnn(in_channels, cfg.widths), cfg.widths[-1]
+            self.features, channels = seed_cnn(in_channels, cfg.widths, cfg.convs_per_block), cfg.widths[-1]
         else:
             self.features, channels = resnet18_features(in_channels)
         self.pool = SoftAttentionPool(channels, cfg.attention_dim) if cfg.attention == "soft" else AveragePool()

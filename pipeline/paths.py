@@ -40,10 +40,6 @@ class ProjectPaths:
     root: Path
 
     @property
-    def raw(self) -> Path:
-        return self.root / "data" / "raw"
-
-    @property
     def manifest(self) -> Path:
         return self.root / "data" / "manifest.csv"
 

@@ -1,4 +1,4 @@
-"""Stage 3, preprocess: seeded stratified splits, decoded once into compact uint8 tensors.
+"""Stage 2, preprocess: seeded stratified splits, decoded once into compact uint8 tensors.
 
 Writes `data/processed/{train,val,test}.pt` (images N×C×H×W uint8, labels int64) and
 `data/processed/meta.json` (class names, normalisation statistics of the training split).
@@ -8,13 +8,8 @@ Training then loads tensors and never decodes an image again.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
@@ -22,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import atomic_path, replace_dir, write_json
-from pipeline.images import load_image
+from pipeline.sources import load_images
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +56,6 @@ def split_manifest(manifest: pd.DataFrame, val_fraction: float, test_fraction: f
     return Splits(train=train, val=val, test=test)
 
 
-def decode_all(paths: list[Path], size: int, channels: int) -> torch.Tensor:
-    """Decode images into one N×C×H×W uint8 tensor, in parallel processes."""
-    if not paths:
-        return torch.empty((0, channels, size, size), dtype=torch.uint8)
-    load = partial(load_image, size=size, channels=channels)
-    workers = min(8, os.cpu_count() or 1)
-    if workers > 1 and len(paths) > 2000:
-        with ProcessPoolExecutor(workers) as pool:
-            arrays = list(pool.map(load, paths, chunksize=1000))
-    else:
-        arrays = [load(path) for path in paths]
-    return torch.from_numpy(np.stack(arrays))
-
-
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units."""
     pixels = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
@@ -90,11 +71,12 @@ def run(cfg: Config) -> dict:
     classes = cfg.data.classes or sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     class_index = {name: i for i, name in enumerate(classes)}
     splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
-    size, channels = cfg.data.image_size, cfg.data.channels
-    meta: dict = {"classes": list(classes), "image_size": size, "channels": channels, "counts": {}}
+    meta: dict = {
+        "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels, "counts": {},
+    }  # fmt: skip
     with replace_dir(cfg.paths.processed) as staging:
         for name, rows in splits.items():
-            images = decode_all([cfg.paths.raw / p for p in rows["path"]], size, channels)
+            images = load_images(cfg, list(rows["path"]))
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
             with atomic_path(staging / f"{name}.pt") as temporary:
                 torch.save({"images": images, "labels": labels, "paths": list(rows["path"])}, temporary)

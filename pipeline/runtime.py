@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -13,10 +16,11 @@ from pipeline.errors import PipelineError
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where the model runs and in which precision: CUDA with bf16 autocast, else CPU fp32 channels_last."""
+    """Where the model runs, in which autocast precision (None: fp32) and memory layout."""
 
     device: torch.device
     amp_dtype: torch.dtype | None
+    channels_last: bool = True
 
     @property
     def name(self) -> str:
@@ -28,16 +32,45 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def prepare(self, model: nn.Module) -> nn.Module:
-        return model.to(self.device, memory_format=torch.channels_last)
+        return model.to(self.device, memory_format=self.memory_format)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to reuse freed memory instead of mapping each large tensor afresh.
+
+    By default every allocation above 32 MB (a batch's activations) is a new mmap whose pages the
+    kernel zero-fills on first touch: millions of page faults per epoch. Returns False where the C
+    library is not glibc (nothing changes there).
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Resolve `train.device` and `train.precision` ('auto': bf16 on CUDA, fp32 on the CPU)."""
+    """Resolve `train.device` and `train.precision`; 'auto' precision is bf16 on CUDA and on CPUs
+    with native bf16, else fp32. On the CPU, also tunes the memory allocator for large tensors."""
     if device == "cuda" and not torch.cuda.is_available():
         raise PipelineError("train.device: 'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
     chosen = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-    bf16 = precision == "bf16" or (precision == "auto" and chosen.type == "cuda")
+    if chosen.type == "cpu":
+        keep_freed_memory()
+    bf16 = precision == "bf16" or (precision == "auto" and (chosen.type == "cuda" or native_cpu_bf16()))
     return Runtime(chosen, torch.bfloat16 if bf16 else None)
 
 
@@ -51,7 +84,7 @@ def predict_batches(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(runtime.device, non_blocking=True)
         with runtime.autocast():
-            out = model(batch.contiguous(memory_format=torch.channels_last))
+            out = model(batch.contiguous(memory_format=runtime.memory_format))
         logits.append(out.logits.float().cpu())
         attention.append(out.attention.float().cpu())
     return torch.cat(logits), torch.cat(attention)

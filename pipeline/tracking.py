@@ -75,16 +75,17 @@ def _first_line(error: Exception) -> str:
 
 
 def data_version(cfg: Config) -> str:
-    """The DVC hash of `data/raw` (as `dvc.lock` records it), or 'unversioned' outside a DVC repo."""
+    """DVC's hash of the source dataset (`data.path`, as `dvc.lock` records it for the validate
+    stage), computed now; 'unversioned' outside a DVC repo."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         with Repo(str(cfg.root)) as repo:
-            for stage in repo.stage.collect("ingest"):
-                for out in stage.outs:
-                    if Path(out.fs_path) == cfg.paths.raw:
-                        return out.get_hash().value
+            for stage in repo.stage.collect("validate"):
+                for dep in stage.deps:
+                    if Path(dep.fs_path).resolve() == cfg.source_path().resolve():
+                        return dep.get_hash().value
     except DvcException:
         pass
     return "unversioned"

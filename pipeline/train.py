@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,18 +95,49 @@ def fingerprint(cfg: Config, meta: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate_split(model: nn.Module, split: TensorSplit, runtime: Runtime, loss_fn: nn.Module) -> tuple[float, float]:
-    """Loss and accuracy of `model` on a split."""
-    logits, _ = predict_batches(model, split.images, 1024, runtime)
-    loss = loss_fn(logits, split.labels).item()
+@dataclass(frozen=True)
+class Training:
+    """Everything a training step uses, built the same way for the train stage and the benchmark."""
+
+    model: AttentionCNN  # the module whose weights are saved
+    step_model: nn.Module  # what runs the steps: `model`, or its torch.compile'd form (train.compile)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+
+
+def build_training(cfg: Config, meta: dict, runtime: Runtime, train_images: int) -> Training:
+    """The seeded model, optimizer, learning-rate schedule and loss for `train_images` per epoch."""
+    torch.manual_seed(cfg.train.seed)
+    model = AttentionCNN(cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"])
+    model = runtime.prepare(model)
+    optimizer = make_optimizer(model, cfg.train)
+    steps_per_epoch = -(-train_images // cfg.train.batch_size)
+    schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    step_model = torch.compile(model) if cfg.train.compile else model
+    return Training(model, step_model, optimizer, schedule, loss_fn)
+
+
+def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
+    """Loss and accuracy of the model on a split."""
+    logits, _ = predict_batches(training.step_model, split.images, 1024, runtime)
+    loss = training.loss_fn(logits, split.labels).item()
     return loss, (logits.argmax(1) == split.labels).float().mean().item()
 
 
+def peak_memory_mb(runtime: Runtime) -> float:
+    """Peak memory so far: GPU memory allocated by PyTorch on CUDA, else the process's peak RSS."""
+    if runtime.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def train_epoch(
-    model: nn.Module, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, epoch: int,
-) -> dict[str, float]:  # fmt: skip
-    """One pass over the training split in seeded random order; returns loss, accuracy and images/s."""
+    training: Training, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, epoch: int
+) -> dict[str, float]:
+    """One pass over the training split in seeded random order; returns loss, accuracy, seconds, images/s."""
+    model, optimizer, schedule, loss_fn = training.step_model, training.optimizer, training.schedule, training.loss_fn
     model.train()
     torch.manual_seed(cfg.seed + epoch)  # dropout: the same per epoch, so a resumed run matches
     generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
@@ -117,7 +149,7 @@ def train_epoch(
     progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None)
     for step, first in enumerate(progress):
         index = order[first : first + cfg.batch_size]
-        images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=torch.channels_last)
+        images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
         labels = data.labels[index]
         with runtime.autocast():
             logits = model(images).logits
@@ -132,10 +164,12 @@ def train_epoch(
         if step % 20 == 0:
             rate = seen / (time.perf_counter() - start)
             progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
+    train_loss, train_accuracy = total_loss.item() / seen, correct.item() / seen
     seconds = time.perf_counter() - start
     return {
-        "train_loss": total_loss.item() / seen,
-        "train_accuracy": correct.item() / seen,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "seconds": seconds,
         "images_per_second": seen / seconds,
     }
 
@@ -181,13 +215,8 @@ def run(cfg: Config) -> TrainResult:
     train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
     train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
-    torch.manual_seed(cfg.train.seed)
-    model = AttentionCNN(cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"])
-    model = runtime.prepare(model)
-    optimizer = make_optimizer(model, cfg.train)
-    steps_per_epoch = -(-len(train_data.labels) // cfg.train.batch_size)
-    schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    training = build_training(cfg, meta, runtime, len(train_data.labels))
+    model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     expected = fingerprint(cfg, meta)
     checkpoint = _load_checkpoint(paths.checkpoint, expected)
@@ -212,14 +241,12 @@ def run(cfg: Config) -> TrainResult:
         if checkpoint is None:
             mlflow.log_params(cfg.as_flat_params())
             mlflow.set_tags({"data_version": version, "git_commit": git_commit(cfg.root), "runtime": runtime.name})
-        started = time.perf_counter()
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            row = {
-                "epoch": epoch,
-                **train_epoch(model, train_data, cfg.train, runtime, optimizer, schedule, loss_fn, epoch),
-            }
-            row["val_loss"], row["val_accuracy"] = evaluate_split(model, val_data, runtime, loss_fn)
+            row = {"epoch": epoch, **train_epoch(training, train_data, cfg.train, runtime, epoch)}
+            started = time.perf_counter()
+            row["val_loss"], row["val_accuracy"] = evaluate_split(training, val_data, runtime)
+            row["val_seconds"] = time.perf_counter() - started
             row["lr"] = lr
             history.append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -242,8 +269,11 @@ def run(cfg: Config) -> TrainResult:
             "val_loss": last["val_loss"],
             "val_accuracy": last["val_accuracy"],
             "images_per_second": float(frame["images_per_second"].median()),
-            "train_seconds_this_session": round(time.perf_counter() - started, 1),
+            "train_seconds": round(float(frame["seconds"].sum()), 1),
+            "validation_seconds": round(float(frame["val_seconds"].sum()), 1),
+            "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
+        mlflow.log_metric("peak_memory_mb", metrics["peak_memory_mb"])
         info = ModelInfo(
             model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
             channels=meta["channels"], mean=meta["mean"], std=meta["std"],

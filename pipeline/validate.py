@@ -1,6 +1,7 @@
-"""Stage 2, validate: check the raw dataset with Great Expectations before anything trains.
+"""Stage 1, validate: check the source dataset with Great Expectations before anything trains.
 
-Writes `data/manifest.csv` (the accepted files), `reports/validation.json` (every rule, pass or
+Reads the source in place (`data.path`: Fashion-MNIST's IDX files or a folder of class
+sub-folders). Writes `data/manifest.csv` (the accepted files), `reports/validation.json` (every rule, pass or
 fail, with the offending files) and Great Expectations Data Docs under `reports/data_docs/`.
 Only reads the images: nothing of the user's data is modified, moved or deleted.
 """
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import sources
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import atomic_path, write_json
-from pipeline.manifest import Scan, scan_dataset
+from pipeline.sources import Scan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ValidationOutcome:
     results: list[RuleResult]
     manifest: pd.DataFrame
     skipped: dict[str, list[str]]
+    ignored: list[str]
 
 
 def class_set(cfg: Config, scan: Scan) -> list[str]:
@@ -91,11 +94,12 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
 
     v = cfg.validation
     e = gx.expectations
+    formats = [*v.formats, "IDX"] if cfg.data.source == "fashion-mnist" else list(v.formats)
     return [
         Rule("every file decodes as an image", "files",
              e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])),
-        Rule(f"image format in {v.formats}", "files",
-             e.ExpectColumnValuesToBeInSet(column="format", value_set=list(v.formats))),
+        Rule(f"image format in {formats}", "files",
+             e.ExpectColumnValuesToBeInSet(column="format", value_set=formats)),
         Rule(f"label in the class set {classes}", "files",
              e.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
         Rule(f"width within [{v.min_side}, {v.max_side}]", "files",
@@ -194,11 +198,12 @@ def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> Vali
         if result.name in {r.name for r in rule_list if r.table == "files"}:
             result.offending = _describe_files(scan.files, result.offending)
     success = all(r.success for r in results)
-    return ValidationOutcome(success, results, files.reset_index(drop=True), skipped)
+    return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored)
 
 
 def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
-    """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files."""
+    """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files,
+    and the files left unread (hidden files, symbolic links)."""
     write_json(
         path,
         {
@@ -206,6 +211,7 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
             "files": total_files,
             "accepted": len(outcome.manifest),
             "skipped": [{"path": p, "rules": r} for p, r in sorted(outcome.skipped.items())],
+            "ignored": outcome.ignored,
             "rules": [
                 {
                     "rule": r.name,
@@ -222,17 +228,16 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
 
 
 def run(cfg: Config) -> ValidationOutcome:
-    """Validate `data/raw`; write the manifest and reports; raise PipelineError naming failed rules."""
-    raw = cfg.paths.raw
-    if not raw.is_dir():
-        raise PipelineError(f"{raw}: no raw dataset; run the ingest stage first ('dvc repro ingest')")
-    scan = scan_dataset(raw)
+    """Validate the source; write the manifest and reports; raise PipelineError naming failed rules."""
+    source = sources.scan(cfg)
     reports = cfg.paths.reports
     docs_dir = reports / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    outcome = validate_scan(cfg, scan, docs_dir)
+    outcome = validate_scan(cfg, source, docs_dir)
     report_path = reports / "validation.json"
-    write_report(report_path, outcome, len(scan.files), (docs_dir / "index.html").relative_to(cfg.root))
+    write_report(report_path, outcome, len(source.files), (docs_dir / "index.html").relative_to(cfg.root))
+    for path in outcome.ignored:
+        log.warning("validate: ignored %s (hidden file or symbolic link)", path)
     for path, reasons in sorted(outcome.skipped.items()):
         log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
     if not outcome.success:
@@ -245,7 +250,7 @@ def run(cfg: Config) -> ValidationOutcome:
         outcome.manifest.to_csv(temporary, index=False)
     log.info(
         "validate: %d of %d files accepted, %d rules passed -> %s",
-        len(outcome.manifest), len(scan.files), len(outcome.results), cfg.paths.manifest,
+        len(outcome.manifest), len(source.files), len(outcome.results), cfg.paths.manifest,
     )  # fmt: skip
     return outcome
 

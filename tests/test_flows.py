@@ -65,6 +65,9 @@ def test_training_flow_runs_every_stage_and_registers_a_champion(in_repo, first_
     assert "registry" in first_flow.text() and first_flow.registration["run_id"] in first_flow.markdown()
     report = Artifact.get("training-report")
     assert report is not None and first_flow.registration["run_id"] in report.data
+    saved = json.loads((in_repo / "reports" / "training_flow.json").read_text())
+    assert saved["stages"] == first_flow.stages and set(saved["seconds"]) == set(STAGES)
+    assert all(seconds > 0 for seconds in saved["seconds"].values())
 
 
 def test_after_a_flow_run_dvc_is_up_to_date_and_a_rerun_skips_everything(in_repo, first_flow):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelConfig
-from pipeline.model import AttentionCNN, SoftAttentionPool
+from pipeline.model import AttentionCNN, SoftAttentionPool, seed_cnn
 
 
 def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
@@ -82,3 +82,14 @@ def test_normalisation_uses_the_given_statistics():
     model = AttentionCNN(cfg, 1, 2, mean=[0.5], std=[0.25])
     assert model.mean.item() == pytest.approx(127.5)
     assert model.std.item() == pytest.approx(63.75)
+
+
+def test_pooling_before_relu_computes_conv_bn_relu_maxpool():
+    torch.manual_seed(0)
+    blocks = seed_cnn(1, [8, 16]).eval()
+    images = torch.randn(3, 1, 28, 28)
+    expected = images
+    for conv, norm, pool, _ in zip(*[iter(blocks)] * 4, strict=True):
+        assert isinstance(pool, nn.MaxPool2d)
+        expected = pool(torch.relu(norm(conv(expected))))
+    torch.testing.assert_close(blocks(images), expected)

@@ -25,4 +25,4 @@ def test_mlflow_store_of_an_experiment_copy_is_the_parent_projects(tmp_path, mon
     cfg = load_config()
     assert project_root() == copy
     assert cfg.paths.mlflow_db == tmp_path / "mlflow.db"
-    assert cfg.paths.raw == copy / "data" / "raw"
+    assert cfg.paths.manifest == copy / "data" / "manifest.csv"

@@ -39,8 +39,8 @@ def mlflow_client(root: Path) -> MlflowClient:
 
 def raw_data_hash(root: Path) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    (out,) = lock["stages"]["ingest"]["outs"]
-    return out["md5"]
+    (dep,) = [d for d in lock["stages"]["validate"]["deps"] if d["path"] == "data/images"]
+    return dep["md5"]
 
 
 def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
@@ -125,8 +125,8 @@ def test_experiment_in_a_temporary_copy_logs_to_the_projects_store(repo, first_r
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
 
 
-def test_new_data_reruns_from_ingest(repo, first_repro):
+def test_new_data_reruns_from_validate(repo, first_repro):
     write_dataset(repo / "data" / "images", {"train": 42}, seed=7)
     dvc(repo, "add", "-q", "data/images")
     status = dvc(repo, "status")
-    assert "ingest" in status and "changed deps" in status
+    assert "validate" in status and "changed deps" in status

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import ingest, preprocess, validate
+from pipeline import preprocess, validate
 from pipeline.config import load_config
 from pipeline.preprocess import split_manifest
 
@@ -42,7 +42,6 @@ def test_validation_split_is_stratified():
 
 
 def test_writes_uint8_tensors_and_training_statistics(project):
-    ingest.run(project)
     validate.run(project)
     meta = preprocess.run(project)
     train = torch.load(project.paths.processed / "train.pt", weights_only=True)
@@ -56,7 +55,6 @@ def test_writes_uint8_tensors_and_training_statistics(project):
 
 def test_rgb_and_resize(project):
     cfg = load_config(overrides={"data.channels": 3, "data.image_size": 24})
-    ingest.run(cfg)
     validate.run(cfg)
     preprocess.run(cfg)
     test = torch.load(cfg.paths.processed / "test.pt", weights_only=True)

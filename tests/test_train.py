@@ -4,7 +4,7 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import ingest, preprocess, train, validate
+from pipeline import preprocess, train, validate
 from pipeline.config import AugmentConfig, load_config
 
 
@@ -28,7 +28,6 @@ def test_augment_shifts_by_at_most_max_shift():
 
 @pytest.fixture
 def prepared(project):
-    ingest.run(project)
     validate.run(project)
     preprocess.run(project)
     return project

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import ingest, validate
+from pipeline import validate
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 
@@ -21,7 +21,6 @@ def tree_checksum(root: Path) -> dict[str, str]:
 
 
 def run_validation(cfg):
-    ingest.run(cfg)
     return validate.run(cfg)
 
 

@@ -1,0 +1,51 @@
+"""The benchmark's own code on a tiny project: it measures the real training step and writes its report.
+(Timings are not asserted: the benchmark is `make bench`, not a test.)"""
+
+import json
+
+import pytest
+import torch
+
+from bench import report, training_step
+from bench.run import export_pngs
+from pipeline import preprocess, validate
+from pipeline.config import load_config
+from pipeline.runtime import native_cpu_bf16
+
+
+@pytest.fixture
+def prepared(project):
+    validate.run(project)
+    preprocess.run(project)
+    return project
+
+
+def test_pipeline_variant_is_the_train_stage_runtime_and_counts_flops(prepared):
+    result = training_step.measure(prepared.root, "pipeline", images=64, count_flops=True)
+    expected_precision = "bf16" if native_cpu_bf16() else "fp32"
+    assert result["runtime"] == f"cpu/{expected_precision}" and result["batch_size"] == prepared.train.batch_size
+    # two 3x3 convolutions (1->8 at 16x16, 8->16 at 8x8), forward and backward: well over 1 MFLOP per image
+    assert result["flops_per_image"] > 1e6 and result["images_per_second"] > 0
+
+
+@pytest.mark.parametrize("variant", list(training_step.LADDER))
+def test_each_ladder_step_sets_what_it_names(prepared, variant):
+    cfg, runtime = training_step.variant_setup(load_config(), variant)
+    batch, channels_last, bf16, _ = training_step.LADDER[variant]
+    assert cfg.train.batch_size == (batch or prepared.train.batch_size)
+    assert runtime.channels_last == channels_last and (runtime.amp_dtype == torch.bfloat16) == bf16
+
+
+def test_reference_images_are_the_preprocessed_training_split(prepared, tmp_path):
+    folder = export_pngs(prepared.paths.processed, tmp_path / "png")
+    meta = json.loads((prepared.paths.processed / "meta.json").read_text())
+    assert sorted(p.name for p in folder.iterdir()) == meta["classes"]
+    assert sum(1 for _ in folder.rglob("*.png")) == meta["counts"]["train"]
+
+
+def test_report_replaces_only_its_section(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    before, after = "# Benchmarks\n\nnotes before\n\n", "\n\nnotes after\n"
+    path.write_text(f"{before}{report.BEGIN}\nold\n{report.END}{after}")
+    report.update_benchmarks(path, "new results")
+    assert path.read_text() == f"{before}{report.BEGIN}\nnew results\n{report.END}{after}"
