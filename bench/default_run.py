@@ -81,8 +81,12 @@ def prepare_data(root: Path) -> None:
 
 
 def default_run(root: Path, noop_repeats: int = 3) -> dict:
-    """Time `python -m flows.training` (what `make run` runs) from a clean copy, then no-op repros."""
-    total, _ = run(root, sys.executable, "-m", "flows.training")
+    """Time `python -m flows.training` (what `make run` runs) from a clean copy, then no-op repros.
+
+    The flow's output is kept beside the copy, in `default_run.log`.
+    """
+    total, output = run(root, sys.executable, "-m", "flows.training")
+    (root.parent / "default_run.log").write_text(output)
     flow = json.loads((root / "reports" / "training_flow.json").read_text())
     train = json.loads((root / "metrics" / "train.json").read_text())
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())

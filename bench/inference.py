@@ -17,7 +17,8 @@ from pathlib import Path
 from pipeline.config import load_config
 from pipeline.model_file import load_model
 from pipeline.runtime import predict_batches, select_runtime
-from pipeline.train import build_training, load_split
+from pipeline.splits import load_split
+from pipeline.train import build_training
 
 SINGLE_IMAGE_CALLS = 200
 

@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -106,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each throughput measurement")
     parser.add_argument("--skip-default-run", action="store_true", help="skip the timed default run (~10 min)")
-    parser.add_argument("--workdir", type=Path, default=PROJECT / "bench" / "workdir",
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-bench",
                         help="where the project copy and PNG files go (replaced)")  # fmt: skip
     args = parser.parse_args()
     cuda = torch.cuda.is_available()

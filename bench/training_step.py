@@ -21,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import Config, load_config
 from pipeline.runtime import Runtime, keep_freed_memory, select_runtime
-from pipeline.train import TensorSplit, build_training, load_split, peak_memory_mb, train_epoch
+from pipeline.splits import TensorSplit, load_split
+from pipeline.train import build_training, peak_memory_mb, train_epoch
 
 TUTORIAL_BATCH = 64
 

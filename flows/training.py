@@ -24,7 +24,7 @@ from flows.dvc_stage import StageFailed, reproduce
 from flows.params_file import apply_overrides
 from flows.report import RunSummary, bad_files
 from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, skip_final_collection
 from pipeline.paths import project_root
 
 STAGES = ("validate", "preprocess", "train", "evaluate", "register")
@@ -107,6 +107,7 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     print("\n" + summary.text())
+    skip_final_collection()
 
 
 if __name__ == "__main__":

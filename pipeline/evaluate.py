@@ -21,8 +21,8 @@ from pipeline.errors import run_cli
 from pipeline.files import atomic_path, write_json
 from pipeline.model_file import load_model
 from pipeline.runtime import predict_batches, select_runtime
+from pipeline.splits import load_split
 from pipeline.tracking import resume_run
-from pipeline.train import load_split
 
 log = logging.getLogger(__name__)
 

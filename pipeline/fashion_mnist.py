@@ -12,8 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.sources import Scan, manifest_frame
@@ -80,7 +79,7 @@ def scan(source: Path) -> Scan:
     return Scan(files=manifest_frame(rows), class_folders=folders)
 
 
-def load(source: Path, paths: list[str], size: int, channels: int) -> torch.Tensor:
+def load(source: Path, paths: list[str], size: int, channels: int) -> np.ndarray:
     """The images named by manifest `paths` (in that order), as N×`channels`×`size`×`size` uint8."""
     split_of = {images_name: split for split, (images_name, _) in FILES.items()}
     names = [path.rpartition("#") for path in paths]
@@ -92,8 +91,7 @@ def load(source: Path, paths: list[str], size: int, channels: int) -> torch.Tens
         positions = [i for i, (name, _, _) in enumerate(names) if name == images_name]
         if positions:
             pixels[positions] = read_split(source, split)[0][[int(names[i][2]) for i in positions]]
-    images = torch.from_numpy(pixels).unsqueeze(1)
-    if size != images.shape[-1]:
-        resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
-        images = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return images.expand(-1, channels, -1, -1).contiguous()
+    if size != pixels.shape[-1]:  # resized as image files are (pipeline.images.load_image)
+        resized = (Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR) for image in pixels)
+        pixels = np.stack([np.asarray(image) for image in resized])
+    return np.repeat(pixels[:, None], channels, axis=1)

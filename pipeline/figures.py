@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.files import atomic_path
 
@@ -40,6 +39,8 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     """The test confusion matrix with class names."""
+    from sklearn.metrics import ConfusionMatrixDisplay  # only evaluate draws it; the train stage skips the import
+
     size = max(6, 0.6 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(

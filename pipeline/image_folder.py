@@ -15,7 +15,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from pipeline.errors import PipelineError
@@ -94,10 +93,10 @@ def scan(root: Path) -> Scan:
     return Scan(files=manifest_frame(rows), class_folders=folders, ignored=ignored)
 
 
-def load(root: Path, paths: list[str], size: int, channels: int) -> torch.Tensor:
-    """Decode the images at manifest `paths` into one N×C×H×W uint8 tensor, in parallel processes."""
+def load(root: Path, paths: list[str], size: int, channels: int) -> np.ndarray:
+    """Decode the images at manifest `paths` into one N×C×H×W uint8 array, in parallel processes."""
     if not paths:
-        return torch.empty((0, channels, size, size), dtype=torch.uint8)
+        return np.empty((0, channels, size, size), dtype=np.uint8)
     decode = partial(load_image, size=size, channels=channels)
     files = [root / path for path in paths]
     workers = _workers(len(files))
@@ -106,4 +105,4 @@ def load(root: Path, paths: list[str], size: int, channels: int) -> torch.Tensor
             arrays = list(pool.map(decode, files, chunksize=_CHUNK // 2))
     else:
         arrays = [decode(path) for path in files]
-    return torch.from_numpy(np.stack(arrays))
+    return np.stack(arrays)

@@ -76,7 +76,7 @@ def run(cfg: Config) -> dict:
     }  # fmt: skip
     with replace_dir(cfg.paths.processed) as staging:
         for name, rows in splits.items():
-            images = load_images(cfg, list(rows["path"]))
+            images = torch.from_numpy(load_images(cfg, list(rows["path"])))
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
             with atomic_path(staging / f"{name}.pt") as temporary:
                 torch.save({"images": images, "labels": labels, "paths": list(rows["path"])}, temporary)

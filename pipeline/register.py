@@ -24,8 +24,8 @@ from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import write_json
 from pipeline.model_file import load_model
+from pipeline.splits import load_split
 from pipeline.tracking import resume_run
-from pipeline.train import load_split
 
 log = logging.getLogger(__name__)
 

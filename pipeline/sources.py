@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.config import Config
 
@@ -46,7 +46,7 @@ def scan(cfg: Config) -> Scan:
     return image_folder.scan(cfg.source_path())
 
 
-def load_images(cfg: Config, paths: list[str]) -> torch.Tensor:
+def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
     """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`."""
     size, channels = cfg.data.image_size, cfg.data.channels
     if cfg.data.source == "fashion-mnist":

@@ -29,23 +29,10 @@ from pipeline.files import atomic_path, write_json
 from pipeline.model import AttentionCNN
 from pipeline.model_file import ModelInfo, save_model
 from pipeline.runtime import Runtime, predict_batches, select_runtime
+from pipeline.splits import TensorSplit, load_split
 from pipeline.tracking import connect, data_version, git_commit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TensorSplit:
-    images: torch.Tensor  # N×C×H×W uint8
-    labels: torch.Tensor  # N int64
-
-
-def load_split(path: Path) -> TensorSplit:
-    """One preprocessed split, loaded safely."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
-    payload = torch.load(path, weights_only=True)
-    return TensorSplit(payload["images"], payload["labels"])
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
