@@ -105,7 +105,7 @@ def training_throughput(copy: Path, pngs: Path, repeats: int, steps: list[str]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of each throughput measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of each throughput measurement")
     parser.add_argument("--skip-default-run", action="store_true", help="skip the timed default run (~10 min)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-bench",
                         help="where the project copy and PNG files go (replaced)")  # fmt: skip
