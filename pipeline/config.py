@@ -23,7 +23,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: Literal["fashion-mnist", "imagefolder"] = "fashion-mnist"
-    path: str = "/usr/share/datasets/fashion-mnist"
+    path: str = Field("/usr/share/datasets/fashion-mnist", min_length=1)
     classes: list[str] | None = None
     image_size: int = Field(28, ge=8, le=1024)
     channels: Literal[1, 3] = 1
@@ -38,7 +38,8 @@ class ValidateConfig(_Section):
     max_imbalance: float = Field(10.0, ge=1.0)
     min_side: int = Field(8, ge=1)
     max_side: int = Field(4096, ge=1)
-    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP"]] = ["PNG", "JPEG", "BMP", "WEBP"]
+    max_pixels: int = Field(4096 * 4096, ge=1)
+    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP"]
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> ValidateConfig:

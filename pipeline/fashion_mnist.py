@@ -73,7 +73,8 @@ def scan(source: Path) -> Scan:
             rows.append({
                 "path": f"{images_name}#{index:05d}", "split": split, "label": CLASSES[label],
                 "bytes": pixels.nbytes, "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "format": "IDX",
-                "width": width, "height": height, "mode": "L", "decodable": True, "error": None,
+                "width": width, "height": height, "mode": "L", "frames": 1, "exif_orientation": 1,
+                "decodable": True, "error": None,
             })  # fmt: skip
     folders = [(split, name) for split in FILES for name in CLASSES]
     return Scan(files=manifest_frame(rows), class_folders=folders)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.images import load_image
+from pipeline.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
 from pipeline.sources import Scan, manifest_frame
 
 SPLITS = ("train", "test")
@@ -41,33 +41,38 @@ def split_roots(root: Path) -> dict[str, Path]:
     return {"train": root}
 
 
-def inspect_image(path: Path, root: Path, split: str, label: str) -> dict:
-    """Read one file: its hash, and what fully decoding it as an image gives (or the error)."""
+def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """Read one file: its hash, and what decoding and normalising it as an image gives (or the error).
+
+    An image whose header declares more than `max_pixels` pixels is not decoded.
+    """
     data = path.read_bytes()
     row = {
         "path": path.relative_to(root).as_posix(), "split": split, "label": label, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "format": None, "width": None, "height": None,
-        "mode": None, "decodable": False, "error": None,
+        "mode": None, "frames": None, "exif_orientation": None, "decodable": False, "error": None,
     }  # fmt: skip
     try:
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
-            image.load()
+            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image))
+            check_size(image, max_pixels)
+            normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash
         row["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:200] or "empty file"
     return row
 
 
-def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path) -> list[dict]:
-    return [inspect_image(path, root, split, label) for path, split, label in items]
+def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path, max_pixels: int) -> list[dict]:
+    return [inspect_image(path, root, split, label, max_pixels) for path, split, label in items]
 
 
 def _workers(count: int) -> int:
     return min(8, os.cpu_count() or 1) if count > _CHUNK else 1
 
 
-def scan(root: Path) -> Scan:
+def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
     """Inspect every image under the root's class folders, in parallel processes."""
     folders, items, ignored = [], [], []
     for split, split_root in split_roots(root).items():
@@ -83,7 +88,7 @@ def scan(root: Path) -> Scan:
                 elif path.is_file():
                     items.append((path, split, class_dir.name))
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    inspect = partial(_inspect_chunk, root=root)
+    inspect = partial(_inspect_chunk, root=root, max_pixels=max_pixels)
     workers = _workers(len(items))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -93,11 +98,11 @@ def scan(root: Path) -> Scan:
     return Scan(files=manifest_frame(rows), class_folders=folders, ignored=ignored)
 
 
-def load(root: Path, paths: list[str], size: int, channels: int) -> np.ndarray:
+def load(root: Path, paths: list[str], size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode the images at manifest `paths` into one N×C×H×W uint8 array, in parallel processes."""
     if not paths:
         return np.empty((0, channels, size, size), dtype=np.uint8)
-    decode = partial(load_image, size=size, channels=channels)
+    decode = partial(load_image, size=size, channels=channels, max_pixels=max_pixels)
     files = [root / path for path in paths]
     workers = _workers(len(files))
     if workers > 1:

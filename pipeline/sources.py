@@ -14,8 +14,8 @@ import pandas as pd
 from pipeline.config import Config
 
 COLUMNS = [
-    "path", "split", "label", "bytes", "sha256", "format",
-    "width", "height", "mode", "decodable", "error",
+    "path", "split", "label", "bytes", "sha256", "format", "width", "height",
+    "mode", "frames", "exif_orientation", "decodable", "error",
 ]  # fmt: skip
 
 
@@ -32,7 +32,8 @@ class Scan:
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     """Manifest rows as a frame with the manifest's columns and types."""
     files = pd.DataFrame(rows, columns=COLUMNS)
-    return files.astype({"width": "Int64", "height": "Int64", "decodable": bool})
+    types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64", "decodable": bool}
+    return files.astype(types)
 
 
 def scan(cfg: Config) -> Scan:
@@ -43,7 +44,7 @@ def scan(cfg: Config) -> Scan:
         return fashion_mnist.scan(cfg.source_path())
     from pipeline import image_folder
 
-    return image_folder.scan(cfg.source_path())
+    return image_folder.scan(cfg.source_path(), cfg.validation.max_pixels)
 
 
 def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
@@ -55,4 +56,4 @@ def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
         return fashion_mnist.load(cfg.source_path(), paths, size, channels)
     from pipeline import image_folder
 
-    return image_folder.load(cfg.source_path(), paths, size, channels)
+    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validation.max_pixels)

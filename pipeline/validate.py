@@ -75,13 +75,15 @@ def file_table(files: pd.DataFrame) -> pd.DataFrame:
 
 
 def class_table(files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str]) -> pd.DataFrame:
-    """Image count per (split, class), including empty folders and configured classes with none."""
+    """Image count per (split, class), including empty folders and configured classes with none, and
+    how many classes of the split have images."""
     splits = sorted({split for split, _ in class_folders})
     keys = sorted(set(class_folders) | {(split, label) for split in splits for label in classes})
     counts = files.groupby(["split", "label"]).size()
     table = pd.DataFrame(
         [{"class_folder": f"{s}/{c}", "split": s, "count": int(counts.get((s, c), 0))} for s, c in keys]
     )
+    table["classes_with_images"] = table.groupby("split")["count"].transform(lambda counts: int((counts > 0).sum()))
     largest = table.groupby("split")["count"].transform("max")
     table["ratio_to_largest"] = largest / table["count"].where(table["count"] > 0)
     table["ratio_to_largest"] = table["ratio_to_largest"].fillna(float("inf"))
@@ -106,10 +108,14 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
              e.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_side, max_value=v.max_side)),
         Rule(f"height within [{v.min_side}, {v.max_side}]", "files",
              e.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_side, max_value=v.max_side)),
+        Rule("a single frame (not animated)", "files",
+             e.ExpectColumnValuesToBeBetween(column="frames", max_value=1)),
         Rule("no identical image under two labels", "files",
              e.ExpectColumnValuesToBeBetween(column="labels_per_image", max_value=1)),
         Rule("no identical image in two splits", "files",
              e.ExpectColumnValuesToBeBetween(column="splits_per_image", max_value=1)),
+        Rule("at least 2 classes with images in each split", "classes",
+             e.ExpectColumnValuesToBeBetween(column="classes_with_images", min_value=2)),
         Rule(f"at least {v.min_images_per_class} images per class", "classes",
              e.ExpectColumnValuesToBeBetween(column="count", min_value=v.min_images_per_class)),
         Rule(f"largest class at most {v.max_imbalance}x any other", "classes",
@@ -201,9 +207,20 @@ def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> Vali
     return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored)
 
 
+def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
+    """How many accepted images preprocessing will change beyond resizing: by source mode (16-bit,
+    palette, alpha, CMYK, ...) and EXIF rotation."""
+    counts = {f"mode {mode} to 8-bit L/RGB": int(n) for mode, n in manifest["mode"].value_counts().items()
+              if mode not in ("L", "RGB")}  # fmt: skip
+    rotated = int((manifest["exif_orientation"].fillna(1) != 1).sum())
+    if rotated:
+        counts["EXIF rotation applied"] = rotated
+    return counts
+
+
 def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
     """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files,
-    and the files left unread (hidden files, symbolic links)."""
+    the files left unread (hidden files, symbolic links) and the normalisations preprocessing applies."""
     write_json(
         path,
         {
@@ -212,6 +229,7 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
             "accepted": len(outcome.manifest),
             "skipped": [{"path": p, "rules": r} for p, r in sorted(outcome.skipped.items())],
             "ignored": outcome.ignored,
+            "normalised": normalisations(outcome.manifest),
             "rules": [
                 {
                     "rule": r.name,

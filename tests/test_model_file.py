@@ -32,3 +32,22 @@ def test_a_pickled_object_is_not_unpickled(tmp_path):
     torch.save({"format_version": 1, "info": object(), "state_dict": {}}, tmp_path / "evil.pt")
     with pytest.raises(PipelineError):
         load_model(tmp_path / "evil.pt")
+
+
+def test_weights_of_another_architecture_are_refused_with_one_line(tmp_path):
+    save_model(tmp_path / "m.pt", info().build(), info())
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["info"]["model_config"]["widths"] = [8, 16]
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(PipelineError, match=r"other\.pt: not a model file of this project .*retrain") as error:
+        load_model(tmp_path / "other.pt")
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_model_settings_are_refused(tmp_path):
+    save_model(tmp_path / "m.pt", info().build(), info())
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["info"]["model_config"]["depth"] = 3
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(PipelineError, match="not a model file of this project"):
+        load_model(tmp_path / "future.pt")
