@@ -1,4 +1,4 @@
-"""Stage 5, evaluate: the trained model on the test split, logged to the training run in MLflow.
+"""Stage 4, evaluate: the trained model on the test split, logged to the training run in MLflow.
 
 Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`

@@ -1,4 +1,4 @@
-"""Stage 6, register: a new model version in the MLflow registry; `champion` moves only if it wins.
+"""Stage 5, register: a new model version in the MLflow registry; `champion` moves only if it wins.
 
 Every evaluated model becomes a version aliased `challenger`. It becomes `champion` when its test
 accuracy reaches `register.min_accuracy` and beats the current champion's by more than

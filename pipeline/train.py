@@ -1,8 +1,9 @@
-"""Stage 4, train: the attention CNN on the preprocessed tensors, tracked in MLflow.
+"""Stage 3, train: the attention CNN on the preprocessed tensors, tracked in MLflow.
 
 Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metrics/history.csv`
-and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`) is written after every
-epoch: running the stage again after an interruption resumes from it, in the same MLflow run.
+and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the one before it) is
+written after every epoch: running the stage again after an interruption, even a kill, resumes
+from the last good one, in the same MLflow run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import resource
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import figures
+from pipeline.checkpoints import remove_checkpoints, resume, save_checkpoint
 from pipeline.config import AugmentConfig, Config, TrainConfig, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import atomic_path, write_json
@@ -161,26 +162,6 @@ def train_epoch(
     }
 
 
-def _save_checkpoint(path: Path, **state: object) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
-
-
-def _load_checkpoint(path: Path, expected: str) -> dict | None:
-    """The checkpoint to resume from, if one exists for these settings and is readable."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a partial or corrupt file: start over rather than trust it
-        log.warning("train: ignoring unreadable checkpoint %s (%s)", path, type(error).__name__)
-        return None
-    if state.get("fingerprint") != expected:
-        log.info("train: checkpoint %s is for other settings; starting over", path)
-        return None
-    return state
-
-
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
@@ -206,15 +187,11 @@ def run(cfg: Config) -> TrainResult:
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     expected = fingerprint(cfg, meta)
-    checkpoint = _load_checkpoint(paths.checkpoint, expected)
+    checkpoint = resume(paths.checkpoint, expected, training)
     history: list[dict] = []
     run_id, first_epoch = None, 1
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
         history, run_id, first_epoch = checkpoint["history"], checkpoint["run_id"], checkpoint["epoch"] + 1
-        log.info("train: resuming from epoch %d of %s", first_epoch, paths.checkpoint)
 
     version = data_version(cfg)
     log.info(
@@ -242,10 +219,10 @@ def run(cfg: Config) -> TrainResult:
                 epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
                 row["val_loss"], row["val_accuracy"], row["images_per_second"],
             )  # fmt: skip
-            _save_checkpoint(
-                paths.checkpoint, fingerprint=expected, epoch=epoch, run_id=active.info.run_id, history=history,
-                model=model.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-            )  # fmt: skip
+            save_checkpoint(paths.checkpoint, {
+                "fingerprint": expected, "epoch": epoch, "run_id": active.info.run_id, "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            })  # fmt: skip
 
         frame = pd.DataFrame(history)
         last = history[-1]
@@ -273,7 +250,7 @@ def run(cfg: Config) -> TrainResult:
         figures.training_curves(frame, paths.plots / "training_curves.png")
         mlflow.log_artifact(str(paths.plots / "training_curves.png"), "plots")
         mlflow.log_artifact(str(paths.metrics / "history.csv"), "metrics")
-    paths.checkpoint.unlink(missing_ok=True)
+    remove_checkpoints(paths.checkpoint)
     log.info("train: val accuracy %.4f -> %s (MLflow run %s)", metrics["val_accuracy"], paths.model_file, info.run_id)
     return TrainResult(info.run_id, frame, metrics)
 

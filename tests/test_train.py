@@ -1,10 +1,15 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import mlflow
 import pytest
 import torch
+import yaml
 
-from pipeline import preprocess, train, validate
+from pipeline import checkpoints, preprocess, train, validate
 from pipeline.config import AugmentConfig, load_config
 
 
@@ -89,3 +94,52 @@ def test_corrupt_checkpoint_starts_over(prepared):
     cfg.paths.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     cfg.paths.checkpoint.write_bytes(b"half a file")
     assert list(train.run(cfg).history["epoch"]) == [1]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(prepared, monkeypatch):
+    cfg = load_config(overrides={"train.epochs": 3})
+    real_epoch = train.train_epoch
+
+    def crash_in_epoch_three(*args, **kwargs):
+        if args[-1] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", crash_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    assert torch.load(checkpoints.previous(cfg.paths.checkpoint), weights_only=True)["epoch"] == 1
+    cfg.paths.checkpoint.write_bytes(cfg.paths.checkpoint.read_bytes()[:100])  # a torn write
+    resumed_epochs = []
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: resumed_epochs.append(a[-1]) or real_epoch(*a, **k))
+    result = train.run(cfg)
+    assert resumed_epochs == [2, 3] and list(result.history["epoch"]) == [1, 2, 3]
+    assert not cfg.paths.checkpoint.exists() and not checkpoints.previous(cfg.paths.checkpoint).exists()
+
+
+def test_training_killed_with_sigkill_resumes_and_ends_where_an_uninterrupted_run_does(prepared):
+    epochs = 40
+    params = yaml.safe_load((prepared.root / "params.yaml").read_text())
+    params["train"]["epochs"] = epochs
+    (prepared.root / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_config()
+    uninterrupted = train.run(cfg)
+    reference = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
+    cfg.paths.model_file.unlink()
+
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=cfg.root, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoints.previous(cfg.paths.checkpoint).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    killed_at = torch.load(cfg.paths.checkpoint, weights_only=True)["epoch"]
+    assert 2 <= killed_at < epochs and not cfg.paths.model_file.exists()
+
+    resumed = train.run(cfg)
+    assert list(resumed.history["epoch"]) == list(range(1, epochs + 1)) and resumed.run_id != uninterrupted.run_id
+    weights = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, msg=name)
+    assert resumed.metrics["val_accuracy"] == uninterrupted.metrics["val_accuracy"]
