@@ -31,6 +31,16 @@ def stage_env() -> dict[str, str]:
     return env
 
 
+def dvc_error(lines: list[str]) -> str | None:
+    """DVC's own error as one line (e.g. a lock held by another run, with the holder's PID), or None."""
+    for index, line in enumerate(lines):
+        if line.startswith("ERROR: "):
+            message = "DVC: " + line.removeprefix("ERROR: ")
+            details = [rest.strip() for rest in lines[index + 1 :] if rest.strip()]
+            return f"{message} {details[0]}" if message.endswith(":") and details else message
+    return None
+
+
 def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAdapter = log) -> StageRun:
     """`dvc repro --single-item STAGE` in `root`, its output streamed to `logger` line by line."""
     process = subprocess.Popen(
@@ -47,5 +57,5 @@ def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAda
     output = "\n".join(lines)
     if process.returncode != 0:
         errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-        raise StageFailed(errors[-1] if errors else f"stage '{stage}' failed:\n" + "\n".join(lines[-20:]))
+        raise StageFailed(errors[-1] if errors else dvc_error(lines) or f"stage '{stage}' failed:\n" + output[-3000:])
     return StageRun(stage, f"Running stage '{stage}'" in output, output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,9 +26,11 @@ from flows.params_file import apply_overrides
 from flows.report import RunSummary, bad_files
 from pipeline.config import load_config
 from pipeline.errors import PipelineError, skip_final_collection
+from pipeline.locks import LockHeld, file_lock
 from pipeline.paths import project_root
 
 STAGES = ("validate", "preprocess", "train", "evaluate", "register")
+LOCK = ".dvc/tmp/training-flow.lock"  # held by a running flow: a second one in the project is refused
 # Steps that talk to MLflow retry with backoff; training resumes from its checkpoint on a retry.
 RETRIES = {"train": 1, "evaluate": 2, "register": 3}
 
@@ -61,8 +64,21 @@ def _publish_bad_files(validation: dict) -> None:
 def training_flow(overrides: dict[str, Any] | None = None) -> RunSummary:
     """Run the pipeline's stages in order; `overrides` ({"train.epochs": 2, ...}) are written to
     params.yaml first, as `dvc exp run -S` does. Publishes a markdown report artifact and writes
-    the summary, with each stage's wall time, to `reports/training_flow.json`."""
+    the summary, with each stage's wall time, to `reports/training_flow.json`.
+
+    One flow at a time per project: a second one is refused at once, naming the running one.
+    """
     root = project_root()
+    try:
+        with file_lock(root / LOCK, wait=False):
+            return _run_stages(root, overrides)
+    except LockHeld as holder:
+        raise PipelineError(
+            f"another training flow is running in this project ({holder}); wait for it to finish"
+        ) from None
+
+
+def _run_stages(root: Path, overrides: dict[str, Any] | None) -> RunSummary:
     if overrides:
         apply_overrides(root, overrides)
     cfg = load_config(root / "params.yaml")

@@ -13,11 +13,31 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.locks import file_lock
 
 
 def tracking_uri(cfg: Config) -> str:
     """`$MLFLOW_TRACKING_URI`, else SQLite `mlflow.db` at the real project root (absolute)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.paths.mlflow_db}"
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """For a tracking server (http/https URI), one quick request to its health endpoint.
+
+    MLflow's own client retries a refused connection for minutes; this fails in seconds, with the
+    reason, before any work starts.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise PipelineError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def connect(cfg: Config) -> str:
@@ -28,6 +48,7 @@ def connect(cfg: Config) -> str:
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     uri = tracking_uri(cfg)
+    check_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(user_registry or uri)
     # MLflow exports what it is set to; keep the variables meaning "the user chose a store"
@@ -37,11 +58,12 @@ def connect(cfg: Config) -> str:
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
     name = cfg.tracking.experiment
     try:
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        artifacts = None if user_uri else cfg.paths.mlflow_artifacts.as_uri()
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        with _store_creation_lock(uri):
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            artifacts = None if user_uri else cfg.paths.mlflow_artifacts.as_uri()
+            return mlflow.create_experiment(name, artifact_location=artifacts)
     except MlflowException as error:
         if "already exists" in str(error):
             return mlflow.get_experiment_by_name(name).experiment_id
@@ -53,6 +75,17 @@ def connect(cfg: Config) -> str:
             f"MLflow tracking store {uri} is unreachable ({_first_line(error)}); "
             "check MLFLOW_TRACKING_URI or start the server"
         ) from None
+
+
+@contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time creates or migrates it (concurrent first uses race
+    on MLflow's migrations and one of them fails); other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with file_lock(Path(uri.removeprefix("sqlite:///") + ".lock")):
+        yield
 
 
 @contextmanager

@@ -14,8 +14,10 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.retraining import retraining_flow
 from flows.serve import retraining_deployment
-from flows.training import ValidationFailed, training_flow
+from flows.training import LOCK, ValidationFailed, training_flow
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.locks import file_lock
 from tests.dvc_repo import STAGES, dvc, make_repo
 from tests.synthetic import write_dataset
 
@@ -84,6 +86,14 @@ def test_flow_parameters_override_params_and_rerun_only_what_they_affect(in_repo
     assert load_config().train.epochs == 2
     assert params.read_text().startswith("# the team's notes")
     assert "up to date" in dvc(in_repo, "status")
+
+
+def test_a_second_flow_in_the_same_project_is_refused_while_one_runs(in_repo, first_flow):
+    before = versions(in_repo)
+    params = (in_repo / "params.yaml").read_text()
+    with file_lock(in_repo / LOCK), pytest.raises(PipelineError, match=r"another training flow is running .*pid \d+"):
+        training_flow({"train.epochs": 3})
+    assert (in_repo / "params.yaml").read_text() == params and versions(in_repo) == before
 
 
 def test_retraining_skips_when_the_data_is_unchanged(in_repo, first_flow):

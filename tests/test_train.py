@@ -1,5 +1,6 @@
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import yaml
 
 from pipeline import checkpoints, preprocess, train, validate
 from pipeline.config import AugmentConfig, load_config
+from pipeline.errors import PipelineError
 
 
 def test_augment_flips_whole_images_and_keeps_dtype():
@@ -143,3 +145,25 @@ def test_training_killed_with_sigkill_resumes_and_ends_where_an_uninterrupted_ru
     for name, tensor in reference.items():
         torch.testing.assert_close(weights[name], tensor, msg=name)
     assert resumed.metrics["val_accuracy"] == uninterrupted.metrics["val_accuracy"]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_tracking_server_stops_training_before_it_starts(prepared, monkeypatch):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(PipelineError, match=f"MLflow tracking server {uri} is unreachable .*MLFLOW_TRACKING_URI"):
+        train.run(load_config())
+    assert not prepared.paths.checkpoint.exists() and not prepared.paths.model_file.exists()
+
+
+def test_unusable_tracking_store_is_named(prepared, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(PipelineError, match="MLflow tracking store .*a-file/mlflow.db"):
+        train.run(load_config())
