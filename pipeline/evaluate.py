@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from pipeline import figures
 from pipeline.config import Config, load_config
 from pipeline.errors import run_cli
-from pipeline.files import atomic_path, write_json
+from pipeline.files import atomic_path, file_sha256, write_json
 from pipeline.model_file import load_model
 from pipeline.runtime import predict_batches, select_runtime
 from pipeline.splits import load_split
@@ -59,6 +59,7 @@ def run(cfg: Config) -> dict:
     metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
+    metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
 
     write_json(paths.metrics / "eval.json", metrics)
     names = pd.DataFrame({"actual": [classes[i] for i in true], "predicted": [classes[i] for i in predicted]})

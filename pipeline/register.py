@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from pipeline import serving
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
-from pipeline.files import write_json
+from pipeline.files import file_sha256, write_json
 from pipeline.model_file import load_model
 from pipeline.splits import load_split
 from pipeline.tracking import resume_run
@@ -83,8 +83,14 @@ def run(cfg: Config) -> dict:
     eval_path = paths.metrics / "eval.json"
     if not eval_path.is_file():
         raise PipelineError(f"{eval_path}: no evaluation; run the evaluate stage first ('dvc repro evaluate')")
-    accuracy = json.loads(eval_path.read_text())["accuracy"]
+    evaluation = json.loads(eval_path.read_text())
     model, info = load_model(paths.model_file)
+    if evaluation.get("model_sha256") != file_sha256(paths.model_file) or evaluation.get("run_id") != info.run_id:
+        raise PipelineError(
+            f"{eval_path}: evaluates another model than {paths.model_file} (or an unfinished evaluation); "
+            "run the evaluate stage first ('dvc repro evaluate')"
+        )
+    accuracy = evaluation["accuracy"]
     example = load_split(paths.processed / "test.pt").images[:2].numpy()
     wrapper = serving.AttentionClassifier()
     wrapper.model, wrapper.info = model, info
@@ -112,6 +118,8 @@ def run(cfg: Config) -> dict:
             "decision": "promoted" if decision.promote else "not promoted",
             "decision_reason": decision.reason,
         }
+        if decision.promote and previous_version:
+            tags["previous_champion"] = previous_version  # where `python -m pipeline.rollback` goes back to
         for key, value in tags.items():
             client.set_model_version_tag(name, new_version, key, value)
         client.set_registered_model_alias(name, CHALLENGER, new_version)

@@ -1,6 +1,14 @@
-import pytest
+import json
 
-from pipeline.register import decide
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import evaluate, preprocess, register, train, validate
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.register import CHAMPION, decide
+from pipeline.rollback import rollback
+from pipeline.tracking import connect
 
 
 def test_first_model_above_threshold_becomes_champion():
@@ -26,3 +34,58 @@ def test_gain_must_exceed_min_delta():
 def test_below_threshold_is_never_promoted(champion):
     decision = decide(0.80, champion, min_accuracy=0.85, min_delta=0.0)
     assert not decision.promote and "below register.min_accuracy" in decision.reason
+
+
+def registry_with_versions(cfg, count: int) -> MlflowClient:
+    """`count` versions of the model, each promoted in turn as register does (tagged with the one it replaced)."""
+    connect(cfg)
+    client, name = MlflowClient(), cfg.registry.model_name
+    client.create_registered_model(name)
+    for version in range(1, count + 1):
+        client.create_model_version(name, source=str(cfg.root))
+        if version > 1:
+            client.set_model_version_tag(name, str(version), "previous_champion", str(version - 1))
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+    return client
+
+
+def champion(client: MlflowClient, cfg) -> str:
+    return str(client.get_model_version_by_alias(cfg.registry.model_name, CHAMPION).version)
+
+
+def test_rollback_moves_champion_back_and_records_why(project):
+    client = registry_with_versions(project, 3)
+    report = rollback(project, "boots misread since v3")
+    assert champion(client, project) == "2" and (report["from_version"], report["to_version"]) == ("3", "2")
+    name = project.registry.model_name
+    assert client.get_model_version(name, "3").tags["rolled_back"].endswith("boots misread since v3")
+    assert "version 3" in client.get_model_version(name, "2").tags["restored_from"]
+    assert json.loads((project.paths.reports / "rollback.json").read_text())["reason"] == "boots misread since v3"
+    rollback(project, "again")
+    assert champion(client, project) == "1"
+
+
+def test_rollback_without_an_earlier_champion_or_to_a_missing_version_changes_nothing(project):
+    client = registry_with_versions(project, 1)
+    with pytest.raises(PipelineError, match="no earlier champion recorded; pass --to VERSION"):
+        rollback(project, "why not")
+    with pytest.raises(PipelineError, match="no version 9 in the registry"):
+        rollback(project, "why not", to_version="9")
+    with pytest.raises(PipelineError, match="give a --reason"):
+        rollback(project, "  ", to_version="1")
+    assert champion(client, project) == "1"
+
+
+def test_an_evaluation_of_another_model_is_not_registered(project):
+    validate.run(project)
+    preprocess.run(project)
+    train.run(project)
+    evaluate.run(project)
+    register.run(project)
+    client = MlflowClient()
+    before = champion(client, project)
+    train.run(load_config(overrides={"train.epochs": 2}))  # a new model.pt; metrics/eval.json is the old model's
+    with pytest.raises(PipelineError, match=r"eval\.json: evaluates another model"):
+        register.run(project)
+    assert champion(client, project) == before
+    assert len(client.search_model_versions(f"name='{project.registry.model_name}'")) == 1
