@@ -141,8 +141,18 @@ class Config(_Section):
         path = Path(self.data.path).expanduser()
         return path if path.is_absolute() else self.root / path
 
+    def portable_source(self) -> str:
+        """`data.path` without this machine's absolute paths: relative to the project root when
+        inside it, else `…/<folder name>` (the data version identifies the data itself)."""
+        path = self.source_path()
+        if not Path(self.data.path).expanduser().is_absolute():
+            return self.data.path
+        if path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return f"…/{path.name}"
+
     def as_flat_params(self) -> dict[str, str]:
-        """Every setting as `section.key` strings, the form MLflow params take."""
+        """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""
         flat: dict[str, str] = {}
 
         def walk(prefix: str, value: object) -> None:
@@ -153,12 +163,14 @@ class Config(_Section):
                 flat[prefix] = str(value)
 
         walk("", self.model_dump(by_alias=True, mode="json"))
+        flat["data.path"] = self.portable_source()
         return flat
 
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    key = "".join(char if char.isprintable() else repr(char)[1:-1] for char in key)  # one line, always
     if first["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
     return f"'{key}': {first['msg']} (got {first.get('input')!r})"

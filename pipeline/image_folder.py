@@ -55,8 +55,9 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
     try:
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
-            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image))
             check_size(image, max_pixels)
+            image.load()  # decode fully first: reading EXIF from a broken file may hide the error
+            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image))
             normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash

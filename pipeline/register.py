@@ -8,10 +8,13 @@ version and in `reports/registration.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -97,12 +100,14 @@ def run(cfg: Config) -> dict:
     signature = infer_signature(example, wrapper.predict(None, example))
     name = cfg.registry.model_name
 
-    with resume_run(cfg, info.run_id) as active:
+    code = Path(serving.__file__).resolve().parent
+    # from the project root, so that the model records relative paths, not this machine's
+    with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         logged = mlflow.pyfunc.log_model(
             name="model",
-            python_model=serving.__file__,  # MLflow's "models from code": nothing pickled
-            artifacts={"model_file": str(paths.model_file)},
-            code_paths=[str(cfg.root / "pipeline")] if (cfg.root / "pipeline").is_dir() else None,
+            python_model=f"{code.name}/serving.py",  # MLflow's "models from code": nothing pickled
+            artifacts={"model_file": os.path.relpath(paths.model_file)},
+            code_paths=[code.name],
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),

@@ -201,7 +201,9 @@ def run(cfg: Config) -> TrainResult:
         len(val_data.labels),
         version,
     )
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
+    # MLflow would tag a new run with this machine's absolute path of the script
+    source_tag = None if run_id else {"mlflow.source.name": "pipeline/train.py"}
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, tags=source_tag) as active:
         if checkpoint is None:
             mlflow.log_params(cfg.as_flat_params())
             mlflow.set_tags({"data_version": version, "git_commit": git_commit(cfg.root), "runtime": runtime.name})

@@ -75,3 +75,19 @@ def test_overrides_and_paths_resolve_from_root(tmp_path):
     assert cfg.source_path() == tmp_path / "images"
     assert cfg.paths.model_file == tmp_path / "models" / "model.pt"
     assert cfg.as_flat_params()["train.epochs"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("data_path", "logged"),
+    [("images", "images"), ("{root}/data/mine", "data/mine"), ("/srv/secret-share/faces", "…/faces")],
+)
+def test_params_for_mlflow_hold_no_absolute_path(tmp_path, data_path, logged):
+    cfg = load_config(write(tmp_path, {"data": {"path": data_path.format(root=tmp_path)}}))
+    assert cfg.as_flat_params()["data.path"] == logged
+    assert not any(str(tmp_path) in value for value in cfg.as_flat_params().values())
+
+
+def test_a_key_with_a_line_break_is_named_on_one_line(tmp_path):
+    with pytest.raises(PipelineError, match=r"unknown key 'data\.\\n'") as error:
+        load_config(write(tmp_path, {"data": {"\n": None}}))
+    assert "\n" not in str(error.value)

@@ -17,11 +17,16 @@ from mlflow import MlflowClient
 from tests.dvc_repo import STAGES, dvc, make_repo, run, stages_run
 from tests.synthetic import write_dataset
 
+SECRET = "s3cr3t-t0ken"
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A fresh git + DVC repository holding the project's pipeline and a `dvc add`-ed image folder."""
-    return make_repo(tmp_path_factory.mktemp("repo"))
+    """A fresh git + DVC repository holding the project's pipeline and a `dvc add`-ed image folder,
+    with a git remote whose URL carries a token."""
+    root = make_repo(tmp_path_factory.mktemp("repo"))
+    run(root, "git", "remote", "add", "origin", f"https://ci:{SECRET}@git.example.com/team/attention.git")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +135,25 @@ def test_new_data_reruns_from_validate(repo, first_repro):
     dvc(repo, "add", "-q", "data/images")
     status = dvc(repo, "status")
     assert "validate" in status and "changed deps" in status
+
+
+def test_mlflow_holds_no_machine_path_and_no_secret(repo, first_repro, tmp_path):
+    client = mlflow_client(repo)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "attention-pipeline"]
+    texts = []
+    for found in client.search_runs([experiment.experiment_id]):
+        texts += [f"param {k}={v}" for k, v in found.data.params.items()]
+        texts += [f"tag {k}={v}" for k, v in found.data.tags.items()]
+        local = Path(
+            mlflow.artifacts.download_artifacts(run_id=found.info.run_id, dst_path=str(tmp_path / found.info.run_id))
+        )
+        for path in local.rglob("*"):
+            if path.is_file() and path.suffix in {"", ".json", ".yaml", ".txt", ".csv", ".py"}:
+                lines = path.read_text(errors="replace").splitlines()
+                # MLmodel's artifact_path is MLflow's own record of where its local store keeps artifacts
+                texts += [f"{path.name}: {line}" for line in lines if not line.startswith("artifact_path: ")]
+    for version in client.search_model_versions("name='attention-classifier'"):
+        texts += [f"version tag {k}={v}" for k, v in version.tags.items()]
+    assert texts
+    leaks = [text for text in texts if str(repo) in text or str(Path.home()) in text or SECRET in text]
+    assert not leaks, leaks[:5]
