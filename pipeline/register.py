@@ -17,16 +17,17 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 
 from pipeline import serving
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import file_sha256, write_json
-from pipeline.model_file import load_model
+from pipeline.model_file import ModelInfo, load_model
 from pipeline.splits import load_split
 from pipeline.tracking import resume_run
 
@@ -58,11 +59,20 @@ def decide(candidate: float, champion: float | None, min_accuracy: float, min_de
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The model version aliased `champion`, or None when there is none (or no such model)."""
+    """The model version aliased `champion`, or None when there is none (or no such model).
+
+    Any other failure is raised: a registry that cannot answer must not look like one without a
+    champion, or a worse model would be promoted.
+    """
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        missing = error.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(error) and "not found" in str(error)
+        )
+        if missing:
+            return None
+        raise
 
 
 def champion_accuracy(client: MlflowClient, name: str) -> tuple[str | None, float | None]:
@@ -100,9 +110,29 @@ def run(cfg: Config) -> dict:
     signature = infer_signature(example, wrapper.predict(None, example))
     name = cfg.registry.model_name
 
+    try:
+        report = _register(cfg, info, accuracy, example, signature)
+    except PipelineError:
+        raise
+    except Exception as error:  # MLflow and its stores raise many types; `champion` moves last, so it did not
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise PipelineError(
+            f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({first_line}); "
+            "the champion is unchanged; retry, or check MLFLOW_REGISTRY_URI"
+        ) from None
+    write_json(paths.reports / "registration.json", report)
+    log.info("register: %s version %s %s: %s", name, report["version"], report["decision"], report["reason"])
+    return report
+
+
+def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray, signature: ModelSignature) -> dict:
+    """Log the model, register it as `challenger`, and move `champion` to it (last) if it wins."""
+    name, paths = cfg.registry.model_name, cfg.paths
     code = Path(serving.__file__).resolve().parent
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
+        client = MlflowClient()
+        previous_version, previous_accuracy = champion_accuracy(client, name)  # before anything is written
         logged = mlflow.pyfunc.log_model(
             name="model",
             python_model=f"{code.name}/serving.py",  # MLflow's "models from code": nothing pickled
@@ -113,9 +143,7 @@ def run(cfg: Config) -> dict:
             pip_requirements=_pip_requirements(),
             registered_model_name=name,
         )
-        client = MlflowClient()
         new_version = str(logged.registered_model_version)
-        previous_version, previous_accuracy = champion_accuracy(client, name)
         decision = decide(accuracy, previous_accuracy, cfg.registry.min_accuracy, cfg.registry.min_delta)
         tags = {
             "test_accuracy": f"{accuracy:.6f}",
@@ -128,21 +156,19 @@ def run(cfg: Config) -> dict:
         for key, value in tags.items():
             client.set_model_version_tag(name, new_version, key, value)
         client.set_registered_model_alias(name, CHALLENGER, new_version)
+        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"]})
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, new_version)
-        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"]})
-        report = {
+        return {
             "model_name": name,
             "version": new_version,
             "run_id": active.info.run_id,
             "test_accuracy": accuracy,
             "previous_champion": {"version": previous_version, "test_accuracy": previous_accuracy},
             "champion": new_version if decision.promote else previous_version,
+            "decision": tags["decision"],
             **asdict(decision),
         }
-    write_json(paths.reports / "registration.json", report)
-    log.info("register: %s version %s %s: %s", name, new_version, tags["decision"], decision.reason)
-    return report
 
 
 def main() -> None:

@@ -10,11 +10,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.dvc_stage import StageFailed
 from flows.retraining import retraining_flow
 from flows.serve import retraining_deployment
-from flows.training import LOCK, ValidationFailed, training_flow
+from flows.training import LOCK, RETRIES, ValidationFailed, training_flow
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.locks import file_lock
@@ -41,6 +44,11 @@ def in_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(repo)
     return repo
+
+
+def champion_version(repo: Path) -> str:
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    return str(MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(MODEL, "champion").version)
 
 
 def versions(repo: Path) -> list[str]:
@@ -94,6 +102,22 @@ def test_a_second_flow_in_the_same_project_is_refused_while_one_runs(in_repo, fi
     with file_lock(in_repo / LOCK), pytest.raises(PipelineError, match=r"another training flow is running .*pid \d+"):
         training_flow({"train.epochs": 3})
     assert (in_repo / "params.yaml").read_text() == params and versions(in_repo) == before
+
+
+def test_registration_retries_and_a_permanent_failure_leaves_the_champion(in_repo, first_flow, monkeypatch, tmp_path):
+    before = champion_version(in_repo)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'a-file' / 'registry.db'}")
+    state = training_flow({"register.min_delta": 0.5}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed, match="registry .* failed while registering .*the champion is unchanged"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
+    (register_run,) = [run for run in runs if run.name.startswith("register")]
+    assert register_run.run_count == 1 + RETRIES["register"]
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    assert champion_version(in_repo) == before
 
 
 def test_retraining_skips_when_the_data_is_unchanged(in_repo, first_flow):
