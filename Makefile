@@ -17,7 +17,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run repro test bench mlflow-ui schedule clean
+# Shared servers (see "Scaling out" in README.md); all listen on 127.0.0.1 only.
+MLFLOW_SERVER_PORT  ?= 5050
+MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
+PREFECT_PORT        ?= 4200
+
+.PHONY: setup run repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule clean
 
 setup: $(STAMP) $(DATASET)
 
@@ -47,6 +52,17 @@ bench: setup
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+mlflow-server: setup
+	mkdir -p $(MLFLOW_SERVER_STORE)
+	mlflow server --backend-store-uri sqlite:///$(MLFLOW_SERVER_STORE)/mlflow.db \
+	  --artifacts-destination $(MLFLOW_SERVER_STORE)/artifacts --host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1
+
+prefect-server: setup
+	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+prefect-worker: setup
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} python -m flows.worker
 
 schedule: setup
 	python -m flows.serve
