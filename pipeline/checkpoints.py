@@ -27,10 +27,10 @@ def previous(path: Path) -> Path:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` atomically as the newest checkpoint; the one it replaces becomes the previous."""
-    if path.is_file():
-        os.replace(path, previous(path))
     with atomic_path(path) as temporary:
         torch.save(state, temporary)
+        if path.is_file():  # rotate only once the new one is whole: no window with a single checkpoint
+            os.replace(path, previous(path))
 
 
 def _readable(path: Path, expected: str, training: Training) -> dict | None:
