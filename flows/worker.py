@@ -28,7 +28,9 @@ def work_pool(root) -> str:
 
 def main() -> None:
     if not os.environ.get("PREFECT_API_URL"):
-        raise PipelineError("PREFECT_API_URL is not set; point it at your Prefect server, e.g. http://127.0.0.1:4200/api")
+        raise PipelineError(
+            "PREFECT_API_URL is not set; point it at your Prefect server, e.g. http://127.0.0.1:4200/api"
+        )
     root = project_root()
     pool = work_pool(root)
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]

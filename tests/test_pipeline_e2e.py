@@ -108,8 +108,12 @@ def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tm
 
 
 def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "first run")  # dvc.lock with its metrics, as DVC users commit them
     output = dvc(repo, "exp", "run", "-S", "train.epochs=2")
     assert stages_run(output) == {"train", "evaluate", "register"}
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json", "HEAD"))
+    assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
     client = mlflow_client(repo)
     runs = client.search_runs([client.get_experiment_by_name("attention-pipeline").experiment_id])
     assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
