@@ -37,7 +37,10 @@ def main() -> None:
     exists = subprocess.run([*prefect, "work-pool", "inspect", pool], cwd=root, capture_output=True).returncode == 0
     if not exists:
         subprocess.run([*prefect, "work-pool", "create", pool, "--type", "process"], cwd=root, check=True)
-    if subprocess.run([*prefect, "deploy", "--all"], cwd=root).returncode != 0:
+    # prefect.yaml's pull step runs flows in `{{ $PWD }}`: the environment variable, which only a
+    # shell keeps in step with the working directory, so set it to the project root
+    deploy = subprocess.run([*prefect, "deploy", "--all"], cwd=root, env={**os.environ, "PWD": str(root)})
+    if deploy.returncode != 0:
         raise PipelineError(f"prefect deploy --all failed in {root}; see its output above")
     os.chdir(root)
     os.execv(sys.executable, [*prefect, "worker", "start", "--pool", pool, *sys.argv[1:]])
