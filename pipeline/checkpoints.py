@@ -60,12 +60,17 @@ def resume(path: Path, expected: str, training: Training) -> dict | None:
     for candidate in (path, previous(path)):
         state = _readable(candidate, expected, training)
         if state is not None:
-            training.model.load_state_dict(state["model"])
-            training.optimizer.load_state_dict(state["optimizer"])
-            training.schedule.load_state_dict(state["schedule"])
+            restore(state, training)
             log.info("train: resuming after epoch %d from %s", state["epoch"], candidate)
             return state
     return None
+
+
+def restore(state: dict, training: Training) -> None:
+    """Load a checkpoint's weights, optimizer and schedule state into `training`."""
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.schedule.load_state_dict(state["schedule"])
 
 
 def remove_checkpoints(path: Path) -> None:

@@ -75,6 +75,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    processes: int = Field(1, ge=1)
 
 
 class EvaluateConfig(_Section):

@@ -62,12 +62,18 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
-def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Resolve `train.device` and `train.precision`; 'auto' precision is bf16 on CUDA and on CPUs
-    with native bf16, else fp32. On the CPU, also tunes the memory allocator for large tensors."""
+def uses_cuda(device: str) -> bool:
+    """Whether `train.device` resolves to CUDA here."""
     if device == "cuda" and not torch.cuda.is_available():
         raise PipelineError("train.device: 'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
-    chosen = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def select_runtime(device: str = "auto", precision: str = "auto", gpu: int = 0) -> Runtime:
+    """Resolve `train.device` (CUDA device number `gpu`) and `train.precision`; 'auto' precision is
+    bf16 on CUDA and on CPUs with native bf16, else fp32. On the CPU, also tunes the memory
+    allocator for large tensors."""
+    chosen = torch.device("cuda", gpu) if uses_cuda(device) else torch.device("cpu")
     if chosen.type == "cpu":
         keep_freed_memory()
     bf16 = precision == "bf16" or (precision == "auto" and (chosen.type == "cuda" or native_cpu_bf16()))

@@ -3,7 +3,8 @@
 Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metrics/history.csv`
 and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the one before it) is
 written after every epoch: running the stage again after an interruption, even a kill, resumes
-from the last good one, in the same MLflow run.
+from the last good one, in the same MLflow run. With `train.processes: N` (or under torchrun) it
+trains data-parallel (`pipeline/distributed.py`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import figures
-from pipeline.checkpoints import remove_checkpoints, resume, save_checkpoint
+from pipeline.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.config import AugmentConfig, Config, TrainConfig, load_config
+from pipeline.distributed import ONE_PROCESS, Ranks, launch, launched, process_group
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import atomic_path, write_json
 from pipeline.model import AttentionCNN
 from pipeline.model_file import ModelInfo, save_model
-from pipeline.runtime import Runtime, predict_batches, select_runtime
+from pipeline.runtime import Runtime, predict_batches, select_runtime, uses_cuda
 from pipeline.splits import TensorSplit, load_split
 from pipeline.tracking import connect, data_version, git_commit
 
@@ -88,28 +90,36 @@ class Training:
     """Everything a training step uses, built the same way for the train stage and the benchmark."""
 
     model: AttentionCNN  # the module whose weights are saved
-    step_model: nn.Module  # what runs the steps: `model`, or its torch.compile'd form (train.compile)
+    step_model: nn.Module  # what runs the steps: `model`, in DDP across ranks, torch.compile'd (train.compile)
+    eval_model: nn.Module  # what validates: `step_model` in one process, else `model` (compiled)
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
 
 
-def build_training(cfg: Config, meta: dict, runtime: Runtime, train_images: int) -> Training:
+def build_training(
+    cfg: Config, meta: dict, runtime: Runtime, train_images: int, ranks: Ranks = ONE_PROCESS
+) -> Training:
     """The seeded model, optimizer, learning-rate schedule and loss for `train_images` per epoch."""
     torch.manual_seed(cfg.train.seed)
     model = AttentionCNN(cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"])
     model = runtime.prepare(model)
     optimizer = make_optimizer(model, cfg.train)
-    steps_per_epoch = -(-train_images // cfg.train.batch_size)
+    steps_per_epoch = ranks.steps_per_epoch(train_images, cfg.train.batch_size)
     schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    step_model = torch.compile(model) if cfg.train.compile else model
-    return Training(model, step_model, optimizer, schedule, loss_fn)
+
+    def compiled(module: nn.Module) -> nn.Module:
+        return torch.compile(module) if cfg.train.compile else module
+
+    step_model = compiled(ranks.wrap(model))
+    eval_model = step_model if ranks.world_size == 1 else compiled(model)
+    return Training(model, step_model, eval_model, optimizer, schedule, loss_fn)
 
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split."""
-    logits, _ = predict_batches(training.step_model, split.images, 1024, runtime)
+    logits, _ = predict_batches(training.eval_model, split.images, 1024, runtime)
     loss = training.loss_fn(logits, split.labels).item()
     return loss, (logits.argmax(1) == split.labels).float().mean().item()
 
@@ -122,21 +132,24 @@ def peak_memory_mb(runtime: Runtime) -> float:
 
 
 def train_epoch(
-    training: Training, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, epoch: int
+    training: Training, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, epoch: int, ranks: Ranks = ONE_PROCESS
 ) -> dict[str, float]:
-    """One pass over the training split in seeded random order; returns loss, accuracy, seconds, images/s."""
+    """One pass over the training split (this rank's shard of it) in seeded random order; returns
+    loss, accuracy, seconds and images/s over all ranks."""
     model, optimizer, schedule, loss_fn = training.step_model, training.optimizer, training.schedule, training.loss_fn
     model.train()
-    torch.manual_seed(cfg.seed + epoch)  # dropout: the same per epoch, so a resumed run matches
+    # dropout: the same per epoch, so a resumed run matches; different on each rank
+    torch.manual_seed((cfg.seed + epoch) * ranks.world_size + ranks.rank)
     generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
-    order = torch.randperm(len(data.labels), generator=generator, device=runtime.device)
+    order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=runtime.device))
+    batch_size = ranks.per_rank_batch(cfg.batch_size)
     total_loss = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
     seen, start = 0, time.perf_counter()
-    batches = range(0, len(order), cfg.batch_size)
-    progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None)
+    batches = range(0, len(order), batch_size)
+    progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None if ranks.is_main else True)
     for step, first in enumerate(progress):
-        index = order[first : first + cfg.batch_size]
+        index = order[first : first + batch_size]
         images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
         labels = data.labels[index]
         with runtime.autocast():
@@ -152,13 +165,14 @@ def train_epoch(
         if step % 20 == 0:
             rate = seen / (time.perf_counter() - start)
             progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
-    train_loss, train_accuracy = total_loss.item() / seen, correct.item() / seen
+    totals = torch.stack([total_loss.double(), correct.double(), total_loss.new_tensor(seen, dtype=torch.float64)])
+    loss_sum, correct_sum, seen_sum = ranks.sum(totals).tolist()
     seconds = time.perf_counter() - start
     return {
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
+        "train_loss": loss_sum / seen_sum,
+        "train_accuracy": correct_sum / seen_sum,
         "seconds": seconds,
-        "images_per_second": seen / seconds,
+        "images_per_second": seen_sum / seconds,
     }
 
 
@@ -169,8 +183,12 @@ class TrainResult:
     metrics: dict
 
 
-def run(cfg: Config) -> TrainResult:
-    """Train (or resume) and write the model, metrics, history and curves; log everything to MLflow."""
+def run(cfg: Config) -> TrainResult | None:
+    """Train (or resume) and write the model, metrics, history and curves; log everything to MLflow.
+
+    Under torchrun every rank trains; rank 0 alone validates, logs, checkpoints and writes, and the
+    others return None.
+    """
     paths = cfg.paths
     meta_path = paths.processed / "meta.json"
     if not meta_path.is_file():
@@ -178,25 +196,39 @@ def run(cfg: Config) -> TrainResult:
             f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')"
         )
     meta = json.loads(meta_path.read_text())
-    experiment_id = connect(cfg)  # fail fast, before any training, when MLflow is unreachable
-    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    with process_group(uses_cuda(cfg.train.device)) as ranks:
+        return _train(cfg, meta, ranks)
+
+
+def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
+    paths = cfg.paths
+    experiment_id = connect(cfg) if ranks.is_main else None  # fail fast, before any training
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank)
     train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
     train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
-    training = build_training(cfg, meta, runtime, len(train_data.labels))
+    training = build_training(cfg, meta, runtime, len(train_data.labels), ranks)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     expected = fingerprint(cfg, meta)
-    checkpoint = resume(paths.checkpoint, expected, training)
+    # rank 0 reads the checkpoint and sends it: other nodes need not share its filesystem
+    checkpoint = ranks.from_main(resume(paths.checkpoint, expected, training) if ranks.is_main else None)
+    if checkpoint and not ranks.is_main:
+        restore(checkpoint, training)
     history: list[dict] = []
     run_id, first_epoch = None, 1
     if checkpoint:
         history, run_id, first_epoch = checkpoint["history"], checkpoint["run_id"], checkpoint["epoch"] + 1
+    if not ranks.is_main:
+        for epoch in range(first_epoch, cfg.train.epochs + 1):
+            train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)
+        return None
 
     version = data_version(cfg)
     log.info(
-        "train: %s, %d train / %d val images, data %s",
+        "train: %s × %d, %d train / %d val images, data %s",
         runtime.name,
+        ranks.world_size,
         len(train_data.labels),
         len(val_data.labels),
         version,
@@ -209,7 +241,7 @@ def run(cfg: Config) -> TrainResult:
             mlflow.set_tags({"data_version": version, "git_commit": git_commit(cfg.root), "runtime": runtime.name})
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch, **train_epoch(training, train_data, cfg.train, runtime, epoch)}
+            row = {"epoch": epoch, **train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)}
             started = time.perf_counter()
             row["val_loss"], row["val_accuracy"] = evaluate_split(training, val_data, runtime)
             row["val_seconds"] = time.perf_counter() - started
@@ -258,7 +290,11 @@ def run(cfg: Config) -> TrainResult:
 
 
 def main() -> None:
-    run(load_config())
+    cfg = load_config()
+    if cfg.train.processes > 1 and not launched():
+        launch(cfg.train.processes, "pipeline.train")
+    else:
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,14 @@ def make_target(target: str, health_url: str, log: Path, timeout: float = 120, *
                 time.sleep(0.5)
             yield
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_group(server)
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process started with `start_new_session=True` and everything it spawned: SIGTERM, then SIGKILL."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

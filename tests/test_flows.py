@@ -61,6 +61,8 @@ def versions(repo: Path) -> list[str]:
 def first_flow(repo: Path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIPELINE_ROOT", str(repo))
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # what another test's MLflow set
+            patch.delenv(variable, raising=False)
         patch.chdir(repo)
         return training_flow()
 
@@ -89,9 +91,14 @@ def test_after_a_flow_run_dvc_is_up_to_date_and_a_rerun_skips_everything(in_repo
 def test_flow_parameters_override_params_and_rerun_only_what_they_affect(in_repo, first_flow):
     params = in_repo / "params.yaml"
     params.write_text("# the team's notes\n" + params.read_text())
-    summary = training_flow({"train.epochs": 2})
+    summary = training_flow({"train.epochs": 2, "train.processes": 2})  # data-parallel, launched by the stage
     assert [s for s, state in summary.stages.items() if state == "ran"] == ["train", "evaluate", "register"]
     assert load_config().train.epochs == 2
+    uri = f"sqlite:///{in_repo / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("attention-pipeline").experiment_id
+    (latest,) = client.search_runs([experiment], order_by=["start_time DESC"], max_results=1)
+    assert latest.data.params["train.processes"] == "2" and "val_accuracy" in latest.data.metrics
     assert params.read_text().startswith("# the team's notes")
     assert "up to date" in dvc(in_repo, "status")
 

@@ -4,9 +4,7 @@ executes on the worker and registers a champion."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ import requests
 from mlflow import MlflowClient
 
 from tests.dvc_repo import command_env, make_repo
-from tests.servers import free_port, make_target
+from tests.servers import free_port, make_target, stop_group
 
 
 def test_a_deployment_run_triggered_from_the_cli_runs_on_the_worker(tmp_path):
@@ -48,8 +46,7 @@ def test_a_deployment_run_triggered_from_the_cli_runs_on_the_worker(tmp_path):
                 state = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"] or {}
             flow_run = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_group(worker)
     assert state["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
     assert flow_run["work_pool_name"] == "attention-pool" and flow_run["deployment_id"]
     assert f"{flow_run_id}" in (tmp_path / "worker.log").read_text()
