@@ -9,5 +9,7 @@ for _name, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",  # timm's hub: nothing is downloaded, ever
 }.items():
     os.environ.setdefault(_name, _value)

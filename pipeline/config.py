@@ -49,12 +49,27 @@ class ValidateConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["seed_cnn", "resnet18"] = "seed_cnn"
+    backbone: Literal["seed_cnn", "resnet18", "vgg11_bn", "efficientnet_lite0"] = "seed_cnn"
+    pretrained: bool = False
+    pretrained_weights: str | None = None
     widths: list[int] = Field([64, 128, 256], min_length=1)
     convs_per_block: int = Field(1, ge=1, le=4)
     attention: Literal["soft", "none"] = "soft"
     attention_dim: int = Field(128, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _weights_available(self) -> ModelConfig:
+        if self.pretrained and self.backbone == "seed_cnn":
+            raise ValueError("seed_cnn has no pretrained weights; use efficientnet_lite0, resnet18 or vgg11_bn")
+        if self.pretrained and self.backbone in {"resnet18", "vgg11_bn"} and not self.pretrained_weights:
+            raise ValueError(
+                f"torchvision cannot download {self.backbone}'s ImageNet weights offline: download torchvision's "
+                f"{self.backbone} file where there is internet and set model.pretrained_weights to its path"
+            )
+        if self.pretrained_weights and (not self.pretrained or self.backbone not in {"resnet18", "vgg11_bn"}):
+            raise ValueError("pretrained_weights is only for resnet18 or vgg11_bn with pretrained: true")
+        return self
 
 
 class AugmentConfig(_Section):
@@ -76,6 +91,8 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     processes: int = Field(1, ge=1)
+    freeze_epochs: int = Field(0, ge=0)
+    backbone_lr: float | None = Field(None, gt=0)
 
 
 class EvaluateConfig(_Section):
@@ -174,6 +191,8 @@ def _describe(error: ValidationError) -> str:
     key = "".join(char if char.isprintable() else repr(char)[1:-1] for char in key)  # one line, always
     if first["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):  # a check across a section's keys
+        return f"'{key}': {first['msg'].removeprefix('Value error, ')}"
     return f"'{key}': {first['msg']} (got {first.get('input')!r})"
 
 

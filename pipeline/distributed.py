@@ -75,12 +75,13 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model as the training steps run it: in DistributedDataParallel across ranks."""
+    def wrap(self, model: nn.Module, some_frozen: bool = False) -> nn.Module:
+        """The model as the training steps run it: in DistributedDataParallel across ranks
+        (`some_frozen`: some parameters get no gradient in some steps)."""
         if self.world_size == 1:
             return model
         device_ids = [self.local_rank] if next(model.parameters()).is_cuda else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=some_frozen)
 
 
 ONE_PROCESS = Ranks()

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pipeline.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from pipeline.config import ModelConfig
 
 
@@ -45,58 +46,45 @@ class AveragePool(nn.Module):
         return features.mean(dim=(2, 3)), uniform
 
 
-def seed_cnn(in_channels: int, widths: list[int], convs_per_block: int = 1) -> nn.Sequential:
-    """One block per width: `convs_per_block` conv–BN–ReLU layers, the last one max-pooled.
-
-    Max-pooling and ReLU commute (ReLU is monotonic), so the last layer pools before its ReLU:
-    the same function as conv–BN–ReLU–maxpool, with ReLU touching a quarter of the values.
-    """
-    layers: list[nn.Module] = []
-    for width in widths:
-        for index in range(convs_per_block):
-            layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
-            if index == convs_per_block - 1:
-                layers.append(nn.MaxPool2d(2))
-            layers.append(nn.ReLU(inplace=True))
-            in_channels = width
-    return nn.Sequential(*layers)
-
-
-def resnet18_features(in_channels: int) -> tuple[nn.Sequential, int]:
-    """torchvision's ResNet-18 (random init), its stem adapted to small images: 3×3 stride-1, no maxpool."""
-    import torchvision  # only this backbone needs it, and importing it costs seconds
-
-    net = torchvision.models.resnet18(weights=None)
-    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3, net.layer4)
-    return body, 512
-
-
 class AttentionCNN(nn.Module):
     """Normalisation → feature extractor → attention (or average) pooling → dropout → linear classifier.
 
     Takes images as stored (uint8, or floats in 0..255), N×C×H×W; normalises with the training
-    split's per-channel `mean` and `std` (in 0..1 units), which are saved with the weights.
+    split's per-channel `mean` and `std` (in 0..1 units), which are saved with the weights. An
+    ImageNet backbone (`model.pretrained`) sees RGB (a gray channel repeated) in ImageNet's
+    normalisation instead; `pretrained=True` also loads its ImageNet weights (training does; a
+    saved model is rebuilt without them and then loads its own).
     """
 
     def __init__(
         self, cfg: ModelConfig, in_channels: int, num_classes: int,
-        mean: list[float] | None = None, std: list[float] | None = None,
+        mean: list[float] | None = None, std: list[float] | None = None, pretrained: bool = False,
     ):  # fmt: skip
         super().__init__()
+        self.gray_to_rgb = cfg.pretrained and in_channels == 1
+        if cfg.pretrained:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
         mean = torch.tensor(mean or [0.5] * in_channels).view(1, -1, 1, 1) * 255
         std = torch.tensor(std or [0.5] * in_channels).view(1, -1, 1, 1) * 255
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        if cfg.backbone == "seed_cnn":
-            self.features, channels = seed_cnn(in_channels, cfg.widths, cfg.convs_per_block), cfg.widths[-1]
-        else:
-            self.features, channels = resnet18_features(in_channels)
+        self.features, channels = build_backbone(cfg, in_channels, pretrained)
+        self.features_frozen = False  # fine-tuning: train the head alone (train.freeze_epochs)
         self.pool = SoftAttentionPool(channels, cfg.attention_dim) if cfg.attention == "soft" else AveragePool()
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(channels, num_classes)
 
+    def freeze_features(self, frozen: bool) -> None:
+        """Freeze the feature extractor (no gradients, batch-norm statistics fixed) or release it."""
+        self.features_frozen = frozen
+        if frozen:
+            self.features.eval()
+
     def forward(self, images: torch.Tensor) -> Prediction:
+        if self.gray_to_rgb:
+            images = images.expand(-1, 3, -1, -1)
         normalised = (images.float() - self.mean) / self.std
-        pooled, attention = self.pool(self.features(normalised))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
+            features = self.features(normalised)
+        pooled, attention = self.pool(features)
         return Prediction(self.classifier(self.dropout(pooled)), attention)

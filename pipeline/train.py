@@ -56,19 +56,24 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
     return images
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer; with `train.backbone_lr`, the feature extractor learns at that rate, the rest at `lr`."""
+    params: list = list(model.parameters())
+    if cfg.backbone_lr is not None:
+        backbone = set(model.features.parameters())
+        head = [p for p in model.parameters() if p not in backbone]
+        params = [{"params": head, "lr": cfg.lr}, {"params": list(model.features.parameters()), "lr": cfg.backbone_lr}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def make_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
@@ -102,7 +107,9 @@ def build_training(
 ) -> Training:
     """The seeded model, optimizer, learning-rate schedule and loss for `train_images` per epoch."""
     torch.manual_seed(cfg.train.seed)
-    model = AttentionCNN(cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"])
+    model = AttentionCNN(
+        cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"], pretrained=cfg.model.pretrained
+    )
     model = runtime.prepare(model)
     optimizer = make_optimizer(model, cfg.train)
     steps_per_epoch = ranks.steps_per_epoch(train_images, cfg.train.batch_size)
@@ -112,7 +119,7 @@ def build_training(
     def compiled(module: nn.Module) -> nn.Module:
         return torch.compile(module) if cfg.train.compile else module
 
-    step_model = compiled(ranks.wrap(model))
+    step_model = compiled(ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0))
     eval_model = step_model if ranks.world_size == 1 else compiled(model)
     return Training(model, step_model, eval_model, optimizer, schedule, loss_fn)
 
@@ -138,6 +145,7 @@ def train_epoch(
     loss, accuracy, seconds and images/s over all ranks."""
     model, optimizer, schedule, loss_fn = training.step_model, training.optimizer, training.schedule, training.loss_fn
     model.train()
+    training.model.freeze_features(epoch <= cfg.freeze_epochs)
     # dropout: the same per epoch, so a resumed run matches; different on each rank
     torch.manual_seed((cfg.seed + epoch) * ranks.world_size + ranks.rank)
     generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)

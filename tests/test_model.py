@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.backbones import seed_cnn
 from pipeline.config import ModelConfig
-from pipeline.model import AttentionCNN, SoftAttentionPool, seed_cnn
+from pipeline.model import AttentionCNN, SoftAttentionPool
 
 
 def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
@@ -13,7 +14,13 @@ def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
 
 @pytest.mark.parametrize(
     ("backbone", "channels", "size", "grid"),
-    [("seed_cnn", 1, 28, 7), ("seed_cnn", 3, 32, 8), ("resnet18", 1, 28, 4)],
+    [
+        ("seed_cnn", 1, 28, 7),
+        ("seed_cnn", 3, 32, 8),
+        ("resnet18", 1, 28, 4),
+        ("vgg11_bn", 1, 64, 2),
+        ("efficientnet_lite0", 3, 64, 2),
+    ],  # fmt: skip
 )
 def test_shapes(backbone, channels, size, grid):
     model = make(backbone=backbone, channels=channels).eval()
