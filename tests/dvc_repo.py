@@ -12,7 +12,7 @@ import yaml
 
 from tests.synthetic import PROJECT, small_params, write_dataset
 
-STAGES = ("validate", "preprocess", "train", "evaluate", "register")
+STAGES = ("validate", "preprocess", "train", "evaluate", "export", "register")
 
 
 def command_env() -> dict[str, str]:

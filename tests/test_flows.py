@@ -92,7 +92,7 @@ def test_flow_parameters_override_params_and_rerun_only_what_they_affect(in_repo
     params = in_repo / "params.yaml"
     params.write_text("# the team's notes\n" + params.read_text())
     summary = training_flow({"train.epochs": 2, "train.processes": 2})  # data-parallel, launched by the stage
-    assert [s for s, state in summary.stages.items() if state == "ran"] == ["train", "evaluate", "register"]
+    assert [s for s, state in summary.stages.items() if state == "ran"] == ["train", "evaluate", "export", "register"]
     assert load_config().train.epochs == 2
     uri = f"sqlite:///{in_repo / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)

@@ -50,7 +50,8 @@ def raw_data_hash(root: Path) -> str:
 
 def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
     assert stages_run(first_repro) == set(STAGES)
-    for path in ("models/model.pt", "metrics/train.json", "metrics/eval.json", "metrics/history.csv",
+    for path in ("models/model.pt", "models/model.onnx", "metrics/export.json",
+                 "metrics/train.json", "metrics/eval.json", "metrics/history.csv",
                  "metrics/predictions.csv", "plots/confusion_matrix.png", "plots/attention_overlays.png",
                  "plots/training_curves.png", "reports/validation.json", "reports/registration.json"):  # fmt: skip
         assert (repo / path).is_file(), path
@@ -111,7 +112,7 @@ def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_s
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "first run")  # dvc.lock with its metrics, as DVC users commit them
     output = dvc(repo, "exp", "run", "-S", "train.epochs=2")
-    assert stages_run(output) == {"train", "evaluate", "register"}
+    assert stages_run(output) == {"train", "evaluate", "export", "register"}
     diff = json.loads(dvc(repo, "metrics", "diff", "--json", "HEAD"))
     assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
     client = mlflow_client(repo)

@@ -3,7 +3,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import evaluate, preprocess, register, train, validate
+from pipeline import evaluate, export, preprocess, register, train, validate
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.register import CHAMPION, decide
@@ -81,6 +81,7 @@ def test_an_evaluation_of_another_model_is_not_registered(project):
     preprocess.run(project)
     train.run(project)
     evaluate.run(project)
+    export.run(project)
     register.run(project)
     client = MlflowClient()
     before = champion(client, project)
@@ -89,3 +90,7 @@ def test_an_evaluation_of_another_model_is_not_registered(project):
         register.run(project)
     assert champion(client, project) == before
     assert len(client.search_model_versions(f"name='{project.registry.model_name}'")) == 1
+    evaluate.run(project)  # evaluated, but the ONNX file is the old model's
+    with pytest.raises(PipelineError, match=r"export\.json: no ONNX export of .*model\.pt; run the export stage"):
+        register.run(project)
+    assert champion(client, project) == before

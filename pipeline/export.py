@@ -1,0 +1,142 @@
+"""Stage 5, export: the trained model as ONNX for edge devices, checked against PyTorch.
+
+Reads `models/model.pt` and the test split; writes `models/model.onnx` (a dynamic batch of uint8
+images N×C×H×W in; `logits` N×classes and `attention` N×h×w out) and `metrics/export.json`: the
+largest logit difference and the top-1 agreement with PyTorch over the whole test split, run in
+onnxruntime, and both runtimes' throughput. Below `export.min_agreement` the stage fails and keeps
+no file. `export.quantize: true` also writes `models/model.int8.onnx` (dynamic int8 weights) with
+its test accuracy next to the float model's. The numbers go to the model's MLflow run too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError, run_cli
+from pipeline.files import atomic_path, file_sha256, write_json
+from pipeline.model import AttentionCNN
+from pipeline.model_file import ModelInfo, load_model
+from pipeline.runtime import predict_batches, select_runtime
+from pipeline.splits import load_split
+from pipeline.tracking import resume_run
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUTS = "images", ["logits", "attention"]
+
+
+def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, path: Path) -> None:
+    """Write `model` as one self-contained ONNX file with a dynamic batch dimension (traced on
+    `example`, uint8 N×C×H×W); its metadata holds the class names and image format."""
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(
+        model.eval(), (example,), str(path), input_names=[INPUT], output_names=OUTPUTS,
+        dynamic_shapes={INPUT: {0: batch}}, dynamo=True, external_data=False, verbose=False,
+    )  # fmt: skip
+    proto = onnx.load(str(path))
+    metadata = {"classes": json.dumps(info.classes), "image_size": str(info.image_size),
+                "channels": str(info.channels), "mlflow_run_id": info.run_id or ""}  # fmt: skip
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def onnx_session(path: Path):
+    """An onnxruntime session on the CPU."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(session, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and attention maps for uint8 `images`, in batches."""
+    logits, attention = [], []
+    for start in range(0, len(images), batch_size):
+        out = session.run(OUTPUTS, {INPUT: images[start : start + batch_size]})
+        logits.append(out[0])
+        attention.append(out[1])
+    return np.concatenate(logits), np.concatenate(attention)
+
+
+def _timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(target) as temporary:
+        quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
+        logits, _ = onnx_predict(onnx_session(temporary), images, batch)
+    return float((logits.argmax(1) == labels).mean())
+
+
+def run(cfg: Config) -> dict:
+    """Export the model to ONNX, compare it with PyTorch on the test split, write the report."""
+    paths, settings = cfg.paths, cfg.export
+    model, info = load_model(paths.model_file)
+    test = load_split(paths.processed / "test.pt")
+    images, labels = test.images.numpy(), test.labels.numpy()
+    runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
+    (reference, _), torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)
+    reference = reference.numpy()
+
+    with atomic_path(paths.onnx_file) as temporary:
+        export_onnx(model, info, test.images[:2], temporary)
+        (logits, attention), onnx_seconds = _timed(onnx_predict, onnx_session(temporary), images, settings.batch_size)
+        agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
+        if agreement < settings.min_agreement:
+            raise PipelineError(
+                f"{paths.onnx_file}: the ONNX model agrees with PyTorch on only {agreement:.2%} of the test split "
+                f"(export.min_agreement {settings.min_agreement:.2%}); nothing was exported"
+            )
+    report = {
+        "model_sha256": file_sha256(paths.model_file),
+        "onnx_sha256": file_sha256(paths.onnx_file),
+        "test_images": len(labels),
+        "max_abs_logit_difference": float(np.abs(logits - reference).max()),
+        "top1_agreement": agreement,
+        "attention_shape": list(attention.shape[1:]),
+        "onnx_accuracy": float((logits.argmax(1) == labels).mean()),
+        "onnx_images_per_second": round(len(labels) / onnx_seconds),
+        "pytorch_fp32_images_per_second": round(len(labels) / torch_seconds),
+    }
+    if settings.quantize:
+        report["int8_accuracy"] = _quantized_accuracy(
+            paths.onnx_file, paths.quantized_onnx_file, images, labels, settings.batch_size
+        )
+        report["int8_accuracy_change"] = report["int8_accuracy"] - report["onnx_accuracy"]
+    else:
+        paths.quantized_onnx_file.unlink(missing_ok=True)
+    write_json(paths.metrics / "export.json", report)
+    with resume_run(cfg, info.run_id):
+        import mlflow
+
+        numbers = {k: v for k, v in report.items() if isinstance(v, float | int)}
+        mlflow.log_metrics({k if k.startswith("onnx") else f"onnx_{k}": v for k, v in numbers.items()})
+    log.info(
+        "export: %s, top-1 agreement %.4f%%, max logit difference %.2e, %d vs %d images/s (onnxruntime vs PyTorch)",
+        paths.onnx_file, 100 * agreement, report["max_abs_logit_difference"],
+        report["onnx_images_per_second"], report["pytorch_fp32_images_per_second"],
+    )  # fmt: skip
+    return report
+
+
+def main() -> None:
+    run(load_config())
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,95 @@
+"""The export stage: ONNX with a dynamic batch that matches PyTorch in onnxruntime, or no file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import export, preprocess, train, validate
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.model_file import load_model
+from pipeline.splits import load_split
+
+
+@pytest.fixture
+def trained(project):
+    validate.run(project)
+    preprocess.run(project)
+    train.run(project)
+    return project
+
+
+def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
+    report = export.run(load_config(overrides={"export.quantize": True}))
+    model, _ = load_model(trained.paths.model_file)
+    session = export.onnx_session(trained.paths.onnx_file)
+    images = load_split(trained.paths.processed / "test.pt").images
+    for batch in (1, 7, len(images)):
+        logits, attention = session.run(None, {"images": images[:batch].numpy()})
+        with torch.no_grad():
+            reference = model(images[:batch])
+        np.testing.assert_allclose(logits, reference.logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(attention, reference.attention.numpy(), atol=1e-5)
+        np.testing.assert_allclose(attention.reshape(batch, -1).sum(1), 1, atol=1e-5)
+    saved = json.loads((trained.paths.metrics / "export.json").read_text())
+    assert saved == report and report["top1_agreement"] == 1.0 and report["test_images"] == len(images)
+    assert report["max_abs_logit_difference"] < 1e-4 and trained.paths.quantized_onnx_file.is_file()
+    assert sorted(p.name for p in trained.paths.models.iterdir()) == ["model.int8.onnx", "model.onnx", "model.pt"]
+    assert report["int8_accuracy_change"] == pytest.approx(report["int8_accuracy"] - report["onnx_accuracy"])
+
+
+def test_an_export_below_the_agreement_floor_keeps_no_file(trained, monkeypatch):
+    real = export.onnx_predict
+
+    def flipped(session, images, batch_size):  # an export that changes predictions
+        logits, attention = real(session, images, batch_size)
+        return -logits, attention
+
+    monkeypatch.setattr(export, "onnx_predict", flipped)
+    with pytest.raises(PipelineError, match=r"model\.onnx: the ONNX model agrees with PyTorch on only"):
+        export.run(trained)
+    assert not trained.paths.onnx_file.exists() and not list(trained.paths.models.glob(".model.onnx*"))
+
+
+def test_predict_runs_the_onnx_file_without_pytorch_and_agrees_with_it(trained, tmp_path):
+    export.run(trained)
+    images = sorted((trained.root.parent / "images" / "test").rglob("*.png"))[::5]
+    by_torch = predict_cli(trained, images, "models/model.pt")
+    by_onnx = predict_cli(trained, images, "models/model.onnx", "--heatmap", str(tmp_path))
+    assert [line[:2] for line in by_onnx] == [line[:2] for line in by_torch] and len(by_onnx) == len(images)
+    for onnx_line, torch_line in zip(by_onnx, by_torch, strict=True):
+        assert float(onnx_line[2]) == pytest.approx(float(torch_line[2]), abs=1e-3)
+        assert Path(onnx_line[3]).is_file()
+    classify_only = (
+        "import runpy, sys; sys.argv = ['predict', *sys.argv[1:]]\n"
+        "try: runpy.run_module('pipeline.predict', run_name='__main__')\n"
+        "finally: print(sorted({'torch', 'mlflow', 'pandas'} & sys.modules.keys()) or 'neither')"
+    )
+    done = subprocess.run([sys.executable, "-c", classify_only, str(images[0]), "--model", "models/model.onnx"],
+                          cwd=trained.root, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("neither"), done.stdout + done.stderr
+
+
+def predict_cli(cfg, images, model, *extra) -> list[list[str]]:
+    args = [sys.executable, "-m", "pipeline.predict", *map(str, images), "--model", model, *extra]
+    done = subprocess.run(args, cwd=cfg.root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def test_a_missing_or_foreign_onnx_file_is_named(trained, tmp_path):
+    image = next((trained.root.parent / "images" / "test").rglob("*.png"))
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"not onnx")
+    for model, message in (("models/model.onnx", "no such ONNX file; run the export stage"),
+                           (str(foreign), "not an ONNX export of this project")):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "pipeline.predict", str(image), "--model", model],
+                              cwd=trained.root, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
