@@ -21,8 +21,10 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 MLFLOW_SERVER_PORT  ?= 5050
 MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
 PREFECT_PORT        ?= 4200
+SERVE_PORT          ?= 5001
+SERVE_MODEL         ?= models:/attention-classifier@champion
 
-.PHONY: setup run repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule clean
+.PHONY: setup run repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATASET)
 
@@ -66,6 +68,11 @@ prefect-worker: setup
 
 schedule: setup
 	python -m flows.serve
+
+# The registry's champion over HTTP: POST {"inputs": <uint8 images N×C×H×W>} to /invocations.
+serve: setup
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  mlflow models serve -m "$(SERVE_MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 clean:
 	rm -rf data/processed data/manifest.csv models metrics plots reports

@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import requests
 import torch
 import yaml
 from mlflow import MlflowClient
+from PIL import Image
 
 from tests.dvc_repo import STAGES, dvc, make_repo, run, stages_run
+from tests.servers import free_port, make_target
 from tests.synthetic import write_dataset
 
 SECRET = "s3cr3t-t0ken"
@@ -106,6 +110,22 @@ def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tm
     path, label, probability, heatmap = done.stdout.strip().split("\t")
     assert path == str(image) and label in {"bars", "columns", "squares"} and 0 < float(probability) <= 1
     assert Path(heatmap).is_file()
+
+
+def test_the_champion_is_served_over_http_with_its_attention_map(repo, first_repro, tmp_path):
+    image_file = repo / "data" / "images" / "test" / "bars" / "000.png"
+    image = np.array(Image.open(image_file))[None, None]  # 1×1×16×16 uint8
+    expected = run(repo, sys.executable, "-m", "pipeline.predict", str(image_file)).stdout.split("\t")[1]
+    port = free_port()
+    with make_target("serve", f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log",
+                     SERVE_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": image.tolist()}, timeout=60)
+    assert answer.ok, answer.text
+    predictions = answer.json()["predictions"]
+    assert predictions["class"] == [expected]
+    assert np.isclose(np.sum(predictions["probabilities"]), 1, atol=1e-5)
+    attention = np.array(predictions["attention"])
+    assert attention.shape == (1, 4, 4) and np.isclose(attention.sum(), 1, atol=1e-5)
 
 
 def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):
