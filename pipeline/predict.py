@@ -9,7 +9,6 @@ file (the export stage's) runs in onnxruntime: classifying then needs neither Py
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +41,19 @@ class Classifier:
 
 def onnx_classifier(path: Path) -> Classifier:
     """The export stage's ONNX file in onnxruntime."""
-    import onnxruntime
+    from pipeline import onnx_file
 
     if not path.is_file():
         raise PipelineError(f"{path}: no such ONNX file; run the export stage first ('dvc repro export')")
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        metadata = session.get_modelmeta().custom_metadata_map
-        classes = json.loads(metadata["classes"])
-        size, channels = int(metadata["image_size"]), int(metadata["channels"])
+        loaded = onnx_file.session(path)
+        classes, size, channels = onnx_file.image_format(loaded)
     except Exception as error:  # onnxruntime raises its own types for foreign or damaged files
         reason = type(error).__name__
         raise PipelineError(f"{path}: not an ONNX export of this project ({reason}); rerun export") from None
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, attention = session.run(["logits", "attention"], {"images": images})
+        logits, attention = onnx_file.predict(loaded, images, len(images))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True), attention
 

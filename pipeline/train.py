@@ -60,9 +60,10 @@ def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimiz
     """The optimizer; with `train.backbone_lr`, the feature extractor learns at that rate, the rest at `lr`."""
     params: list = list(model.parameters())
     if cfg.backbone_lr is not None:
-        backbone = set(model.features.parameters())
-        head = [p for p in model.parameters() if p not in backbone]
-        params = [{"params": head, "lr": cfg.lr}, {"params": list(model.features.parameters()), "lr": cfg.backbone_lr}]
+        backbone = list(model.features.parameters())
+        in_backbone = set(backbone)
+        head = [p for p in model.parameters() if p not in in_backbone]
+        params = [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.backbone_lr}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import export, preprocess, train, validate
+from pipeline import export, onnx_file, preprocess, train, validate
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.model_file import load_model
@@ -29,7 +29,7 @@ def trained(project):
 def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
     report = export.run(load_config(overrides={"export.quantize": True}))
     model, _ = load_model(trained.paths.model_file)
-    session = export.onnx_session(trained.paths.onnx_file)
+    session = onnx_file.session(trained.paths.onnx_file)
     images = load_split(trained.paths.processed / "test.pt").images
     for batch in (1, 7, len(images)):
         logits, attention = session.run(None, {"images": images[:batch].numpy()})
@@ -46,13 +46,13 @@ def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
 
 
 def test_an_export_below_the_agreement_floor_keeps_no_file(trained, monkeypatch):
-    real = export.onnx_predict
+    real = onnx_file.predict
 
     def flipped(session, images, batch_size):  # an export that changes predictions
         logits, attention = real(session, images, batch_size)
         return -logits, attention
 
-    monkeypatch.setattr(export, "onnx_predict", flipped)
+    monkeypatch.setattr(onnx_file, "predict", flipped)
     with pytest.raises(PipelineError, match=r"model\.onnx: the ONNX model agrees with PyTorch on only"):
         export.run(trained)
     assert not trained.paths.onnx_file.exists() and not list(trained.paths.models.glob(".model.onnx*"))
