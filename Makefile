@@ -24,7 +24,7 @@ PREFECT_PORT        ?= 4200
 SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 
-.PHONY: setup run repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup run run-gpu repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATASET)
 
@@ -42,6 +42,9 @@ $(DATASET):
 
 run: setup
 	python -m flows.training
+
+run-gpu: setup
+	python -m flows.training --preset params.gpu.yaml
 
 repro: setup
 	dvc repro

@@ -101,11 +101,12 @@ def results_markdown(results: dict) -> str:
     return "\n\n".join(parts)
 
 
-def update_benchmarks(path: Path, section: str) -> None:
-    """Replace the text between the markers of `path` (or append them) with `section`."""
-    text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+def update_benchmarks(path: Path, section: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Replace the text between the `markers` of `path` (or append them) with `section`."""
+    begin, end = markers
+    text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{section}\n{end}{tail}")

@@ -1,13 +1,39 @@
-"""Flow parameters that override params.yaml, written the way `dvc exp run -S` writes them."""
+"""Flow parameters that override params.yaml, written the way `dvc exp run -S` writes them, and
+presets: YAML files of such overrides laid out like params.yaml (e.g. `params.gpu.yaml`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
+
+
+def read_preset(path: Path) -> dict[str, Any]:
+    """A preset file's settings as dotted overrides: `{"train.epochs": 40, ...}`."""
+    try:
+        document = pyyaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such preset file; give a YAML file laid out like params.yaml") from None
+    except pyyaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    if not isinstance(document, dict):
+        raise PipelineError(f"{path}: expected sections like params.yaml's (model:, train:, ...)")
+    overrides: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            overrides[prefix] = value
+
+    walk("", document)
+    return overrides
 
 
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ Each step is a Prefect task that reproduces the DVC stage of the same name (`dvc
 --single-item`), so the stage code is the one in `dvc.yaml`, DVC skips what is up to date, and
 `dvc.lock` records every run: after the flow, `dvc status` is clean and `dvc repro` does nothing.
 
-    python -m flows.training [--set train.epochs=2 ...]
+    python -m flows.training [--preset params.gpu.yaml] [--set train.epochs=2 ...]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_stage import StageFailed, reproduce
-from flows.params_file import apply_overrides
+from flows.params_file import apply_overrides, read_preset
 from flows.report import RunSummary, bad_files
 from pipeline.config import load_config
 from pipeline.errors import PipelineError, skip_final_collection
@@ -114,11 +114,18 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.training", description="Run the training flow.")
+    parser.add_argument(
+        "--preset",
+        type=Path,
+        metavar="FILE",
+        help="override params from a YAML file laid out like params.yaml, e.g. params.gpu.yaml",
+    )
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param, e.g. --set train.epochs=2 (repeatable)")  # fmt: skip
+                        help="override a param: --set train.epochs=2 (repeatable, wins over --preset)")  # fmt: skip
     args = parser.parse_args()
     try:
-        summary = training_flow(parse_overrides(args.pairs))
+        preset = read_preset(args.preset) if args.preset else {}
+        summary = training_flow({**preset, **parse_overrides(args.pairs)})
     except (PipelineError, ValidationFailed, StageFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -64,9 +64,12 @@ def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimiz
         in_backbone = set(backbone)
         head = [p for p in model.parameters() if p not in in_backbone]
         params = [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.backbone_lr}]
+    fused = next(model.parameters()).is_cuda  # one kernel for the whole update on CUDA
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=fused
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_schedule(
@@ -95,9 +98,8 @@ def fingerprint(cfg: Config, meta: dict) -> str:
 class Training:
     """Everything a training step uses, built the same way for the train stage and the benchmark."""
 
-    model: AttentionCNN  # the module whose weights are saved
+    model: AttentionCNN  # the module whose weights are saved, and that validates
     step_model: nn.Module  # what runs the steps: `model`, in DDP across ranks, torch.compile'd (train.compile)
-    eval_model: nn.Module  # what validates: `step_model` in one process, else `model` (compiled)
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
@@ -117,17 +119,15 @@ def build_training(
     schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
-    def compiled(module: nn.Module) -> nn.Module:
-        return torch.compile(module) if cfg.train.compile else module
-
-    step_model = compiled(ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0))
-    eval_model = step_model if ranks.world_size == 1 else compiled(model)
-    return Training(model, step_model, eval_model, optimizer, schedule, loss_fn)
+    step_model = ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0)
+    if cfg.train.compile:  # the training steps only: validation is a small share, not worth a second graph
+        step_model = torch.compile(step_model)
+    return Training(model, step_model, optimizer, schedule, loss_fn)
 
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split."""
-    logits, _ = predict_batches(training.eval_model, split.images, 1024, runtime)
+    logits, _ = predict_batches(training.model, split.images, 1024, runtime)
     loss = training.loss_fn(logits, split.labels).item()
     return loss, (logits.argmax(1) == split.labels).float().mean().item()
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench import report, training_step
+from bench import report, time_to_accuracy, training_step
 from bench.run import export_pngs
 from pipeline import preprocess, validate
 from pipeline.config import load_config
@@ -49,3 +49,14 @@ def test_report_replaces_only_its_section(tmp_path):
     path.write_text(f"{before}{report.BEGIN}\nold\n{report.END}{after}")
     report.update_benchmarks(path, "new results")
     assert path.read_text() == f"{before}{report.BEGIN}\nnew results\n{report.END}{after}"
+
+
+def test_time_to_accuracy_trains_like_the_stage_and_scores_the_test_split_each_epoch(prepared):
+    result = time_to_accuracy.measure(prepared.root, {"train.epochs": 2})
+    assert [row["epoch"] for row in result["epochs"]] == [1, 2]
+    assert all(0 <= row["test_accuracy"] <= 1 and row["seconds"] > 0 for row in result["epochs"])
+    assert result["training_seconds"] == pytest.approx(sum(row["seconds"] for row in result["epochs"]))
+    for key in ("seconds_to_94", "seconds_to_95"):  # the first epoch at or above the target, else None
+        reached = [row["training_seconds"] for row in result["epochs"] if row["test_accuracy"] >= int(key[-2:]) / 100]
+        assert result[key] == (reached[0] if reached else None)
+    assert result["flops_per_image"] > 1e6

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Pack what bench/gpu.sh needs on a lent GPU machine (no network, Python 3.12, PyTorch installed)
+# into .gpu/ (git-ignored, under the tool's 64 MiB): the packages of bench/gpu-packages.txt built
+# for CPython 3.12, as one xz archive, and Fashion-MNIST's IDX files, xz-compressed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+platforms=()
+for tag in manylinux1 manylinux2014 manylinux_2_5 manylinux_2_17 manylinux_2_24 manylinux_2_26 manylinux_2_27 \
+           manylinux_2_28 manylinux_2_31 manylinux_2_34; do platforms+=(--platform "${tag}_x86_64"); done
+target=(--python-version 3.12 --implementation cp --only-binary=:all: "${platforms[@]}")
+python3 -m pip download -q --no-deps "${target[@]}" -d "$work/wheels" -r bench/gpu-packages.txt
+python3 -m pip install -q --no-deps --no-index --no-compile "${target[@]}" --target "$work/site312" "$work"/wheels/*.whl
+# mlflow-skinny holds the mlflow package; the full wheel only adds the web UI. Name it for importlib.metadata.
+version=$(sed -n 's/^mlflow-skinny==//p' bench/gpu-packages.txt)
+mkdir -p "$work/site312/mlflow-$version.dist-info"
+printf 'Metadata-Version: 2.1\nName: mlflow\nVersion: %s\n' "$version" > "$work/site312/mlflow-$version.dist-info/METADATA"
+rm -rf .gpu && mkdir -p .gpu/data
+tar -C "$work" -cf - site312 | xz -9 -T0 > .gpu/site.tar.xz
+for file in "$DATA"/*-ubyte.gz; do zcat "$file" | xz -9 -T0 > ".gpu/data/$(basename "$file" .gz).xz"; done
+du -sh .gpu
