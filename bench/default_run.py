@@ -68,8 +68,8 @@ def create_stores(root: Path) -> dict[str, float]:
     The default run is then timed as every later run is, with both stores in place.
     """
     mlflow_seconds, _ = run(
-        root, sys.executable, "-c", "from pipeline.config import load_config; "
-        "from pipeline.tracking import connect; connect(load_config())",
+        root, sys.executable, "-c", "from pipeline.core.config import load_config; "
+        "from pipeline.core.tracking import connect; connect(load_config())",
     )  # fmt: skip
     prefect_seconds, _ = run(root, sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y")
     return {"mlflow_store_seconds": mlflow_seconds, "prefect_database_seconds": prefect_seconds}

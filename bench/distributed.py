@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from bench.default_run import copy_project, run
-from pipeline.paths import project_root
+from pipeline.core.paths import project_root
 
 PROJECT = project_root()
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline import onnx_file
-from pipeline.model_file import load_model
-from pipeline.paths import ProjectPaths, project_root
-from pipeline.runtime import predict_batches, select_runtime
-from pipeline.splits import load_split
+from pipeline.core.paths import ProjectPaths, project_root
+from pipeline.data.splits import load_split
+from pipeline.model import onnx_file
+from pipeline.model.model_file import load_model
+from pipeline.training.runtime import predict_batches, select_runtime
 
 
 def latency_ms(call, image, repeats: int = 300) -> float:

@@ -33,7 +33,7 @@ import torch
 from bench import default_run, machine
 from flows.params_file import apply_overrides, read_preset
 from flows.training import parse_overrides
-from pipeline.paths import project_root
+from pipeline.core.paths import project_root
 
 PROJECT = project_root()
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.report import _minutes, _table, update_benchmarks
-from pipeline.paths import project_root
+from pipeline.core.paths import project_root
 
 MARKERS = ("<!-- gpu:begin -->", "<!-- gpu:end -->")
 TARGET_SECONDS, TARGET_SHARE = 60, 0.40

@@ -14,11 +14,11 @@ import statistics
 import time
 from pathlib import Path
 
-from pipeline.config import load_config
-from pipeline.model_file import load_model
-from pipeline.runtime import predict_batches, select_runtime
-from pipeline.splits import load_split
-from pipeline.train import build_training
+from pipeline.core.config import load_config
+from pipeline.data.splits import load_split
+from pipeline.model.model_file import load_model
+from pipeline.training.steps import build_training
+from pipeline.training.runtime import predict_batches, select_runtime
 
 SINGLE_IMAGE_CALLS = 200
 

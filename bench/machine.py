@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.runtime import native_cpu_bf16
+from pipeline.training.runtime import native_cpu_bf16
 
 
 def cpu_model() -> str:

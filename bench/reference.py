@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torchvision import datasets, transforms
 
-from pipeline.config import load_config
-from pipeline.model import AttentionCNN
+from pipeline.core.config import load_config
+from pipeline.model.network import AttentionCNN
 
 BATCH_SIZE = 64
 WARMUP_BATCHES = 5

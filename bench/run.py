@@ -28,9 +28,9 @@ from PIL import Image
 
 from bench import default_run, machine, report
 from bench.training_step import LADDER, TUTORIAL_BATCH
-from pipeline.config import load_config
-from pipeline.paths import project_root
-from pipeline.runtime import native_cpu_bf16
+from pipeline.core.config import load_config
+from pipeline.core.paths import project_root
+from pipeline.training.runtime import native_cpu_bf16
 
 PROJECT = project_root()
 

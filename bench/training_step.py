@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import Config, load_config
-from pipeline.runtime import Runtime, keep_freed_memory, select_runtime
-from pipeline.splits import TensorSplit, load_split
-from pipeline.train import build_training, peak_memory_mb, train_epoch
+from pipeline.core.config import Config, load_config
+from pipeline.data.splits import TensorSplit, load_split
+from pipeline.training.steps import build_training, peak_memory_mb, train_epoch
+from pipeline.training.runtime import Runtime, keep_freed_memory, select_runtime
 
 TUTORIAL_BATCH = 64
 

@@ -22,8 +22,8 @@ import yaml
 from PIL import Image
 
 from bench.default_run import copy_project, run
-from pipeline.fashion_mnist import CLASSES, read_split
-from pipeline.paths import project_root
+from pipeline.core.paths import project_root
+from pipeline.data.fashion_mnist import CLASSES, read_split
 
 PROJECT = project_root()
 SOURCE = Path("/usr/share/datasets/fashion-mnist")

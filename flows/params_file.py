@@ -9,8 +9,8 @@ from typing import Any
 import yaml as pyyaml
 from ruamel.yaml import YAML
 
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
 
 
 def read_preset(path: Path) -> dict[str, Any]:

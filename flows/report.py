@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import Config
-from pipeline.files import write_json
+from pipeline.core.config import Config
+from pipeline.core.files import write_json
 
 
 def _read_json(path: Path) -> dict:

@@ -12,10 +12,10 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
 from flows.training import training_flow
-from pipeline.config import load_config
-from pipeline.paths import project_root
+from pipeline.core.config import load_config
+from pipeline.core.paths import project_root
+from pipeline.core.tracking import connect, data_version
 from pipeline.register import current_champion
-from pipeline.tracking import connect, data_version
 
 
 def champion_data_version(model_name: str) -> str | None:

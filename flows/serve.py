@@ -10,8 +10,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.retraining import retraining_flow
-from pipeline.config import Config, load_config
-from pipeline.errors import run_cli
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import run_cli
 
 
 def retraining_deployment(cfg: Config) -> RunnerDeployment:

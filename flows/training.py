@@ -24,10 +24,10 @@ from prefect.tasks import exponential_backoff
 from flows.dvc_stage import StageFailed, reproduce
 from flows.params_file import apply_overrides, read_preset
 from flows.report import RunSummary, bad_files
-from pipeline.config import load_config
-from pipeline.errors import PipelineError, skip_final_collection
-from pipeline.locks import LockHeld, file_lock
-from pipeline.paths import project_root
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError, skip_final_collection
+from pipeline.core.locks import LockHeld, file_lock
+from pipeline.core.paths import project_root
 
 STAGES = ("validate", "preprocess", "train", "evaluate", "export", "register")
 LOCK = ".dvc/tmp/training-flow.lock"  # held by a running flow: a second one in the project is refused

@@ -15,8 +15,8 @@ import sys
 
 import yaml
 
-from pipeline.errors import PipelineError, run_cli
-from pipeline.paths import project_root
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.paths import project_root
 
 
 def work_pool(root) -> str:

@@ -15,14 +15,14 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from pipeline import figures
-from pipeline.config import Config, load_config
-from pipeline.errors import run_cli
-from pipeline.files import atomic_path, file_sha256, write_json
-from pipeline.model_file import load_model
-from pipeline.runtime import predict_batches, select_runtime
-from pipeline.splits import load_split
-from pipeline.tracking import resume_run
+from pipeline.core import figures
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import run_cli
+from pipeline.core.files import atomic_path, file_sha256, write_json
+from pipeline.core.tracking import resume_run
+from pipeline.data.splits import load_split
+from pipeline.model.model_file import load_model
+from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import onnx_file
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.files import atomic_path, file_sha256, write_json
-from pipeline.model import AttentionCNN
-from pipeline.model_file import ModelInfo, load_model
-from pipeline.runtime import predict_batches, select_runtime
-from pipeline.splits import load_split
-from pipeline.tracking import resume_run
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import atomic_path, file_sha256, write_json
+from pipeline.core.tracking import resume_run
+from pipeline.data.splits import load_split
+from pipeline.model import onnx_file
+from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.model.network import AttentionCNN
+from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 

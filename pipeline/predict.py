@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.images import load_image
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.data.images import load_image
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Classifier:
 
 def onnx_classifier(path: Path) -> Classifier:
     """The export stage's ONNX file in onnxruntime."""
-    from pipeline import onnx_file
+    from pipeline.model import onnx_file
 
     if not path.is_file():
         raise PipelineError(f"{path}: no such ONNX file; run the export stage first ('dvc repro export')")
@@ -64,13 +64,13 @@ def torch_classifier(cfg: Config, reference: str) -> Classifier:
     """A model from a `models:/` (or `runs:/`) MLflow URI, or from a model file path, in PyTorch."""
     import torch
 
-    from pipeline.model_file import load_model
+    from pipeline.model.model_file import load_model
 
     if reference.startswith(("models:/", "runs:/")):
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from pipeline.tracking import connect
+        from pipeline.core.tracking import connect
 
         connect(cfg)
         try:
@@ -114,7 +114,7 @@ def write_heatmap(prediction: ImagePrediction, classifier: Classifier, folder: P
     """Save the image with its attention map overlaid as `<folder>/<image stem>_attention.png`."""
     import torch
 
-    from pipeline import figures
+    from pipeline.core import figures
 
     image = torch.from_numpy(load_image(prediction.path, classifier.image_size, classifier.channels))
     target = folder / f"{prediction.path.stem}_attention.png"

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.files import atomic_path, replace_dir, write_json
-from pipeline.sources import load_images
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import atomic_path, replace_dir, write_json
+from pipeline.data.sources import load_images
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 
-from pipeline import serving
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.files import file_sha256, write_json
-from pipeline.model_file import ModelInfo, load_model
-from pipeline.splits import load_split
-from pipeline.tracking import resume_run
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import file_sha256, write_json
+from pipeline.core.tracking import resume_run
+from pipeline.data.splits import load_split
+from pipeline.model import serving
+from pipeline.model.model_file import ModelInfo, load_model
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,14 @@ def run(cfg: Config) -> dict:
 def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray, signature: ModelSignature) -> dict:
     """Log the model, register it as `challenger`, and move `champion` to it (last) if it wins."""
     name, paths = cfg.registry.model_name, cfg.paths
-    code = Path(serving.__file__).resolve().parent
+    code = Path(serving.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         client = MlflowClient()
         previous_version, previous_accuracy = champion_accuracy(client, name)  # before anything is written
         logged = mlflow.pyfunc.log_model(
             name="model",
-            python_model=f"{code.name}/serving.py",  # MLflow's "models from code": nothing pickled
+            python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
             artifacts={"model_file": os.path.relpath(paths.model_file), "onnx_model": os.path.relpath(paths.onnx_file)},
             code_paths=[code.name],
             signature=signature,

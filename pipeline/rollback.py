@@ -16,11 +16,11 @@ import logging
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.files import write_json
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import write_json
+from pipeline.core.tracking import connect
 from pipeline.register import CHAMPION, current_champion
-from pipeline.tracking import connect
 
 log = logging.getLogger(__name__)
 

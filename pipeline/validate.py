@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import sources
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError, run_cli
-from pipeline.files import atomic_path, write_json
-from pipeline.sources import Scan
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import atomic_path, write_json
+from pipeline.data import sources
+from pipeline.data.manifest import Scan
 
 log = logging.getLogger(__name__)
 

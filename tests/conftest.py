@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import Config, load_config
+from pipeline.core.config import Config, load_config
 from tests.synthetic import small_params, write_dataset
 
 

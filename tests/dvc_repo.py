@@ -40,11 +40,11 @@ def stages_run(output: str) -> set[str]:
 
 
 def make_repo(root: Path, **sections: dict) -> Path:
-    """The project's pipeline, flows, dvc.yaml, prefect.yaml and small params in a fresh repo with a
+    """The project's pipeline, flows, dvc.yaml, .dvcignore, prefect.yaml and small params in a fresh repo with a
     `dvc add`-ed image folder."""
     for package in ("pipeline", "flows"):
         shutil.copytree(PROJECT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "prefect.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(PROJECT / name, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(small_params("data/images", **sections)))
     write_dataset(root / "data" / "images", {"train": 40, "test": 10})

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from pipeline import preprocess, validate
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.images import load_image
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data.images import load_image
 
 
 def tree_checksum(root: Path) -> dict[str, str]:

@@ -9,8 +9,8 @@ import torch
 from bench import report, time_to_accuracy, training_step
 from bench.run import export_pngs
 from pipeline import preprocess, validate
-from pipeline.config import load_config
-from pipeline.runtime import native_cpu_bf16
+from pipeline.core.config import load_config
+from pipeline.training.runtime import native_cpu_bf16
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import textwrap
 import pytest
 
 from flows.dvc_stage import StageFailed, reproduce
-from pipeline.locks import LockHeld, file_lock
+from pipeline.core.locks import LockHeld, file_lock
 from tests.dvc_repo import command_env, make_repo
 
 
 def test_a_held_lock_is_refused_at_once_and_freed_when_its_holder_dies(tmp_path):
     lock = tmp_path / "x.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pipeline.locks import file_lock\nfrom pathlib import Path\nimport time\n"
+        [sys.executable, "-c", f"from pipeline.core.locks import file_lock\nfrom pathlib import Path\nimport time\n"
          f"with file_lock(Path({str(lock)!r})):\n    print('held', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -51,8 +51,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     import mlflow
-    from pipeline.config import load_config
-    from pipeline.tracking import connect
+    from pipeline.core.config import load_config
+    from pipeline.core.tracking import connect
 
     experiment_id = connect(load_config())
     for index in range(10):

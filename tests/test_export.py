@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import export, onnx_file, preprocess, train, validate
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.model_file import load_model
-from pipeline.splits import load_split
+from pipeline import export, preprocess, train, validate
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data.splits import load_split
+from pipeline.model import onnx_file
+from pipeline.model.model_file import load_model
 
 
 @pytest.fixture

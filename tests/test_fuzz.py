@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.config import Config, load_config
-from pipeline.errors import PipelineError
-from pipeline.image_folder import inspect_image
-from pipeline.images import load_image
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data.image_folder import inspect_image
+from pipeline.data.images import load_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's notes on the damaged files it reads
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline import preprocess, validate
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.preprocess import split_manifest
 
 

@@ -4,11 +4,11 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline import evaluate, export, preprocess, register, train, validate
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.tracking import connect
 from pipeline.register import CHAMPION, decide
 from pipeline.rollback import rollback
-from pipeline.tracking import connect
 
 
 def test_first_model_above_threshold_becomes_champion():

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from pipeline import validate
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
 
 
 def tree_checksum(root: Path) -> dict[str, str]:

@@ -1,0 +1,233 @@
+"""The one typed configuration: `params.yaml` loaded once into frozen, validated pydantic models.
+
+Every stage receives a `Config`; none reads YAML or builds paths on its own. Paths in the
+config are relative to the project root (or absolute) and resolved through `Config.paths`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import ProjectPaths, project_root
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    source: Literal["fashion-mnist", "imagefolder"] = "fashion-mnist"
+    path: str = Field("/usr/share/datasets/fashion-mnist", min_length=1)
+    classes: list[str] | None = None
+    image_size: int = Field(28, ge=8, le=1024)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class ValidateConfig(_Section):
+    on_error: Literal["fail", "skip"] = "fail"
+    min_images_per_class: int = Field(10, ge=1)
+    max_imbalance: float = Field(10.0, ge=1.0)
+    min_side: int = Field(8, ge=1)
+    max_side: int = Field(4096, ge=1)
+    max_pixels: int = Field(4096 * 4096, ge=1)
+    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP"]
+
+    @model_validator(mode="after")
+    def _sides_ordered(self) -> ValidateConfig:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must not exceed max_side")
+        return self
+
+
+class ModelConfig(_Section):
+    backbone: Literal["seed_cnn", "resnet18", "vgg11_bn", "efficientnet_lite0"] = "seed_cnn"
+    pretrained: bool = False
+    pretrained_weights: str | None = None
+    widths: list[int] = Field([64, 128, 256], min_length=1)
+    convs_per_block: int = Field(1, ge=1, le=4)
+    attention: Literal["soft", "none"] = "soft"
+    attention_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _weights_available(self) -> ModelConfig:
+        if self.pretrained and self.backbone == "seed_cnn":
+            raise ValueError("seed_cnn has no pretrained weights; use efficientnet_lite0, resnet18 or vgg11_bn")
+        if self.pretrained and self.backbone in {"resnet18", "vgg11_bn"} and not self.pretrained_weights:
+            raise ValueError(
+                f"torchvision cannot download {self.backbone}'s ImageNet weights offline: download torchvision's "
+                f"{self.backbone} file where there is internet and set model.pretrained_weights to its path"
+            )
+        if self.pretrained_weights and (not self.pretrained or self.backbone not in {"resnet18", "vgg11_bn"}):
+            raise ValueError("pretrained_weights is only for resnet18 or vgg11_bn with pretrained: true")
+        return self
+
+
+class AugmentConfig(_Section):
+    hflip: bool = True
+    max_shift: int = Field(2, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    processes: int = Field(1, ge=1)
+    freeze_epochs: int = Field(0, ge=0)
+    backbone_lr: float | None = Field(None, gt=0)
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(512, ge=1)
+    overlay_images: int = Field(16, ge=1, le=64)
+
+
+class ExportConfig(_Section):
+    batch_size: int = Field(512, ge=1)
+    min_agreement: float = Field(0.999, ge=0, le=1)
+    quantize: bool = False
+
+
+class RegisterConfig(_Section):
+    model_name: str = Field("attention-classifier", min_length=1)
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrackingConfig(_Section):
+    experiment: str = Field("attention-pipeline", min_length=1)
+
+
+class ScheduleConfig(_Section):
+    cron: str = "0 3 * * 1"
+    timezone: str = "Europe/Berlin"
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> ScheduleConfig:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name like 'Europe/Berlin'") from None
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs 5 fields: minute hour day month weekday")
+        return self
+
+
+class Config(_Section):
+    """The whole of `params.yaml`. Unknown keys anywhere are errors.
+
+    The sections `validate` and `register` are the attributes `validation` and `registry`
+    (the YAML names clash with methods of pydantic's base class).
+    """
+
+    data: DataConfig = DataConfig()
+    validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+    registry: RegisterConfig = Field(RegisterConfig(), alias="register")
+    tracking: TrackingConfig = TrackingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    _root: Path = PrivateAttr(default_factory=project_root)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def root(self) -> Path:
+        """The project root that relative paths are resolved against."""
+        return self._root
+
+    @property
+    def paths(self) -> ProjectPaths:
+        """Where every stage reads and writes, resolved from the project root."""
+        return ProjectPaths(self.root)
+
+    def source_path(self) -> Path:
+        """`data.path` resolved against the project root."""
+        path = Path(self.data.path).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def portable_source(self) -> str:
+        """`data.path` without this machine's absolute paths: relative to the project root when
+        inside it, else `…/<folder name>` (the data version identifies the data itself)."""
+        path = self.source_path()
+        if not Path(self.data.path).expanduser().is_absolute():
+            return self.data.path
+        if path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return f"…/{path.name}"
+
+    def as_flat_params(self) -> dict[str, str]:
+        """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, value: object) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                flat[prefix] = str(value)
+
+        walk("", self.model_dump(by_alias=True, mode="json"))
+        flat["data.path"] = self.portable_source()
+        return flat
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    key = "".join(char if char.isprintable() else repr(char)[1:-1] for char in key)  # one line, always
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):  # a check across a section's keys
+        return f"'{key}': {first['msg'].removeprefix('Value error, ')}"
+    return f"'{key}': {first['msg']} (got {first.get('input')!r})"
+
+
+def load_config(path: Path | None = None, overrides: dict | None = None) -> Config:
+    """Load and validate `params.yaml` (default: the project root's), with optional overrides.
+
+    Raises PipelineError with a one-line message naming the offending key.
+    """
+    path = path or project_root() / "params.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no params file; run from the project root") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections at the top level")
+    for dotted, value in (overrides or {}).items():
+        section = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = value
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        count = error.error_count()
+        more = f" (+{count - 1} more)" if count > 1 else ""
+        raise PipelineError(f"{path.name}: {_describe(error)}{more}; fix it in {path}") from None
+    config._root = path.resolve().parent
+    return config

@@ -1,0 +1,72 @@
+"""Figures a user would rather look at than read: curves, confusion matrix, attention overlays."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.files import atomic_path
+
+
+def _save(figure: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def training_curves(history: pd.DataFrame, path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation."""
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        loss.plot(history["epoch"], history[f"{split}_loss"], marker="o", label=split)
+        accuracy.plot(history["epoch"], history[f"{split}_accuracy"], marker="o", label=split)
+    loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    accuracy.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for axis in (loss, accuracy):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    _save(figure, path)
+
+
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    """The test confusion matrix with class names."""
+    from sklearn.metrics import ConfusionMatrixDisplay  # only evaluate draws it; the train stage skips the import
+
+    size = max(6, 0.6 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
+        ax=axis, xticks_rotation=45, colorbar=False, values_format="d"
+    )
+    axis.set_title("Confusion matrix (test)")
+    _save(figure, path)
+
+
+def attention_overlays(
+    images: torch.Tensor, attention: torch.Tensor, titles: list[str], path: Path,
+    colours: list[str] | None = None,
+) -> None:  # fmt: skip
+    """A grid of uint8 images with their attention maps upsampled and overlaid, a title on each."""
+    count = len(images)
+    columns = min(8, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows), squeeze=False)
+    size = images.shape[-2:]
+    heat = F.interpolate(attention[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        picture = images[index].permute(1, 2, 0).numpy()
+        axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray")
+        axis.imshow(heat[index].numpy(), cmap="jet", alpha=0.45)
+        axis.set_title(titles[index], fontsize=7, color=colours[index] if colours else "black")
+    _save(figure, path)

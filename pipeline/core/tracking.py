@@ -1,0 +1,138 @@
+"""MLflow set-up shared by the stages: one store at the real project root, checked before work starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
+from pipeline.core.locks import file_lock
+
+
+def tracking_uri(cfg: Config) -> str:
+    """`$MLFLOW_TRACKING_URI`, else SQLite `mlflow.db` at the real project root (absolute)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.paths.mlflow_db}"
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """For a tracking server (http/https URI), one quick request to its health endpoint.
+
+    MLflow's own client retries a refused connection for minutes; this fails in seconds, with the
+    reason, before any work starts.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise PipelineError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def connect(cfg: Config) -> str:
+    """Point MLflow at the project's store and make sure the experiment exists; return its id.
+
+    Fails fast, with a PipelineError naming the URI, when the store cannot be reached.
+    """
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    uri = tracking_uri(cfg)
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(user_registry or uri)
+    # MLflow exports what it is set to; keep the variables meaning "the user chose a store"
+    if not user_uri:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if not user_registry:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    name = cfg.tracking.experiment
+    try:
+        with _store_creation_lock(uri):
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            artifacts = None if user_uri else cfg.paths.mlflow_artifacts.as_uri()
+            return mlflow.create_experiment(name, artifact_location=artifacts)
+    except MlflowException as error:
+        if "already exists" in str(error):
+            return mlflow.get_experiment_by_name(name).experiment_id
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unusable ({_first_line(error)}); check MLFLOW_TRACKING_URI"
+        ) from None
+    except Exception as error:  # connection errors come in many types
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unreachable ({_first_line(error)}); "
+            "check MLFLOW_TRACKING_URI or start the server"
+        ) from None
+
+
+@contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time creates or migrates it (concurrent first uses race
+    on MLflow's migrations and one of them fails); other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with file_lock(Path(uri.removeprefix("sqlite:///") + ".lock")):
+        yield
+
+
+@contextmanager
+def resume_run(cfg: Config, run_id: str | None) -> Iterator[mlflow.ActiveRun]:
+    """Continue the MLflow run that trained the model (the stages after training log into it)."""
+    experiment_id = connect(cfg)
+    try:
+        active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
+    except MlflowException:
+        raise PipelineError(
+            f"MLflow run {run_id} of the model is not in the store {tracking_uri(cfg)}; "
+            "retrain against this store ('dvc repro -f train')"
+        ) from None
+    with active:
+        yield active
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def data_version(cfg: Config) -> str:
+    """DVC's hash of the source dataset (`data.path`, as `dvc.lock` records it for the validate
+    stage), computed now; 'unversioned' outside a DVC repo."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(cfg.root)) as repo:
+            for stage in repo.stage.collect("validate"):
+                for dep in stage.deps:
+                    if Path(dep.fs_path).resolve() == cfg.source_path().resolve():
+                        return dep.get_hash().value
+    except DvcException:
+        pass
+    return "unversioned"
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out git commit (with '-dirty' when the work tree has changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit

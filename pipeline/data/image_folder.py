@@ -1,0 +1,114 @@
+"""A user's images: `<root>/<class>/<image>`, or `<root>/{train,test}/<class>/<image>`.
+
+Read in place, never changed. Manifest paths are relative to the root (`train/cat/1.png`, or
+`cat/1.png` without split folders, which all count as train). Hidden files and symbolic links
+(which could point outside the dataset) are not read; the scan lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.core.errors import PipelineError
+from pipeline.data.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
+from pipeline.data.manifest import Scan, manifest_frame
+
+SPLITS = ("train", "test")
+_CHUNK = 2000
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+
+
+def split_roots(root: Path) -> dict[str, Path]:
+    """`{"train": root/train, "test": root/test}` when the root has split folders, else `{"train": root}`."""
+    if not root.is_dir():
+        raise PipelineError(
+            f"data.path: {root} is not a folder; point data.path in params.yaml at a folder of class sub-folders"
+        )
+    top = _visible_dirs(root)
+    if top and {p.name for p in top} <= set(SPLITS) and (root / "train").is_dir():
+        return {p.name: p for p in top}
+    return {"train": root}
+
+
+def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """Read one file: its hash, and what decoding and normalising it as an image gives (or the error).
+
+    An image whose header declares more than `max_pixels` pixels is not decoded.
+    """
+    data = path.read_bytes()
+    row = {
+        "path": path.relative_to(root).as_posix(), "split": split, "label": label, "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(), "format": None, "width": None, "height": None,
+        "mode": None, "frames": None, "exif_orientation": None, "decodable": False, "error": None,
+    }  # fmt: skip
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
+            check_size(image, max_pixels)
+            image.load()  # decode fully first: reading EXIF from a broken file may hide the error
+            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image))
+            normalise(image, 3)
+        row["decodable"] = True
+    except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash
+        row["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:200] or "empty file"
+    return row
+
+
+def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path, max_pixels: int) -> list[dict]:
+    return [inspect_image(path, root, split, label, max_pixels) for path, split, label in items]
+
+
+def _workers(count: int) -> int:
+    return min(8, os.cpu_count() or 1) if count > _CHUNK else 1
+
+
+def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
+    """Inspect every image under the root's class folders, in parallel processes."""
+    folders, items, ignored = [], [], []
+    for split, split_root in split_roots(root).items():
+        class_dirs = _visible_dirs(split_root)
+        if not class_dirs:
+            raise PipelineError(f"{split_root}: no class sub-folders; expected <root>/<class>/<image>")
+        for class_dir in class_dirs:
+            folders.append((split, class_dir.name))
+            for path in sorted(class_dir.rglob("*")):
+                hidden = any(part.startswith(".") for part in path.relative_to(class_dir).parts)
+                if path.is_symlink() or hidden:
+                    ignored.append(path.relative_to(root).as_posix())
+                elif path.is_file():
+                    items.append((path, split, class_dir.name))
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    inspect = partial(_inspect_chunk, root=root, max_pixels=max_pixels)
+    workers = _workers(len(items))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = [row for chunk in pool.map(inspect, chunks) for row in chunk]
+    else:
+        rows = [row for chunk in chunks for row in inspect(chunk)]
+    return Scan(files=manifest_frame(rows), class_folders=folders, ignored=ignored)
+
+
+def load(root: Path, paths: list[str], size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode the images at manifest `paths` into one N×C×H×W uint8 array, in parallel processes."""
+    if not paths:
+        return np.empty((0, channels, size, size), dtype=np.uint8)
+    decode = partial(load_image, size=size, channels=channels, max_pixels=max_pixels)
+    files = [root / path for path in paths]
+    workers = _workers(len(files))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            arrays = list(pool.map(decode, files, chunksize=_CHUNK // 2))
+    else:
+        arrays = [decode(path) for path in files]
+    return np.stack(arrays)

@@ -1,0 +1,70 @@
+"""Decoding one image into the model's input: the single definition used by validate, preprocess and predict.
+
+Every image becomes 8-bit grayscale or RGB the same way: EXIF rotation applied, 16-bit samples
+scaled (not clipped) to 8 bits, transparent pixels laid over white, palette and CMYK converted.
+An image declaring more than `max_pixels` pixels is refused from its header, before decoding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline.core.errors import PipelineError
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+EXIF_ORIENTATION = 0x0112
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageRefused(ValueError):
+    """An image that declares too many pixels to decode safely (a decompression bomb)."""
+
+
+def check_size(image: Image.Image, max_pixels: int) -> None:
+    """Refuse an opened (not yet decoded) image whose header declares more than `max_pixels` pixels."""
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise ImageRefused(
+            f"declares {image.width}x{image.height} = {pixels:,} pixels, over validate.max_pixels {max_pixels:,} "
+            "(a decompression bomb, or raise the limit)"
+        )
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright)."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (ValueError, TypeError, OSError):
+        return 1
+
+
+def normalise(image: Image.Image, channels: int) -> Image.Image:
+    """Upright, 8-bit, `channels` (1: 'L', 3: 'RGB') version of a decoded image."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_MODES:
+        samples = np.asarray(image, dtype=np.float64)
+        scale = 1.0 if image.mode == "F" else 257.0  # 16-bit range 0..65535 onto 0..255
+        image = Image.fromarray(np.clip(np.round(samples / scale), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode `path` to a `channels`×`size`×`size` uint8 array."""
+    try:
+        with Image.open(path) as image:
+            check_size(image, max_pixels)
+            image = normalise(image, channels)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise PipelineError(f"{path}: cannot decode image ({error})") from None
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)

@@ -1,0 +1,28 @@
+"""Where the images come from: Debian's Fashion-MNIST IDX files or a folder of class sub-folders.
+
+Both sources are read in place, never copied or changed. `scan` gives the per-image manifest that
+the validate stage checks; `load_images` gives the accepted images as one uint8 tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.core.config import Config
+from pipeline.data import fashion_mnist, image_folder
+from pipeline.data.manifest import Scan
+
+
+def scan(cfg: Config) -> Scan:
+    """The manifest of the configured source (`data.source`, `data.path`)."""
+    if cfg.data.source == "fashion-mnist":
+        return fashion_mnist.scan(cfg.source_path())
+    return image_folder.scan(cfg.source_path(), cfg.validation.max_pixels)
+
+
+def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
+    """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`."""
+    size, channels = cfg.data.image_size, cfg.data.channels
+    if cfg.data.source == "fashion-mnist":
+        return fashion_mnist.load(cfg.source_path(), paths, size, channels)
+    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validation.max_pixels)

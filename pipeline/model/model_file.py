@@ -1,0 +1,64 @@
+"""The model file: weights plus everything needed to use them (config, classes, image format).
+
+Holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from pipeline.core.config import ModelConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import atomic_path
+from pipeline.model.network import AttentionCNN
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about the model besides its weights."""
+
+    model_config: dict
+    classes: list[str]
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    run_id: str | None = None
+    data_version: str | None = None
+
+    def build(self) -> AttentionCNN:
+        """A fresh, untrained network of this architecture."""
+        return AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
+
+
+def save_model(path: Path, model: AttentionCNN, info: ModelInfo) -> None:
+    """Write weights and info atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as temporary:
+        torch.save({"format_version": FORMAT_VERSION, "state_dict": state, "info": asdict(info)}, temporary)
+
+
+def load_model(path: Path) -> tuple[AttentionCNN, ModelInfo]:
+    """Load a model file safely (no arbitrary unpickling) into an eval-mode network on the CPU."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no model file; run the train stage first ('dvc repro train')")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise PipelineError(f"{path}: unsupported model file format {payload.get('format_version')!r}")
+        info = ModelInfo(**payload["info"])
+        model = info.build()
+        model.load_state_dict(payload["state_dict"])
+    except PipelineError:
+        raise
+    except (ValidationError, TypeError, KeyError, RuntimeError, AttributeError) as error:
+        raise PipelineError(f"{path}: not a model file of this project ({type(error).__name__}); retrain it") from None
+    except Exception as error:  # unpickling refusals and corrupt archives come in many types
+        raise PipelineError(f"{path}: unreadable model file ({type(error).__name__}); retrain it") from None
+    return model.eval(), info

@@ -1,0 +1,90 @@
+"""The attention CNN: a convolutional feature extractor, soft attention pooling, a linear classifier.
+
+For the feature map F = {f_1..f_n} (n = H·W): e_i = wᵀ tanh(W_f f_i + b_f), α = softmax(e) over all
+n positions, v = Σ α_i f_i, logits = linear(v). α is returned as an H×W attention map.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from pipeline.core.config import ModelConfig
+from pipeline.model.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+
+
+class Prediction(NamedTuple):
+    logits: torch.Tensor  # B×classes
+    attention: torch.Tensor  # B×H×W, each map sums to 1
+
+
+class SoftAttentionPool(nn.Module):
+    """Soft attention over all H·W positions of a feature map."""
+
+    def __init__(self, channels: int, attention_dim: int):
+        super().__init__()
+        self.project = nn.Linear(channels, attention_dim)  # W_f, b_f
+        self.score = nn.Linear(attention_dim, 1, bias=False)  # w
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = features.shape
+        positions = features.flatten(2).transpose(1, 2)  # B×n×C
+        scores = self.score(torch.tanh(self.project(positions))).squeeze(-1)  # B×n
+        alpha = torch.softmax(scores.float(), dim=1)
+        pooled = torch.bmm(alpha.unsqueeze(1).to(positions.dtype), positions).squeeze(1)  # B×C
+        return pooled, alpha.view(batch, height, width)
+
+
+class AveragePool(nn.Module):
+    """Global average pooling: the ablation baseline, equivalent to uniform attention."""
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = features.shape
+        uniform = features.new_full((batch, height, width), 1.0 / (height * width), dtype=torch.float32)
+        return features.mean(dim=(2, 3)), uniform
+
+
+class AttentionCNN(nn.Module):
+    """Normalisation → feature extractor → attention (or average) pooling → dropout → linear classifier.
+
+    Takes images as stored (uint8, or floats in 0..255), N×C×H×W; normalises with the training
+    split's per-channel `mean` and `std` (in 0..1 units), which are saved with the weights. An
+    ImageNet backbone (`model.pretrained`) sees RGB (a gray channel repeated) in ImageNet's
+    normalisation instead; `pretrained=True` also loads its ImageNet weights (training does; a
+    saved model is rebuilt without them and then loads its own).
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, in_channels: int, num_classes: int,
+        mean: list[float] | None = None, std: list[float] | None = None, pretrained: bool = False,
+    ):  # fmt: skip
+        super().__init__()
+        self.gray_to_rgb = cfg.pretrained and in_channels == 1
+        if cfg.pretrained:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        mean = torch.tensor(mean or [0.5] * in_channels).view(1, -1, 1, 1) * 255
+        std = torch.tensor(std or [0.5] * in_channels).view(1, -1, 1, 1) * 255
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.features, channels = build_backbone(cfg, in_channels, pretrained)
+        self.features_frozen = False  # fine-tuning: train the head alone (train.freeze_epochs)
+        self.pool = SoftAttentionPool(channels, cfg.attention_dim) if cfg.attention == "soft" else AveragePool()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def freeze_features(self, frozen: bool) -> None:
+        """Freeze the feature extractor (no gradients, batch-norm statistics fixed) or release it."""
+        self.features_frozen = frozen
+        if frozen:
+            self.features.eval()
+
+    def forward(self, images: torch.Tensor) -> Prediction:
+        if self.gray_to_rgb:
+            images = images.expand(-1, 3, -1, -1)
+        normalised = (images.float() - self.mean) / self.std
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
+            features = self.features(normalised)
+        pooled, attention = self.pool(features)
+        return Prediction(self.classifier(self.dropout(pooled)), attention)

@@ -1,0 +1,99 @@
+"""Device and precision choices, made once at the top of a stage, and batched inference on them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.core.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the model runs, in which autocast precision (None: fp32) and memory layout."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool = True
+
+    @property
+    def name(self) -> str:
+        precision = "bf16" if self.amp_dtype == torch.bfloat16 else "fp32"
+        return f"{self.device.type}/{precision}"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device, memory_format=self.memory_format)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to reuse freed memory instead of mapping each large tensor afresh.
+
+    By default every allocation above 32 MB (a batch's activations) is a new mmap whose pages the
+    kernel zero-fills on first touch: millions of page faults per epoch. Returns False where the C
+    library is not glibc (nothing changes there).
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether `train.device` resolves to CUDA here."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device: 'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def select_runtime(device: str = "auto", precision: str = "auto", gpu: int = 0) -> Runtime:
+    """Resolve `train.device` (CUDA device number `gpu`) and `train.precision`; 'auto' precision is
+    bf16 on CUDA and on CPUs with native bf16, else fp32. On the CPU, also tunes the memory
+    allocator for large tensors; on CUDA, lets cuDNN pick its fastest convolutions and fp32 use TF32."""
+    chosen = torch.device("cuda", gpu) if uses_cuda(device) else torch.device("cpu")
+    if chosen.type == "cpu":
+        keep_freed_memory()
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
+        torch.set_float32_matmul_precision("high")  # fp32 matrix products on TF32 tensor cores
+    bf16 = precision == "bf16" or (precision == "auto" and (chosen.type == "cuda" or native_cpu_bf16()))
+    return Runtime(chosen, torch.bfloat16 if bf16 else None)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32) and attention maps for uint8 `images`, on the CPU, in batches."""
+    model.eval()
+    logits, attention = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            out = model(batch.contiguous(memory_format=runtime.memory_format))
+        logits.append(out.logits.float().cpu())
+        attention.append(out.attention.float().cpu())
+    return torch.cat(logits), torch.cat(attention)

@@ -1,0 +1,156 @@
+"""The training steps, built the same way for the train stage and the benchmarks: the seeded model,
+optimizer, schedule and loss, batch augmentation on the device, one epoch, and validation.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.core.config import AugmentConfig, Config, TrainConfig
+from pipeline.data.splits import TensorSplit
+from pipeline.model.network import AttentionCNN
+from pipeline.training.distributed import ONE_PROCESS, Ranks
+from pipeline.training.runtime import Runtime, predict_batches
+
+
+def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to `max_shift` pixels, on a whole uint8 batch at once."""
+    batch, _, height, width = images.shape
+    device = images.device
+    if cfg.hflip:
+        flip = torch.rand(batch, generator=generator, device=device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    if cfg.max_shift:
+        shift = cfg.max_shift
+        padded = F.pad(images, (shift, shift, shift, shift))
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, batch), generator=generator, device=device)
+        rows = dy[:, None] + torch.arange(height, device=device)
+        cols = dx[:, None] + torch.arange(width, device=device)
+        batch_index = torch.arange(batch, device=device)[:, None, None]
+        images = padded[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return images
+
+
+def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer; with `train.backbone_lr`, the feature extractor learns at that rate, the rest at `lr`."""
+    params: list = list(model.parameters())
+    if cfg.backbone_lr is not None:
+        backbone = list(model.features.parameters())
+        in_backbone = set(backbone)
+        head = [p for p in model.parameters() if p not in in_backbone]
+        params = [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.backbone_lr}]
+    fused = next(model.parameters()).is_cuda  # one kernel for the whole update on CUDA
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=fused
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
+@dataclass(frozen=True)
+class Training:
+    """Everything a training step uses, built the same way for the train stage and the benchmark."""
+
+    model: AttentionCNN  # the module whose weights are saved, and that validates
+    step_model: nn.Module  # what runs the steps: `model`, in DDP across ranks, torch.compile'd (train.compile)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+
+
+def build_training(
+    cfg: Config, meta: dict, runtime: Runtime, train_images: int, ranks: Ranks = ONE_PROCESS
+) -> Training:
+    """The seeded model, optimizer, learning-rate schedule and loss for `train_images` per epoch."""
+    torch.manual_seed(cfg.train.seed)
+    model = AttentionCNN(
+        cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"], pretrained=cfg.model.pretrained
+    )
+    model = runtime.prepare(model)
+    optimizer = make_optimizer(model, cfg.train)
+    steps_per_epoch = ranks.steps_per_epoch(train_images, cfg.train.batch_size)
+    schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+
+    step_model = ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0)
+    if cfg.train.compile:  # the training steps only: validation is a small share, not worth a second graph
+        step_model = torch.compile(step_model)
+    return Training(model, step_model, optimizer, schedule, loss_fn)
+
+
+def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
+    """Loss and accuracy of the model on a split."""
+    logits, _ = predict_batches(training.model, split.images, 1024, runtime)
+    loss = training.loss_fn(logits, split.labels).item()
+    return loss, (logits.argmax(1) == split.labels).float().mean().item()
+
+
+def peak_memory_mb(runtime: Runtime) -> float:
+    """Peak memory so far: GPU memory allocated by PyTorch on CUDA, else the process's peak RSS."""
+    if runtime.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_epoch(
+    training: Training, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, epoch: int, ranks: Ranks = ONE_PROCESS
+) -> dict[str, float]:
+    """One pass over the training split (this rank's shard of it) in seeded random order; returns
+    loss, accuracy, seconds and images/s over all ranks."""
+    model, optimizer, schedule, loss_fn = training.step_model, training.optimizer, training.schedule, training.loss_fn
+    model.train()
+    training.model.freeze_features(epoch <= cfg.freeze_epochs)
+    # dropout: the same per epoch, so a resumed run matches; different on each rank
+    torch.manual_seed((cfg.seed + epoch) * ranks.world_size + ranks.rank)
+    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
+    order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=runtime.device))
+    batch_size = ranks.per_rank_batch(cfg.batch_size)
+    total_loss = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
+    seen, start = 0, time.perf_counter()
+    batches = range(0, len(order), batch_size)
+    progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None if ranks.is_main else True)
+    for step, first in enumerate(progress):
+        index = order[first : first + batch_size]
+        images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
+        labels = data.labels[index]
+        with runtime.autocast():
+            logits = model(images).logits
+            loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        if step % 20 == 0:
+            rate = seen / (time.perf_counter() - start)
+            progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
+    totals = torch.stack([total_loss.double(), correct.double(), total_loss.new_tensor(seen, dtype=torch.float64)])
+    loss_sum, correct_sum, seen_sum = ranks.sum(totals).tolist()
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": loss_sum / seen_sum,
+        "train_accuracy": correct_sum / seen_sum,
+        "seconds": seconds,
+        "images_per_second": seen_sum / seconds,
+    }

@@ -1,0 +1,1 @@
+"""Tests of pipeline/core: config, paths, atomic files."""

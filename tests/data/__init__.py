@@ -1,0 +1,1 @@
+"""Tests of pipeline/data: the sources and the manifest."""

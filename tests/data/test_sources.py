@@ -1,0 +1,91 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data import fashion_mnist, image_folder, sources
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_folder_with_splits_keeps_its_splits(dataset):
+    scan = image_folder.scan(dataset)
+    assert len(scan.files) == 150 and set(scan.files["split"]) == {"train", "test"}
+    assert set(scan.files["label"]) == {"bars", "columns", "squares"}
+    assert "test/squares/009.png" in set(scan.files["path"]) and scan.files["decodable"].all()
+
+
+def test_folder_without_splits_is_all_train(dataset):
+    scan = image_folder.scan(dataset / "train")
+    assert set(scan.files["split"]) == {"train"} and len(scan.files) == 120
+    assert "bars/000.png" in set(scan.files["path"])
+
+
+def test_hidden_files_and_symlinks_are_not_read(dataset, tmp_path):
+    (dataset / "train" / "bars" / ".DS_Store").write_bytes(b"x")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"x")
+    os.symlink(outside, dataset / "train" / "bars" / "link.png")
+    scan = image_folder.scan(dataset)
+    assert {"train/bars/.DS_Store", "train/bars/link.png"} <= set(scan.ignored)
+    assert not {"train/bars/.DS_Store", "train/bars/link.png"} & set(scan.files["path"])
+
+
+def test_images_load_in_manifest_order_resized(dataset):
+    paths = ["test/bars/001.png", "train/columns/000.png", "train/bars/003.png"]
+    images = image_folder.load(dataset, paths, size=8, channels=3)
+    assert images.shape == (3, 3, 8, 8) and images.dtype == np.uint8
+    first = image_folder.load(dataset, paths[:1], size=8, channels=3)
+    assert np.array_equal(images[:1], first)
+
+
+def test_missing_folder_names_data_path(tmp_path):
+    with pytest.raises(PipelineError, match="data.path: .* is not a folder"):
+        image_folder.scan(tmp_path / "nowhere")
+
+
+def test_missing_fashion_mnist_says_what_to_install(tmp_path):
+    with pytest.raises(PipelineError, match="apt-get install dataset-fashion-mnist"):
+        fashion_mnist.scan(tmp_path)
+
+
+def test_debian_fashion_mnist_reads_as_70000_labelled_images():
+    train_images, train_labels = fashion_mnist.read_split(FASHION_MNIST, "train")
+    test_images, _ = fashion_mnist.read_split(FASHION_MNIST, "test")
+    assert train_images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
+    assert np.bincount(train_labels).tolist() == [6000] * len(fashion_mnist.CLASSES)
+    assert 0.25 < train_images.mean() / 255 < 0.32  # the published mean is 0.286
+
+
+def test_fashion_mnist_manifest_names_file_and_index_and_loads_back():
+    scan = fashion_mnist.scan(FASHION_MNIST)
+    assert len(scan.files) == 70000 and set(scan.files["format"]) == {"IDX"}
+    row = scan.files.iloc[60003]
+    assert row["path"] == "t10k-images-idx3-ubyte.gz#00003" and row["split"] == "test"
+    images, labels = fashion_mnist.read_split(FASHION_MNIST, "test")
+    assert row["label"] == fashion_mnist.CLASSES[labels[3]]
+    loaded = fashion_mnist.load(FASHION_MNIST, [row["path"], "train-images-idx3-ubyte.gz#00000"], 28, 1)
+    assert np.array_equal(loaded[0, 0], images[3])
+    assert np.array_equal(loaded[1, 0], fashion_mnist.read_split(FASHION_MNIST, "train")[0][0])
+
+
+def test_fashion_mnist_resizes_and_repeats_channels():
+    loaded = fashion_mnist.load(FASHION_MNIST, ["t10k-images-idx3-ubyte.gz#00000"], 56, 3)
+    assert loaded.shape == (1, 3, 56, 56) and np.array_equal(loaded[0, 0], loaded[0, 2])
+    original = fashion_mnist.read_split(FASHION_MNIST, "test")[0][0].astype(float)
+    assert np.abs(loaded[0, 0].reshape(28, 2, 28, 2).mean((1, 3)) - original).mean() < 8
+
+
+def test_truncated_idx_is_refused(tmp_path):
+    (tmp_path / "bad.idx").write_bytes(b"\0\0\x08\x01\0\0\0\x10abc")
+    with pytest.raises(PipelineError, match="truncated"):
+        fashion_mnist.read_idx(tmp_path / "bad.idx")
+
+
+def test_source_is_chosen_by_config(project, dataset):
+    assert len(sources.scan(project).files) == 150
+    cfg = load_config(overrides={"data.source": "fashion-mnist", "data.path": str(FASHION_MNIST)})
+    assert len(sources.load_images(cfg, ["t10k-images-idx3-ubyte.gz#00001"])) == 1

@@ -1,0 +1,1 @@
+"""Tests of pipeline/model: the network, feature extractors, the weights file."""

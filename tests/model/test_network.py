@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+
+from pipeline.core.config import ModelConfig
+from pipeline.model.backbones import seed_cnn
+from pipeline.model.network import AttentionCNN, SoftAttentionPool
+
+
+def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
+    cfg = ModelConfig(backbone=backbone, widths=[8, 16], attention=attention, attention_dim=8, dropout=0.0)
+    return AttentionCNN(cfg, channels, classes)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "channels", "size", "grid"),
+    [
+        ("seed_cnn", 1, 28, 7),
+        ("seed_cnn", 3, 32, 8),
+        ("resnet18", 1, 28, 4),
+        ("vgg11_bn", 1, 64, 2),
+        ("efficientnet_lite0", 3, 64, 2),
+    ],  # fmt: skip
+)
+def test_shapes(backbone, channels, size, grid):
+    model = make(backbone=backbone, channels=channels).eval()
+    out = model(torch.randint(0, 256, (5, channels, size, size), dtype=torch.uint8))
+    assert out.logits.shape == (5, 4)
+    assert out.attention.shape == (5, grid, grid)
+
+
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_attention_sums_to_one_over_all_positions_per_image(attention):
+    out = make(attention).eval()(torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8))
+    sums = out.attention.flatten(1).sum(dim=1)
+    torch.testing.assert_close(sums, torch.ones(6))
+    assert (out.attention >= 0).all()
+
+
+def test_softmax_is_over_all_positions_not_one_axis():
+    pool = SoftAttentionPool(channels=4, attention_dim=3)
+    features = torch.randn(2, 4, 5, 6)
+    pooled, alpha = pool(features)
+    # a per-row (one spatial axis) softmax would make every row sum to 1; the design does not
+    assert not torch.allclose(alpha.sum(dim=2), torch.ones(2, 5))
+    expected = (alpha.view(2, 1, 30) * features.flatten(2)).sum(dim=2)
+    torch.testing.assert_close(pooled, expected)
+
+
+def test_attention_follows_the_scores():
+    pool = SoftAttentionPool(channels=1, attention_dim=1)
+    with torch.no_grad():
+        pool.project.weight.fill_(1.0)
+        pool.project.bias.zero_()
+        pool.score.weight.fill_(10.0)
+    features = torch.zeros(1, 1, 3, 3)
+    features[0, 0, 2, 1] = 5.0
+    _, alpha = pool(features)
+    assert alpha[0].argmax().item() == 2 * 3 + 1
+
+
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_every_parameter_gets_a_gradient(attention):
+    model = make(attention).train()
+    out = model(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))
+    nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 3])).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_one_batch_can_be_overfit():
+    torch.manual_seed(0)
+    model = make().train()
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(16) % 4
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(images).logits, labels)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(images).logits.argmax(1) == labels).all()
+    assert loss.item() < 0.1
+
+
+def test_normalisation_uses_the_given_statistics():
+    cfg = ModelConfig(widths=[4], attention_dim=2)
+    model = AttentionCNN(cfg, 1, 2, mean=[0.5], std=[0.25])
+    assert model.mean.item() == pytest.approx(127.5)
+    assert model.std.item() == pytest.approx(63.75)
+
+
+def test_pooling_before_relu_computes_conv_bn_relu_maxpool():
+    torch.manual_seed(0)
+    blocks = seed_cnn(1, [8, 16]).eval()
+    images = torch.randn(3, 1, 28, 28)
+    expected = images
+    for conv, norm, pool, _ in zip(*[iter(blocks)] * 4, strict=True):
+        assert isinstance(pool, nn.MaxPool2d)
+        expected = pool(torch.relu(norm(conv(expected))))
+    torch.testing.assert_close(blocks(images), expected)

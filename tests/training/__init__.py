@@ -1,0 +1,1 @@
+"""Tests of pipeline/training: device and precision, training steps, data-parallel ranks."""

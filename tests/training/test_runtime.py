@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from pipeline.core.config import ModelConfig
+from pipeline.model.network import AttentionCNN
+from pipeline.training.runtime import keep_freed_memory, native_cpu_bf16, predict_batches, select_runtime
+
+
+def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_it():
+    runtime = select_runtime("cpu", "auto")
+    assert runtime.device.type == "cpu"
+    assert (runtime.amp_dtype == torch.bfloat16) == native_cpu_bf16()
+    assert select_runtime("cpu", "fp32").amp_dtype is None
+    assert select_runtime("cpu", "bf16").amp_dtype == torch.bfloat16
+
+
+def test_allocator_tuning_takes_effect_on_glibc():
+    assert keep_freed_memory() is True
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batched_prediction_matches_one_pass_and_attention_sums_to_one(precision):
+    torch.manual_seed(0)
+    runtime = select_runtime("cpu", precision)
+    model = runtime.prepare(AttentionCNN(ModelConfig(widths=[8, 16], attention_dim=8), 1, 3)).eval()
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    logits, attention = predict_batches(model, images, 4, runtime)
+    whole, _ = predict_batches(model, images, 10, runtime)
+    assert logits.dtype == torch.float32 and logits.shape == (10, 3)
+    torch.testing.assert_close(logits, whole, atol=0.05 if precision == "bf16" else 1e-5, rtol=0.05)
+    torch.testing.assert_close(attention.flatten(1).sum(1), torch.ones(10))
