@@ -17,8 +17,8 @@ from pathlib import Path
 from pipeline.core.config import load_config
 from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
-from pipeline.training.steps import build_training
 from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.training.steps import build_training
 
 SINGLE_IMAGE_CALLS = 200
 

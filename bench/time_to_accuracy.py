@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from flows.training import parse_overrides
 from pipeline.core.config import Config, load_config
 from pipeline.data.splits import TensorSplit, load_split
-from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, train_epoch
 from pipeline.training.runtime import select_runtime
+from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, train_epoch
 
 TARGETS = (0.94, 0.95)
 

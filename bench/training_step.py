@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.core.config import Config, load_config
 from pipeline.data.splits import TensorSplit, load_split
-from pipeline.training.steps import build_training, peak_memory_mb, train_epoch
 from pipeline.training.runtime import Runtime, keep_freed_memory, select_runtime
+from pipeline.training.steps import build_training, peak_memory_mb, train_epoch
 
 TUTORIAL_BATCH = 64
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+
 import torch
 
 from pipeline.core.files import atomic_path
