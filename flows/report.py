@@ -80,6 +80,17 @@ class RunSummary:
         ]
         return "\n".join(lines)
 
+    def _comparison_markdown(self) -> str:
+        c = self.registration.get("comparison")
+        if not c:
+            return ""
+        return (
+            f"- **Against the champion** (version {c['champion_version']}, the same {c['images']} test images): "
+            f"accuracy {c['challenger_accuracy']:.4f} vs {c['champion_accuracy']:.4f}; only the new model right on "
+            f"{c['only_challenger_right']}, only the champion on {c['only_champion_right']}; exact McNemar "
+            f"p = {c['p_value']:.3g}\n"
+        )
+
     def markdown(self) -> str:
         e = self.evaluation
         rows = "\n".join(
@@ -93,7 +104,8 @@ class RunSummary:
             f"- **Test accuracy**: {e.get('accuracy', float('nan')):.4f}, "
             f"macro-F1 {e.get('macro_f1', float('nan')):.4f}\n"
             f"- **Registry decision**: {self.decision}\n"
-            f"- **Data version**: `{self.data_version}`\n"
+            + self._comparison_markdown()
+            + f"- **Data version**: `{self.data_version}`\n"
             f"- **MLflow run**: `{self.registration.get('run_id')}`\n\n"
             "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + rows + "\n"
         )

@@ -1,15 +1,22 @@
-"""Stage 6, register: a new model version in the MLflow registry; `champion` moves only if it wins.
+"""Stage 6, register: a new model version in the MLflow registry; `champion` moves only on a fair win.
 
 Every evaluated and exported model becomes a version aliased `challenger` (its artifacts hold the
-model file and its ONNX export). It becomes `champion` when its test
-accuracy reaches `register.min_accuracy` and beats the current champion's by more than
-`register.min_delta` (or there is no champion). The decision and its reason are tags on the
-version and in `reports/registration.json`.
+model file and its ONNX export). It becomes `champion` only when
+- its test accuracy reaches `register.min_accuracy`;
+- it answers the champion's task: the same class names in the same order, input channels and
+  image size (else it stays a challenger: another task belongs under another `register.model_name`);
+- on the same test images (this run's test split, scored by both models' own files), it beats the
+  champion by more than `register.min_delta`, and an exact McNemar test of the images only one of
+  the two gets right gives p < `register.max_p_value` (null: no test).
+With no champion yet, the first rule alone decides. The champion's accuracy recorded when it was
+registered is kept as history only. The comparison, decision and reason are tags on the version,
+metrics and tags of the MLflow run, and in `reports/registration.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -24,13 +31,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config, RegisterConfig, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
-from pipeline.data.splits import load_split
+from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import serving
+from pipeline.model.champion import Comparison, champion_model, compare, task_difference
 from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.model.network import AttentionCNN
+from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +54,18 @@ class Decision:
     reason: str
 
 
-def decide(candidate: float, champion: float | None, min_accuracy: float, min_delta: float) -> Decision:
-    """Whether a model with test accuracy `candidate` should replace the champion."""
-    if candidate < min_accuracy:
-        return Decision(False, f"test accuracy {candidate:.4f} is below register.min_accuracy {min_accuracy:.4f}")
-    if champion is None:
-        return Decision(True, f"no champion yet; test accuracy {candidate:.4f} reaches the minimum")
-    if candidate > champion + min_delta:
-        return Decision(
-            True, f"test accuracy {candidate:.4f} beats the champion's {champion:.4f} by more than {min_delta}"
-        )
-    return Decision(
-        False, f"test accuracy {candidate:.4f} does not beat the champion's {champion:.4f} by more than {min_delta}"
-    )
+def decide(accuracy: float, comparison: Comparison | None, policy: RegisterConfig) -> Decision:
+    """Whether a model with test accuracy `accuracy` replaces the champion it was `comparison`-ed with
+    (None: there is no champion yet)."""
+    if accuracy < policy.min_accuracy:
+        return Decision(False, f"test accuracy {accuracy:.4f} is below register.min_accuracy {policy.min_accuracy:.4f}")
+    if comparison is None:
+        return Decision(True, f"no champion yet; test accuracy {accuracy:.4f} reaches the minimum")
+    if comparison.gain <= policy.min_delta:
+        return Decision(False, f"does not beat the champion by more than {policy.min_delta} {comparison.summary()}")
+    if policy.max_p_value is not None and comparison.p_value >= policy.max_p_value:
+        return Decision(False, f"not a significant win (p ≥ {policy.max_p_value}) {comparison.summary()}")
+    return Decision(True, f"beats the champion by {comparison.gain:.4f} {comparison.summary()}")
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -76,15 +85,35 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         raise
 
 
-def champion_accuracy(client: MlflowClient, name: str) -> tuple[str | None, float | None]:
-    """The current champion's version and test accuracy, or (None, None) when there is none."""
-    champion = current_champion(client, name)
-    if champion is None:
-        return None, None
+def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | None:
+    """The champion's test accuracy as recorded when it was registered (history: not compared)."""
     accuracy = champion.tags.get("test_accuracy")
     if accuracy is None:
         accuracy = client.get_run(champion.run_id).data.metrics.get("test_accuracy")
-    return str(champion.version), None if accuracy is None else float(accuracy)
+    return None if accuracy is None else float(accuracy)
+
+
+def correct_answers(model: AttentionCNN, test: TensorSplit, cfg: Config) -> np.ndarray:
+    """Which test images `model` classifies right, on the device and precision evaluation uses."""
+    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    logits, _ = predict_batches(runtime.prepare(copy.deepcopy(model)), test.images, cfg.evaluate.batch_size, runtime)
+    return (logits.argmax(1) == test.labels).numpy()
+
+
+def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, champion: ModelVersion | None,
+          accuracy: float) -> tuple[Decision, Comparison | None]:  # fmt: skip
+    """The decision on `champion`, with the comparison on the same test images it rests on."""
+    if champion is None:
+        return decide(accuracy, None, cfg.registry), None
+    version = str(champion.version)
+    try:
+        champion_net, champion_info = champion_model(cfg.registry.model_name, version)
+    except PipelineError as error:  # a champion file this code cannot read: never replace it unseen
+        return Decision(False, f"the champion (version {version}) cannot be scored here ({error})"), None
+    if difference := task_difference(info, champion_info):
+        return Decision(False, difference), None
+    comparison = compare(correct_answers(model, test, cfg), correct_answers(champion_net, test, cfg), version)
+    return decide(accuracy, comparison, cfg.registry), comparison
 
 
 def _pip_requirements() -> list[str]:
@@ -113,14 +142,15 @@ def run(cfg: Config) -> dict:
             f"{export_path}: no ONNX export of {paths.model_file}; run the export stage first ('dvc repro export')"
         )
     accuracy = evaluation["accuracy"]
-    example = load_split(paths.processed / "test.pt").images[:2].numpy()
+    test = load_split(paths.processed / "test.pt")
+    example = test.images[:2].numpy()
     wrapper = serving.AttentionClassifier()
     wrapper.model, wrapper.info = model, info
     signature = infer_signature(example, wrapper.predict(None, example))
     name = cfg.registry.model_name
 
     try:
-        report = _register(cfg, info, accuracy, example, signature)
+        report = _register(cfg, model, info, test, accuracy, example, signature)
     except PipelineError:
         raise
     except Exception as error:  # MLflow and its stores raise many types; `champion` moves last, so it did not
@@ -134,14 +164,19 @@ def run(cfg: Config) -> dict:
     return report
 
 
-def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray, signature: ModelSignature) -> dict:
-    """Log the model, register it as `challenger`, and move `champion` to it (last) if it wins."""
+def _register(
+    cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, accuracy: float,
+    example: np.ndarray, signature: ModelSignature,
+) -> dict:  # fmt: skip
+    """Compare with the champion, log the model, register it as `challenger`, and move `champion` to
+    it (last) if it wins."""
     name, paths = cfg.registry.model_name, cfg.paths
     code = Path(serving.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         client = MlflowClient()
-        previous_version, previous_accuracy = champion_accuracy(client, name)  # before anything is written
+        champion = current_champion(client, name)  # before anything is written
+        decision, comparison = judge(cfg, model, info, test, champion, accuracy)
         logged = mlflow.pyfunc.log_model(
             name="model",
             python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
@@ -153,19 +188,24 @@ def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray
             registered_model_name=name,
         )
         new_version = str(logged.registered_model_version)
-        decision = decide(accuracy, previous_accuracy, cfg.registry.min_accuracy, cfg.registry.min_delta)
+        previous_version = str(champion.version) if champion else None
         tags = {
             "test_accuracy": f"{accuracy:.6f}",
             "data_version": info.data_version or "unknown",
             "decision": "promoted" if decision.promote else "not promoted",
             "decision_reason": decision.reason,
+            **comparison_tags(comparison),
         }
         if decision.promote and previous_version:
             tags["previous_champion"] = previous_version  # where `python -m pipeline.rollback` goes back to
         for key, value in tags.items():
             client.set_model_version_tag(name, new_version, key, value)
         client.set_registered_model_alias(name, CHALLENGER, new_version)
-        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"]})
+        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"],
+                         "registry_reason": decision.reason[:5000]})  # fmt: skip
+        if comparison:
+            mlflow.log_metrics({f"registry.{key}": float(value) for key, value in comparison_tags(comparison).items()
+                                if key != "compared_with_version"})  # fmt: skip
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, new_version)
         return {
@@ -173,11 +213,30 @@ def _register(cfg: Config, info: ModelInfo, accuracy: float, example: np.ndarray
             "version": new_version,
             "run_id": active.info.run_id,
             "test_accuracy": accuracy,
-            "previous_champion": {"version": previous_version, "test_accuracy": previous_accuracy},
+            "previous_champion": {
+                "version": previous_version,
+                "recorded_test_accuracy": recorded_accuracy(client, champion) if champion else None,
+            },
+            "comparison": asdict(comparison) if comparison else None,
             "champion": new_version if decision.promote else previous_version,
             "decision": tags["decision"],
             **asdict(decision),
         }
+
+
+def comparison_tags(comparison: Comparison | None) -> dict[str, str]:
+    """The comparison as version tags (empty without one)."""
+    if comparison is None:
+        return {}
+    return {
+        "compared_with_version": comparison.champion_version,
+        "shared_test_images": str(comparison.images),
+        "challenger_shared_accuracy": f"{comparison.challenger_accuracy:.6f}",
+        "champion_shared_accuracy": f"{comparison.champion_accuracy:.6f}",
+        "only_challenger_right": str(comparison.only_challenger_right),
+        "only_champion_right": str(comparison.only_champion_right),
+        "mcnemar_p_value": f"{comparison.p_value:.6g}",
+    }
 
 
 def main() -> None:

@@ -26,11 +26,14 @@ def synthetic_image(label: int, size: int, rng: np.random.Generator) -> np.ndarr
     return pixels
 
 
-def write_dataset(root: Path, per_class: dict[str, int], size: int = 16, seed: int = 0) -> Path:
-    """Write `<root>/<split>/<class>/<n>.png` with `per_class[split]` unique images per class."""
+def write_dataset(
+    root: Path, per_class: dict[str, int], size: int = 16, seed: int = 0, classes: tuple[str, ...] = CLASSES
+) -> Path:
+    """Write `<root>/<split>/<class>/<n>.png` with `per_class[split]` unique images per class (the
+    classes' pictures in the order of CLASSES, under the names `classes`)."""
     rng = np.random.default_rng(seed)
     for split, count in per_class.items():
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):

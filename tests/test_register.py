@@ -1,39 +1,93 @@
 import json
 
+import mlflow
+import numpy as np
 import pytest
+import yaml
 from mlflow import MlflowClient
+from scipy.stats import binomtest
 
+from flows.report import RunSummary
+from flows.training import STAGES
 from pipeline import evaluate, export, preprocess, register, train, validate
-from pipeline.core.config import load_config
+from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
-from pipeline.register import CHAMPION, decide
+from pipeline.model.champion import Comparison, compare, task_difference
+from pipeline.model.model_file import ModelInfo
+from pipeline.register import CHALLENGER, CHAMPION, decide
 from pipeline.rollback import rollback
+from tests.synthetic import write_dataset
+
+POLICY = RegisterConfig(min_accuracy=0.85, min_delta=0.0, max_p_value=0.05)
+
+
+def paired(only_challenger: int, only_champion: int, both: int = 900, neither: int = 50) -> Comparison:
+    """A comparison on images that both models get right, neither does, or only one of them."""
+    challenger = [True] * both + [False] * neither + [True] * only_challenger + [False] * only_champion
+    champion = [True] * both + [False] * neither + [False] * only_challenger + [True] * only_champion
+    return compare(np.array(challenger), np.array(champion), champion_version="1")
+
+
+def test_compare_counts_the_discordant_pairs_and_runs_the_exact_mcnemar_test():
+    comparison = paired(only_challenger=15, only_champion=5)
+    assert (comparison.images, comparison.only_challenger_right, comparison.only_champion_right) == (970, 15, 5)
+    assert comparison.gain == pytest.approx(10 / 970)
+    assert comparison.p_value == pytest.approx(binomtest(15, 20, 0.5).pvalue)
+    assert paired(0, 0).p_value == 1.0  # no image tells the two apart
 
 
 def test_first_model_above_threshold_becomes_champion():
-    decision = decide(0.90, None, min_accuracy=0.85, min_delta=0.0)
+    decision = decide(0.90, None, POLICY)
     assert decision.promote and "no champion" in decision.reason
 
 
-def test_better_model_becomes_champion():
-    assert decide(0.91, 0.90, min_accuracy=0.85, min_delta=0.0).promote
+def test_a_significantly_better_model_becomes_champion():
+    decision = decide(0.95, paired(only_challenger=40, only_champion=10), POLICY)
+    assert decision.promote and "McNemar p = " in decision.reason
 
 
 def test_worse_or_equal_model_stays_challenger():
-    assert not decide(0.89, 0.90, min_accuracy=0.85, min_delta=0.0).promote
-    assert not decide(0.90, 0.90, min_accuracy=0.85, min_delta=0.0).promote
+    assert not decide(0.90, paired(only_challenger=10, only_champion=20), POLICY).promote
+    assert not decide(0.90, paired(only_challenger=10, only_champion=10), POLICY).promote
+
+
+def test_a_better_model_by_chance_stays_challenger_unless_the_test_is_off():
+    chance = paired(only_challenger=12, only_champion=8)  # +4 images in 970: p ≈ 0.5
+    decision = decide(0.95, chance, POLICY)
+    assert not decision.promote and "not a significant win" in decision.reason
+    assert decide(0.95, chance, POLICY.model_copy(update={"max_p_value": None})).promote
 
 
 def test_gain_must_exceed_min_delta():
-    assert not decide(0.905, 0.90, min_accuracy=0.0, min_delta=0.01).promote
-    assert decide(0.915, 0.90, min_accuracy=0.0, min_delta=0.01).promote
+    policy = POLICY.model_copy(update={"min_delta": 0.05})
+    assert not decide(0.95, paired(only_challenger=40, only_champion=10), policy).promote
+    assert decide(0.95, paired(only_challenger=90, only_champion=10, both=800), policy).promote
 
 
-@pytest.mark.parametrize("champion", [None, 0.5])
-def test_below_threshold_is_never_promoted(champion):
-    decision = decide(0.80, champion, min_accuracy=0.85, min_delta=0.0)
+@pytest.mark.parametrize("comparison", [None, paired(only_challenger=40, only_champion=10)])
+def test_below_threshold_is_never_promoted(comparison):
+    decision = decide(0.80, comparison, POLICY)
     assert not decision.promote and "below register.min_accuracy" in decision.reason
+
+
+def info(**changes) -> ModelInfo:
+    fields = {"model_config": {}, "classes": ["a", "b"], "image_size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
+    return ModelInfo(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"classes": ["a", "c"]}, "class set differs"),
+        ({"classes": ["b", "a"]}, "class set differs"),  # the same names in another order: other outputs
+        ({"channels": 3}, "input channels differ"),
+        ({"image_size": 64}, "image size differs"),
+    ],
+)
+def test_another_task_or_input_is_named(changes, reason):
+    assert reason in task_difference(info(**changes), info())
+    assert task_difference(info(), info()) is None
 
 
 def registry_with_versions(cfg, count: int) -> MlflowClient:
@@ -94,3 +148,74 @@ def test_an_evaluation_of_another_model_is_not_registered(project):
     with pytest.raises(PipelineError, match=r"export\.json: no ONNX export of .*model\.pt; run the export stage"):
         register.run(project)
     assert champion(client, project) == before
+
+
+def trained_and_registered(cfg) -> dict:
+    """Train, evaluate, export and register with `cfg` (validated and preprocessed before)."""
+    for stage in (train, evaluate, export, register):
+        report = stage.run(cfg)
+    return report
+
+
+@pytest.fixture
+def prepared(project):
+    validate.run(project)
+    preprocess.run(project)
+    return project
+
+
+WEAK = {"train.epochs": 1, "train.batch_size": 32}  # a third of the synthetic test images right
+STRONG = {"train.epochs": 4, "train.batch_size": 16}  # all of them
+
+
+def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorded(prepared):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    second = trained_and_registered(load_config(overrides=STRONG))
+    c = second["comparison"]
+    assert second["promote"] and second["champion"] == second["version"] != first["version"]
+    assert c["champion_version"] == first["version"] and c["images"] == 30
+    assert c["challenger_accuracy"] > c["champion_accuracy"] and c["only_challenger_right"] > c["only_champion_right"]
+    assert c["p_value"] < 0.05
+    assert json.loads((prepared.paths.reports / "registration.json").read_text())["comparison"] == c
+    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    assert float(tags["mcnemar_p_value"]) == pytest.approx(c["p_value"], rel=1e-5)
+    assert int(tags["only_challenger_right"]) == c["only_challenger_right"]
+    assert mlflow.get_run(second["run_id"]).data.metrics["registry.mcnemar_p_value"] == pytest.approx(c["p_value"])
+
+
+def test_the_champion_registered_again_is_not_promoted(prepared):
+    first = trained_and_registered(load_config(overrides=STRONG))
+    again = register.run(prepared)
+    c = again["comparison"]
+    assert not again["promote"] and again["champion"] == first["version"]
+    assert (c["only_challenger_right"], c["only_champion_right"], c["p_value"]) == (0, 0, 1.0)
+    assert "does not beat the champion" in again["reason"]
+    assert champion(MlflowClient(), prepared) == first["version"]
+
+
+def test_the_same_model_trained_with_another_seed_is_not_promoted(prepared):
+    first = trained_and_registered(load_config(overrides=STRONG))
+    second = trained_and_registered(load_config(overrides={**STRONG, "train.seed": 7}))
+    assert not second["promote"] and second["comparison"]["p_value"] >= 0.05
+    assert champion(MlflowClient(), prepared) == first["version"]
+
+
+def test_a_model_for_another_class_set_is_never_promoted(prepared, tmp_path):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    other = write_dataset(tmp_path / "other", {"train": 40, "test": 10}, classes=("horizontal", "vertical", "box"))
+    params = yaml.safe_load(prepared.paths.root.joinpath("params.yaml").read_text())
+    params["data"]["path"] = str(other)
+    prepared.paths.root.joinpath("params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_config(overrides=STRONG)
+    validate.run(cfg)
+    preprocess.run(cfg)
+    second = trained_and_registered(cfg)  # far more accurate, on another task
+    assert not second["promote"] and second["comparison"] is None
+    assert second["reason"] == (
+        "class set differs from the champion's: a different task; use another register.model_name"
+    )
+    client = MlflowClient()
+    assert champion(client, prepared) == first["version"]
+    assert str(client.get_model_version_by_alias(prepared.registry.model_name, CHALLENGER).version) == second["version"]
+    summary = RunSummary.read(cfg, dict.fromkeys(STAGES, "ran")).text()  # how the training flow ends
+    assert "kept as challenger: class set differs from the champion's: a different task" in summary

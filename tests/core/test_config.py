@@ -51,6 +51,8 @@ def test_unknown_section_is_named(tmp_path):
         ({"model": {"backbone": "vgg99"}}, "model.backbone"),
         ({"validate": {"on_error": "ignore"}}, "validate.on_error"),
         ({"validate": {"min_side": 100, "max_side": 10}}, "validate"),
+        ({"register": {"max_p_value": 0}}, "register.max_p_value"),
+        ({"register": {"max_p_value": 1.5}}, "register.max_p_value"),
     ],
 )
 def test_bad_value_is_an_error_naming_the_key(tmp_path, params, key):
@@ -91,3 +93,7 @@ def test_a_key_with_a_line_break_is_named_on_one_line(tmp_path):
     with pytest.raises(PipelineError, match=r"unknown key 'data\.\\n'") as error:
         load_config(write(tmp_path, {"data": {"\n": None}}))
     assert "\n" not in str(error.value)
+
+
+def test_the_significance_test_can_be_turned_off(tmp_path):
+    assert load_config(write(tmp_path, {"register": {"max_p_value": None}})).registry.max_p_value is None
