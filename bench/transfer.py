@@ -29,10 +29,12 @@ PROJECT = project_root()
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = {
     "efficientnet_lite0, ImageNet weights": {
-        "model": {"backbone": "efficientnet_lite0", "pretrained": True},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True, "output_stride": None},
         "train": {"freeze_epochs": 2, "backbone_lr": 0.0005},
     },
-    "efficientnet_lite0, from scratch": {"model": {"backbone": "efficientnet_lite0", "pretrained": False}},
+    "efficientnet_lite0, from scratch": {
+        "model": {"backbone": "efficientnet_lite0", "pretrained": False, "output_stride": None}
+    },
     "seed_cnn (default), from scratch": {"model": {"backbone": "seed_cnn", "pretrained": False}},
 }
 

@@ -1,8 +1,10 @@
 """Stage 4, evaluate: the trained model on the test split, logged to the training run in MLflow.
 
-Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput),
-`metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`
-and `plots/attention_overlays.png`.
+Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput, and
+the attention checks of `pipeline/model/attention_checks.py`: attention on near-empty regions,
+deletion AUC in the map's order vs a random order), `metrics/predictions.csv` (for DVC's
+confusion-matrix plot), `plots/confusion_matrix.png`, `plots/attention_overlays.png` and
+`plots/deletion_curves.png`.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ import logging
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from torch import nn
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.tracking import resume_run
-from pipeline.data.splits import load_split
+from pipeline.data.splits import TensorSplit, load_split
+from pipeline.model import attention_checks as checks
 from pipeline.model.model_file import load_model
-from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,33 @@ def classification_metrics(true: list[int], predicted: list[int], classes: list[
             name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in classes
         },
     }
+
+
+def attention_metrics(
+    cfg: Config, model: nn.Module, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, fill: list[float]
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The attention checks on the test split, and the deletion curves (attention and random order)
+    on `evaluate.faithfulness_images` of its images (seeded); `fill` is the training mean (0..1)."""
+    grid = tuple(attention.shape[1:])
+    result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
+    count = min(cfg.evaluate.faithfulness_images, len(test.labels))
+    if not count:
+        return result, {}
+    chosen = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
+    images = test.images[chosen]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+        return predict_batches(model, batch, cfg.evaluate.batch_size, runtime)[0].softmax(1)
+
+    colour = torch.tensor(fill) * 255
+    orders = {
+        "attention": checks.attention_order(attention[chosen]),
+        "random": checks.random_order(count, grid[0] * grid[1], cfg.data.seed),
+    }
+    curves = {name: checks.deletion_curve(probabilities, images, order, grid, colour) for name, order in orders.items()}
+    result["faithfulness_images"] = count
+    result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
+    return result, curves
 
 
 def run(cfg: Config) -> dict:
@@ -60,6 +92,7 @@ def run(cfg: Config) -> dict:
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
+    metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info.mean)
 
     write_json(paths.metrics / "eval.json", metrics)
     names = pd.DataFrame({"actual": [classes[i] for i in true], "predicted": [classes[i] for i in predicted]})
@@ -74,6 +107,8 @@ def run(cfg: Config) -> dict:
         test.images[chosen], attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
         paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],
     )  # fmt: skip
+    figures.deletion_curves(curves, paths.plots / "deletion_curves.png")
+    checked = metrics["attention"]
 
     with resume_run(cfg, info.run_id):
         mlflow.log_metrics(
@@ -82,14 +117,20 @@ def run(cfg: Config) -> dict:
                 "test_macro_f1": metrics["macro_f1"],
                 "inference_images_per_second": metrics["inference_images_per_second"],
                 **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
+                **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS},
+                **{f"deletion_auc_{name}": value for name, value in checked.get("deletion_auc", {}).items()},
             }
         )
         mlflow.log_artifact(str(paths.metrics / "eval.json"), "metrics")
         mlflow.log_artifact(str(paths.plots / "confusion_matrix.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
+        mlflow.log_artifact(str(paths.plots / "deletion_curves.png"), "plots")
     log.info(
-        "evaluate: test accuracy %.4f, macro-F1 %.4f, %.0f images/s (MLflow run %s)",
-        metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], info.run_id,
+        "evaluate: test accuracy %.4f, macro-F1 %.4f, %.0f images/s; attention %s, %.1f %% of it on near-empty "
+        "cells (%.1f %% of the cells), deletion AUC %s (MLflow run %s)",
+        metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"],
+        100 * checked["near_empty_attention_mass"], 100 * checked["near_empty_cell_share"],
+        checked.get("deletion_auc"), info.run_id,
     )  # fmt: skip
     return metrics
 

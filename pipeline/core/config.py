@@ -54,6 +54,7 @@ class ModelConfig(_Section):
     pretrained_weights: str | None = None
     widths: list[int] = Field([64, 128, 256], min_length=1)
     convs_per_block: int = Field(1, ge=1, le=4)
+    output_stride: Literal[1, 2, 4, 8, 16, 32] | None = None  # the attention map's stride; null: the backbone's own
     attention: Literal["soft", "none"] = "soft"
     attention_dim: int = Field(128, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -98,6 +99,7 @@ class TrainConfig(_Section):
 class EvaluateConfig(_Section):
     batch_size: int = Field(512, ge=1)
     overlay_images: int = Field(16, ge=1, le=64)
+    faithfulness_images: int = Field(500, ge=0)
 
 
 class ExportConfig(_Section):

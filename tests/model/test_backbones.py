@@ -140,7 +140,7 @@ def test_the_backbone_gets_its_own_learning_rate(project):
 def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["data"]["image_size"] = 64
-    params["model"].update(backbone="efficientnet_lite0", pretrained=True)
+    params["model"].update(backbone="efficientnet_lite0", pretrained=True, output_stride=16)  # dilated: a 4×4 map
     params["train"].update(epochs=2, freeze_epochs=1, backbone_lr=0.001)
     (project.root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config()
@@ -153,3 +153,35 @@ def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
     torch.testing.assert_close(model.mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
     assert json.loads((cfg.paths.metrics / "eval.json").read_text())["accuracy"] >= 0
     assert mlflow.get_run(result.run_id).data.params["model.backbone"] == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "side"),
+    [
+        ({"backbone": "seed_cnn", "widths": [8, 16, 32]}, 28, 3),  # its own stride: 8
+        ({"backbone": "seed_cnn", "widths": [8, 16, 32], "output_stride": 4}, 28, 7),
+        ({"backbone": "seed_cnn", "widths": [8, 16, 32], "output_stride": 1}, 28, 28),
+        ({"backbone": "resnet18"}, 32, 4),
+        ({"backbone": "resnet18", "output_stride": 2}, 32, 16),
+        ({"backbone": "vgg11_bn", "output_stride": 8}, 64, 8),
+        ({"backbone": "efficientnet_lite0", "output_stride": 16}, 64, 4),
+    ],
+)
+def test_output_stride_keeps_a_finer_attention_map(model, size, side):
+    net = AttentionCNN(ModelConfig(**model), 1, 3).eval()
+    with torch.no_grad():
+        attention = net(torch.zeros(2, 1, size, size)).attention
+    assert attention.shape == (2, side, side)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"backbone": "seed_cnn", "widths": [8, 16], "output_stride": 8}, "downsamples 4× at most"),
+        ({"backbone": "efficientnet_lite0", "output_stride": 4}, "keeps 8, 16, 32"),
+        ({"backbone": "resnet18", "pretrained": True, "pretrained_weights": "w.pth", "output_stride": 2}, "too fine"),
+    ],
+)
+def test_an_output_stride_a_backbone_cannot_keep_is_one_line(model, message):
+    with pytest.raises(PipelineError, match=message):
+        AttentionCNN(ModelConfig(**model), 1, 3)

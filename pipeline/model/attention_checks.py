@@ -1,0 +1,89 @@
+"""Whether the attention shows what the prediction rests on, measured on any dataset (no boxes needed).
+
+- Near-empty regions: cells of the attention grid where under 10 % of the pixels differ from the
+  image's background (its border's median colour) by more than 10 % of the range. The attention
+  mass on them, and how often the peak sits on one, beside their share of all cells (chance).
+- Deletion (RISE's deletion metric): the image regions under the cells, taken in the map's order
+  (most attended first), are replaced step by step with the training mean; the predicted class's
+  probability along the way, as an area under the curve. Lower is more faithful; compare with a
+  random order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FOREGROUND_LEVEL = 0.1 * 255  # a pixel this far from the background colour is foreground
+EMPTY_CELL = 0.1  # a cell with less foreground than this share is near-empty
+MAX_STEPS = 16
+NEAR_EMPTY_KEYS = ("near_empty_cell_share", "near_empty_attention_mass", "near_empty_peak_share")
+
+
+def foreground(images: torch.Tensor) -> torch.Tensor:
+    """N×H×W: which pixels differ from the image's background, its border's median colour."""
+    pixels = images.float()
+    border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
+    background = border.median(dim=-1).values[..., None, None]  # N×C×1×1
+    return ((pixels - background).abs() > FOREGROUND_LEVEL).any(dim=1)
+
+
+def near_empty_cells(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """N×h×w: the attention grid's cells with under 10 % foreground pixels."""
+    share = F.adaptive_avg_pool2d(foreground(images)[:, None].float(), grid)[:, 0]
+    return share < EMPTY_CELL
+
+
+def near_empty_figures(images: torch.Tensor, attention: torch.Tensor) -> dict[str, float]:
+    """Attention mass and peaks on near-empty cells, beside those cells' share of the grid."""
+    empty = near_empty_cells(images, tuple(attention.shape[1:]))
+    flat_attention, flat_empty = attention.flatten(1), empty.flatten(1)
+    peak_empty = flat_empty.gather(1, flat_attention.argmax(1, keepdim=True))[:, 0]
+    return {
+        "near_empty_cell_share": flat_empty.float().mean().item(),
+        "near_empty_attention_mass": (flat_attention * flat_empty).sum(1).mean().item(),
+        "near_empty_peak_share": peak_empty.float().mean().item(),
+    }
+
+
+def deletion_curve(
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, order: torch.Tensor,
+    grid: tuple[int, int], fill: torch.Tensor,
+) -> np.ndarray:  # fmt: skip
+    """Mean probability of each image's first predicted class as its cells are replaced by `fill`
+    in `order` (N×cells, first deleted first), at MAX_STEPS + 1 evenly spaced fractions of the cells.
+
+    `predict` maps uint8 images to class probabilities; `fill` is the C-channel colour (0..255).
+    """
+    cells = grid[0] * grid[1]
+    steps = np.linspace(0, cells, min(cells, MAX_STEPS) + 1).round().astype(int)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
+    target = predict(images).argmax(1, keepdim=True)
+    fill = fill.view(1, -1, 1, 1).to(images.dtype)
+    curve = []
+    for deleted in steps:
+        mask = (rank < deleted).view(-1, 1, *grid).float()
+        mask = F.interpolate(mask, size=images.shape[-2:], mode="nearest").bool()
+        probabilities = predict(torch.where(mask, fill, images))
+        curve.append(probabilities.gather(1, target).mean().item())
+    return np.array(curve)
+
+
+def area(curve: np.ndarray) -> float:
+    """Area under a deletion curve over the fraction of cells deleted (0..1)."""
+    return float(np.trapezoid(curve, np.linspace(0, 1, len(curve))))
+
+
+def attention_order(attention: torch.Tensor) -> torch.Tensor:
+    """N×cells: the cells from most to least attended."""
+    return attention.flatten(1).argsort(dim=1, descending=True, stable=True)
+
+
+def random_order(count: int, cells: int, seed: int) -> torch.Tensor:
+    """N×cells: a seeded random order of the cells for each image."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(cells, generator=generator) for _ in range(count)])

@@ -1,0 +1,88 @@
+"""The attention checks: near-empty regions and deletion, on hand-made maps and on a model trained here."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import preprocess, train, validate
+from pipeline.core.config import load_config
+from pipeline.model import attention_checks as checks
+from pipeline.model.model_file import load_model
+from pipeline.training.runtime import predict_batches, select_runtime
+from tests.synthetic import synthetic_image
+
+
+def square_on(background: int, value: int) -> torch.Tensor:
+    """One 1×1×8×8 image: a 4×4 square at the top left of a plain background."""
+    image = torch.full((1, 1, 8, 8), background, dtype=torch.uint8)
+    image[..., :4, :4] = value
+    return image
+
+
+@pytest.mark.parametrize(("background", "value"), [(0, 200), (255, 30)])  # dark or light background
+def test_near_empty_cells_are_those_without_the_object(background, value):
+    empty = checks.near_empty_cells(square_on(background, value), (2, 2))
+    assert empty.tolist() == [[[False, True], [True, True]]]
+
+
+def test_attention_on_the_background_or_on_the_object_is_told_apart():
+    image = square_on(0, 200).expand(2, -1, -1, -1)
+    on_background = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    on_object = torch.tensor([[0.7, 0.1], [0.1, 0.1]])
+    both = checks.near_empty_figures(image, torch.stack([on_background, on_object]))
+    assert both["near_empty_cell_share"] == 0.75
+    assert both["near_empty_attention_mass"] == pytest.approx((1.0 + 0.3) / 2)
+    assert both["near_empty_peak_share"] == 0.5
+
+
+def test_deleting_in_order_replaces_the_cells_first_in_the_order():
+    image = square_on(0, 200)
+
+    def brightness_of_the_square(images):  # "class 0" is as likely as the square is bright
+        p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
+        return torch.stack([p, 1 - p], dim=1)
+
+    square_first = torch.tensor([[0, 1, 2, 3]])
+    square_last = torch.tensor([[1, 2, 3, 0]])
+    fill = torch.tensor([0.0])
+    first = checks.deletion_curve(brightness_of_the_square, image, square_first, (2, 2), fill)
+    last = checks.deletion_curve(brightness_of_the_square, image, square_last, (2, 2), fill)
+    np.testing.assert_allclose(first, [1, 0, 0, 0, 0])
+    np.testing.assert_allclose(last, [1, 1, 1, 1, 0])
+    assert checks.area(first) < checks.area(last)
+
+
+@pytest.fixture
+def trained(project):
+    """A small soft-attention model trained on the generated bars/columns/squares (16 px, 4×4 map)."""
+    validate.run(project)
+    preprocess.run(project)
+    cfg = load_config(overrides={"train.epochs": 6, "train.batch_size": 16})
+    train.run(cfg)
+    model, _ = load_model(cfg.paths.model_file)
+    return model
+
+
+def first_cell_drop(model, images: torch.Tensor, order: torch.Tensor) -> float:
+    """Mean drop of the predicted class's probability when the first cell of `order` is deleted."""
+    runtime = select_runtime("cpu", "fp32")
+
+    def probabilities(batch):
+        return predict_batches(model, batch, 256, runtime)[0].softmax(1)
+
+    curve = checks.deletion_curve(probabilities, images, order, (4, 4), torch.tensor([30.0]))
+    return curve[0] - curve[1]
+
+
+def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_uniform_map_cannot_tell(trained):
+    rng = np.random.default_rng(7)
+    images = torch.from_numpy(np.stack([synthetic_image(i % 3, 16, rng) for i in range(600)]))[:, None]
+    attention = predict_batches(trained, images, 256, select_runtime("cpu", "fp32"))[1]
+    assert attention.shape[1:] == (4, 4)
+    uniform = torch.full_like(attention, 1 / 16)
+    random_drop = first_cell_drop(trained, images, checks.random_order(len(images), 16, seed=0))
+    attended_drop = first_cell_drop(trained, images, checks.attention_order(attention))
+    uniform_drop = first_cell_drop(trained, images, checks.attention_order(uniform))
+    assert attended_drop > 2 * random_drop + 0.01, (attended_drop, random_drop)
+    # the same check, with the map replaced by a uniform one, fails: its "most attended" cell is arbitrary
+    assert not uniform_drop > 2 * random_drop + 0.01, (uniform_drop, random_drop)
