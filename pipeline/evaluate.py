@@ -54,6 +54,8 @@ def attention_metrics(
     on `evaluate.faithfulness_images` of its images (seeded); `fill` is the training mean (0..1)."""
     grid = tuple(attention.shape[1:])
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
+    if test.boxes is not None:
+        result["localisation"] = checks.localisation_figures(attention, test.boxes, tuple(test.images.shape[-2:]))
     count = min(cfg.evaluate.faithfulness_images, len(test.labels))
     if not count:
         return result, {}
@@ -106,6 +108,7 @@ def run(cfg: Config) -> dict:
     figures.attention_overlays(
         test.images[chosen], attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
         paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],
+        None if test.boxes is None else test.boxes[chosen],
     )  # fmt: skip
     figures.deletion_curves(curves, paths.plots / "deletion_curves.png")
     checked = metrics["attention"]
@@ -119,6 +122,7 @@ def run(cfg: Config) -> dict:
                 **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
                 **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS},
                 **{f"deletion_auc_{name}": value for name, value in checked.get("deletion_auc", {}).items()},
+                **{f"localisation_{key}": value for key, value in checked.get("localisation", {}).items()},
             }
         )
         mlflow.log_artifact(str(paths.metrics / "eval.json"), "metrics")

@@ -1,7 +1,8 @@
 """Stage 2, preprocess: seeded stratified splits, decoded once into compact uint8 tensors.
 
 Writes `data/processed/{train,val,test}.pt` (images N×C×H×W uint8, labels int64) and
-`data/processed/meta.json` (class names, normalisation statistics of the training split).
+`data/processed/meta.json` (class names, normalisation statistics of the training split). Where
+the source knows each object's box, the splits hold it too, scaled with the images.
 Training then loads tensors and never decodes an image again.
 """
 
@@ -17,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, replace_dir, write_json
+from pipeline.data.manifest import BOX
 from pipeline.data.sources import load_images
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,16 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return pixels.mean(dim=1).tolist(), pixels.std(dim=1).tolist()
 
 
+def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
+    """The rows' object boxes (x_min, y_min, x_max, y_max) in the pixels of the `size`² preprocessed
+    image, NaN where a row has none; None when no row has one."""
+    if not set(BOX) <= set(rows.columns) or rows[BOX].isna().all().all():
+        return None
+    boxes = rows[BOX].astype("float64").to_numpy()
+    scale = size / rows[["width", "height", "width", "height"]].astype("float64").to_numpy()
+    return torch.from_numpy(boxes * scale).float()
+
+
 def run(cfg: Config) -> dict:
     """Split the validated manifest and write each split's tensors and the metadata."""
     manifest_path = cfg.paths.manifest
@@ -78,8 +90,11 @@ def run(cfg: Config) -> dict:
         for name, rows in splits.items():
             images = torch.from_numpy(load_images(cfg, list(rows["path"])))
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
+            payload = {"images": images, "labels": labels, "paths": list(rows["path"])}
+            if (boxes := scaled_boxes(rows, cfg.data.image_size)) is not None:
+                payload["boxes"] = boxes
             with atomic_path(staging / f"{name}.pt") as temporary:
-                torch.save({"images": images, "labels": labels, "paths": list(rows["path"])}, temporary)
+                torch.save(payload, temporary)
             meta["counts"][name] = len(labels)
             if name == "train":
                 meta["mean"], meta["std"] = channel_stats(images)

@@ -20,7 +20,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
 from pipeline.data import sources
-from pipeline.data.manifest import Scan
+from pipeline.data.manifest import BOX, Scan
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,17 @@ def file_table(files: pd.DataFrame) -> pd.DataFrame:
     by_hash = table.groupby("sha256")
     table["labels_per_image"] = by_hash["label"].transform("nunique")
     table["splits_per_image"] = by_hash["split"].transform("nunique")
+    table["box_fits"] = box_fits(table)
     return table
+
+
+def box_fits(files: pd.DataFrame) -> pd.Series:
+    """Per row: no box, or a box inside the image: 0 ≤ x_min < x_max ≤ width, and the same for y."""
+    x_min, y_min, x_max, y_max = (files[column] for column in BOX)
+    none = files[BOX].isna().all(axis=1)
+    inside = (0 <= x_min) & (x_min < x_max) & (x_max <= files["width"])
+    inside &= (0 <= y_min) & (y_min < y_max) & (y_max <= files["height"])
+    return (none | inside.fillna(False)).astype(bool)
 
 
 def class_table(files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str]) -> pd.DataFrame:
@@ -96,7 +106,7 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
 
     v = cfg.validation
     e = gx.expectations
-    formats = [*v.formats, "IDX"] if cfg.data.source == "fashion-mnist" else list(v.formats)
+    formats = list(v.formats) if cfg.data.source == "imagefolder" else [*v.formats, "IDX"]
     return [
         Rule("every file decodes as an image", "files",
              e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])),
@@ -114,6 +124,8 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
              e.ExpectColumnValuesToBeBetween(column="labels_per_image", max_value=1)),
         Rule("no identical image in two splits", "files",
              e.ExpectColumnValuesToBeBetween(column="splits_per_image", max_value=1)),
+        Rule("object box inside its image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)", "files",
+             e.ExpectColumnValuesToBeInSet(column="box_fits", value_set=[True])),
         Rule("at least 2 classes with images in each split", "classes",
              e.ExpectColumnValuesToBeBetween(column="classes_with_images", min_value=2)),
         Rule(f"at least {v.min_images_per_class} images per class", "classes",

@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: Literal["fashion-mnist", "imagefolder"] = "fashion-mnist"
+    source: Literal["fashion-mnist", "cluttered-fashion-mnist", "imagefolder"] = "fashion-mnist"
     path: str = Field("/usr/share/datasets/fashion-mnist", min_length=1)
     classes: list[str] | None = None
     image_size: int = Field(28, ge=8, le=1024)
@@ -30,6 +30,8 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     seed: int = 42
+    canvas: int = Field(60, ge=56, le=1024)  # cluttered-fashion-mnist: canvas side; the 28-px item covers ≤ 1/4
+    clutter: int = Field(4, ge=0, le=64)  # cluttered-fashion-mnist: 8×8 fragments of other items per canvas
 
 
 class ValidateConfig(_Section):

@@ -52,9 +52,10 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> None
 
 def attention_overlays(
     images: torch.Tensor, attention: torch.Tensor, titles: list[str], path: Path,
-    colours: list[str] | None = None,
+    colours: list[str] | None = None, boxes: torch.Tensor | None = None,
 ) -> None:  # fmt: skip
-    """A grid of uint8 images with their attention maps upsampled and overlaid, a title on each."""
+    """A grid of uint8 images with their attention maps upsampled and overlaid, a title on each, the
+    attention peak marked (+) and, where `boxes` gives one (pixels, NaN: none), the object's box."""
     count = len(images)
     columns = min(8, count)
     rows = math.ceil(count / columns)
@@ -68,6 +69,13 @@ def attention_overlays(
         picture = images[index].permute(1, 2, 0).numpy()
         axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray")
         axis.imshow(heat[index].numpy(), cmap="jet", alpha=0.45)
+        rows, cols = attention.shape[-2:]
+        peak_row, peak_col = divmod(int(attention[index].argmax()), cols)
+        scale_y, scale_x = size[0] / rows, size[1] / cols
+        axis.plot((peak_col + 0.5) * scale_x - 0.5, (peak_row + 0.5) * scale_y - 0.5, "w+", markersize=9, mew=2)
+        if boxes is not None and not torch.isnan(boxes[index]).any():
+            x0, y0, x1, y1 = boxes[index].tolist()
+            axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5))
         axis.set_title(titles[index], fontsize=7, color=colours[index] if colours else "black")
     _save(figure, path)
 

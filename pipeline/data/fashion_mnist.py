@@ -92,7 +92,13 @@ def load(source: Path, paths: list[str], size: int, channels: int) -> np.ndarray
         positions = [i for i, (name, _, _) in enumerate(names) if name == images_name]
         if positions:
             pixels[positions] = read_split(source, split)[0][[int(names[i][2]) for i in positions]]
-    if size != pixels.shape[-1]:  # resized as image files are (pipeline.data.images.load_image)
+    return fit(pixels, size, channels)
+
+
+def fit(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Gray images N×H×W as N×`channels`×`size`×`size` uint8, resized as image files are
+    (pipeline.data.images.load_image)."""
+    if (size, size) != pixels.shape[-2:]:
         resized = (Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR) for image in pixels)
         pixels = np.stack([np.asarray(image) for image in resized])
     return np.repeat(pixels[:, None], channels, axis=1)

@@ -1,4 +1,5 @@
-"""The manifest: one row per image of a source (path, split, label, size, hash, how it decodes).
+"""The manifest: one row per image of a source (path, split, label, size, hash, how it decodes, and
+the object's box where the source knows it).
 
 Built by the sources' scans, checked by the validate stage, read by preprocessing.
 """
@@ -9,9 +10,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+BOX = ["box_x_min", "box_y_min", "box_x_max", "box_y_max"]  # the object's box in the image's pixels, where known
 COLUMNS = [
     "path", "split", "label", "bytes", "sha256", "format", "width", "height",
-    "mode", "frames", "exif_orientation", "decodable", "error",
+    "mode", "frames", "exif_orientation", "decodable", "error", *BOX,
 ]  # fmt: skip
 
 
@@ -28,5 +30,6 @@ class Scan:
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     """Manifest rows as a frame with the manifest's columns and types."""
     files = pd.DataFrame(rows, columns=COLUMNS)
-    types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64", "decodable": bool}
+    types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64", "decodable": bool,
+             **dict.fromkeys(BOX, "Int64")}  # fmt: skip
     return files.astype(types)

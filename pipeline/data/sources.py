@@ -1,4 +1,5 @@
-"""Where the images come from: Debian's Fashion-MNIST IDX files or a folder of class sub-folders.
+"""Where the images come from: Debian's Fashion-MNIST IDX files, cluttered canvases generated from
+them, or a folder of class sub-folders.
 
 Both sources are read in place, never copied or changed. `scan` gives the per-image manifest that
 the validate stage checks; `load_images` gives the accepted images as one uint8 tensor.
@@ -9,20 +10,26 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.config import Config
-from pipeline.data import fashion_mnist, image_folder
+from pipeline.data import cluttered, fashion_mnist, image_folder
 from pipeline.data.manifest import Scan
 
 
 def scan(cfg: Config) -> Scan:
     """The manifest of the configured source (`data.source`, `data.path`)."""
-    if cfg.data.source == "fashion-mnist":
+    d = cfg.data
+    if d.source == "fashion-mnist":
         return fashion_mnist.scan(cfg.source_path())
+    if d.source == "cluttered-fashion-mnist":
+        return cluttered.scan(cfg.source_path(), d.canvas, d.clutter, d.seed)
     return image_folder.scan(cfg.source_path(), cfg.validation.max_pixels)
 
 
 def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
     """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`."""
     size, channels = cfg.data.image_size, cfg.data.channels
-    if cfg.data.source == "fashion-mnist":
+    d = cfg.data
+    if d.source == "fashion-mnist":
         return fashion_mnist.load(cfg.source_path(), paths, size, channels)
+    if d.source == "cluttered-fashion-mnist":
+        return cluttered.load(cfg.source_path(), paths, size, channels, d.canvas, d.clutter, d.seed)
     return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validation.max_pixels)

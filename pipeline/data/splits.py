@@ -14,6 +14,7 @@ from pipeline.core.errors import PipelineError
 class TensorSplit:
     images: torch.Tensor  # N×C×H×W uint8
     labels: torch.Tensor  # N int64
+    boxes: torch.Tensor | None = None  # N×4 float (x_min, y_min, x_max, y_max in pixels, NaN: none), where known
 
 
 def load_split(path: Path) -> TensorSplit:
@@ -21,4 +22,4 @@ def load_split(path: Path) -> TensorSplit:
     if not path.is_file():
         raise PipelineError(f"{path}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
     payload = torch.load(path, weights_only=True)
-    return TensorSplit(payload["images"], payload["labels"])
+    return TensorSplit(payload["images"], payload["labels"], payload.get("boxes"))

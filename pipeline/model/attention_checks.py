@@ -1,4 +1,5 @@
-"""Whether the attention shows what the prediction rests on, measured on any dataset (no boxes needed).
+"""Whether the attention shows what the prediction rests on: on any dataset, and where the object's
+box is known, whether it finds the object.
 
 - Near-empty regions: cells of the attention grid where under 10 % of the pixels differ from the
   image's background (its border's median colour) by more than 10 % of the range. The attention
@@ -7,6 +8,9 @@
   (most attended first), are replaced step by step with the training mean; the predicted class's
   probability along the way, as an area under the curve. Lower is more faithful; compare with a
   random order.
+- Localisation, where boxes are known: the pointing game (a hit when the attention peak's cell
+  overlaps the object's box: a tolerance of one cell), beside a centre-point baseline (the middle
+  cell); the attention mass inside the box, beside the box's share of the image (chance).
 """
 
 from __future__ import annotations
@@ -87,3 +91,38 @@ def random_order(count: int, cells: int, seed: int) -> torch.Tensor:
     """N×cells: a seeded random order of the cells for each image."""
     generator = torch.Generator().manual_seed(seed)
     return torch.stack([torch.randperm(cells, generator=generator) for _ in range(count)])
+
+
+def box_overlap(boxes: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """N×h×w: the share of each attention cell (of an H×W image) that lies inside each image's box."""
+    (rows, cols), (height, width) = grid, size
+
+    def along(low: torch.Tensor, high: torch.Tensor, cells: int, length: int) -> torch.Tensor:
+        edges = torch.arange(cells + 1, dtype=torch.float32) * length / cells
+        start, end = edges[:-1][None], edges[1:][None]
+        return (torch.minimum(end, high[:, None]) - torch.maximum(start, low[:, None])).clamp(min=0) / (length / cells)
+
+    x_share = along(boxes[:, 0], boxes[:, 2], cols, width)
+    y_share = along(boxes[:, 1], boxes[:, 3], rows, height)
+    return y_share[:, :, None] * x_share[:, None, :]
+
+
+def localisation_figures(attention: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict:
+    """Pointing game (attention and centre baseline) and attention mass in the box (and its chance
+    level), over the images whose box is known."""
+    known = ~torch.isnan(boxes).any(dim=1)
+    attention, boxes = attention[known].float(), boxes[known].float()
+    if not len(boxes):
+        return {"boxed_images": 0}
+    grid = tuple(attention.shape[1:])
+    overlap = box_overlap(boxes, grid, size).flatten(1)
+    peak = attention.flatten(1).argmax(dim=1, keepdim=True)
+    centre = torch.full_like(peak, (grid[0] // 2) * grid[1] + grid[1] // 2)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (size[0] * size[1])
+    return {
+        "boxed_images": len(boxes),
+        "pointing_game": (overlap.gather(1, peak) > 0).float().mean().item(),
+        "pointing_game_centre_baseline": (overlap.gather(1, centre) > 0).float().mean().item(),
+        "box_attention_mass": (attention.flatten(1) * overlap).sum(1).mean().item(),
+        "box_area_share": area.mean().item(),
+    }

@@ -86,3 +86,19 @@ def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_unif
     assert attended_drop > 2 * random_drop + 0.01, (attended_drop, random_drop)
     # the same check, with the map replaced by a uniform one, fails: its "most attended" cell is arbitrary
     assert not uniform_drop > 2 * random_drop + 0.01, (uniform_drop, random_drop)
+
+
+def test_localisation_scores_the_peak_and_the_mass_against_the_box():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0], [float("nan")] * 4])  # 8×8 images, 2×2 grid
+    on_top_left = torch.tensor([[0.7, 0.1], [0.1, 0.1]])
+    figures = checks.localisation_figures(torch.stack([on_top_left] * 3), boxes, (8, 8))
+    assert figures["boxed_images"] == 2  # the third has no box
+    assert figures["pointing_game"] == 0.5  # a hit for the top-left box, a miss for the bottom-right one
+    assert figures["pointing_game_centre_baseline"] == 0.5  # the centre cell of a 2×2 grid is the bottom right
+    assert figures["box_attention_mass"] == pytest.approx((0.7 + 0.1) / 2)
+    assert figures["box_area_share"] == 0.25
+
+
+def test_a_box_covers_cells_in_proportion():
+    overlap = checks.box_overlap(torch.tensor([[2.0, 0.0, 6.0, 4.0]]), (2, 2), (8, 8))
+    assert overlap.tolist() == [[[0.5, 0.5], [0.0, 0.0]]]
