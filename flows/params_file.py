@@ -6,34 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml as pyyaml
 from ruamel.yaml import YAML
 
-from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError
+from pipeline.core.config import flatten, load_config, read_sections
 
 
 def read_preset(path: Path) -> dict[str, Any]:
     """A preset file's settings as dotted overrides: `{"train.epochs": 40, ...}`."""
-    try:
-        document = pyyaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such preset file; give a YAML file laid out like params.yaml") from None
-    except pyyaml.YAMLError as error:
-        raise PipelineError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
-    if not isinstance(document, dict):
-        raise PipelineError(f"{path}: expected sections like params.yaml's (model:, train:, ...)")
-    overrides: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            overrides[prefix] = value
-
-    walk("", document)
-    return overrides
+    return flatten(read_sections(path, "no such preset file; give a YAML file laid out like params.yaml"))
 
 
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:

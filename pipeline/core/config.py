@@ -183,18 +183,38 @@ class Config(_Section):
 
     def as_flat_params(self) -> dict[str, str]:
         """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""
-        flat: dict[str, str] = {}
-
-        def walk(prefix: str, value: object) -> None:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, item)
-            else:
-                flat[prefix] = str(value)
-
-        walk("", self.model_dump(by_alias=True, mode="json"))
+        flat = {key: str(value) for key, value in flatten(self.model_dump(by_alias=True, mode="json")).items()}
         flat["data.path"] = self.portable_source()
         return flat
+
+
+def flatten(sections: dict) -> dict[str, object]:
+    """Nested settings as `section.key` pairs: `{"train": {"epochs": 2}}` → `{"train.epochs": 2}`."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk("", sections)
+    return flat
+
+
+def read_sections(path: Path, missing: str) -> dict:
+    """A YAML file of sections like params.yaml's, or PipelineError in one line (`missing`: what to
+    say when there is no such file)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: {missing}") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections at the top level")
+    return raw
 
 
 def _describe(error: ValidationError) -> str:
@@ -214,14 +234,7 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> Conf
     Raises PipelineError with a one-line message naming the offending key.
     """
     path = path or project_root() / "params.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no params file; run from the project root") from None
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections at the top level")
+    raw = read_sections(path, "no params file; run from the project root")
     for dotted, value in (overrides or {}).items():
         section = raw
         *parents, leaf = dotted.split(".")

@@ -29,7 +29,11 @@ def test_the_gpu_preset_is_valid_and_changes_what_it_says():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [(None, "no such preset file"), ("model: [unclosed\n", "not valid YAML"), ("- a list\n", "expected sections")],
+    [
+        (None, "no such preset file"),
+        ("model: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping of sections"),
+    ],
 )
 def test_a_bad_preset_file_is_one_line_naming_it(tmp_path, text, expected):
     preset = tmp_path / "preset.yaml"
