@@ -2,17 +2,22 @@
 
 The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
 the `data_version` tag of the registry's current champion.
+
+    python -m flows.retraining [--set train.epochs=2 ...]     (prints its decision; cron- and CI-ready)
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from flows.training import training_flow
+from flows.training import parse_overrides, training_flow
 from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError, skip_final_collection
 from pipeline.core.paths import project_root
 from pipeline.core.tracking import connect, data_version
 from pipeline.register import current_champion
@@ -40,3 +45,24 @@ def retraining_flow(overrides: dict[str, Any] | None = None) -> State:
     logger.info("data version %s differs from the champion's (%s): retraining", current, trained_on)
     summary = training_flow(overrides)
     return Completed(message=f"retrained on new data ({current}): {summary.decision}", data=summary)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.retraining", description=__doc__.splitlines()[0])
+    parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param of a retraining run: --set train.epochs=2 (repeatable)")  # fmt: skip
+    args = parser.parse_args()
+    try:
+        state = retraining_flow(parse_overrides(args.pairs), return_state=True)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if not state.is_completed():
+        print(f"error: retraining {state.type.value.lower()}: {state.message}", file=sys.stderr)
+        sys.exit(1)
+    print(state.message)
+    skip_final_collection()
+
+
+if __name__ == "__main__":
+    main()
