@@ -60,17 +60,6 @@ def small_params(image_path: str, **sections: dict) -> dict:
 
 def write_small_fashion_mnist(folder: Path, train: int, test: int) -> Path:
     """The first `train` and `test` images of Debian's Fashion-MNIST, as the same four IDX files."""
-    import gzip
+    from pipeline.data.fashion_mnist import write_subset
 
-    from pipeline.data.fashion_mnist import FILES
-
-    source = Path("/usr/share/datasets/fashion-mnist")
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, count in (("train", train), ("test", test)):
-        for name, item_bytes in zip(FILES[split], (28 * 28, 1), strict=True):
-            data = gzip.decompress((source / name).read_bytes())
-            header = 16 if item_bytes > 1 else 8
-            head = bytearray(data[:header])
-            head[4:8] = count.to_bytes(4, "big")
-            (folder / name).write_bytes(gzip.compress(bytes(head) + data[header : header + count * item_bytes]))
-    return folder
+    return write_subset(Path("/usr/share/datasets/fashion-mnist"), folder, train, test)

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from bench import attention as bench_attention
 from bench import report, time_to_accuracy, training_step
 from bench.run import export_pngs
 from pipeline import preprocess, validate
@@ -60,3 +61,18 @@ def test_time_to_accuracy_trains_like_the_stage_and_scores_the_test_split_each_e
         reached = [row["training_seconds"] for row in result["epochs"] if row["test_accuracy"] >= int(key[-2:]) / 100]
         assert result[key] == (reached[0] if reached else None)
     assert result["flops_per_image"] > 1e6
+
+
+def test_the_attention_benchmark_summarises_each_pooling_over_its_seeds():
+    def fake(attention, seed, accuracy):
+        return {"attention": attention, "seed": seed, "test_accuracy": accuracy, "pointing_game": 0.5,
+                "pointing_game_centre_baseline": 0.4, "box_attention_mass": 0.3, "box_area_share": 0.1,
+                "deletion_auc_attention": 0.2, "deletion_auc_random": 0.3}  # fmt: skip
+
+    runs = [fake("soft", 0, 0.80), fake("none", 0, 0.70), fake("soft", 1, 0.90), fake("none", 1, 0.70)]
+    table = bench_attention.summary(runs)
+    assert table["soft"]["test_accuracy"] == pytest.approx((0.85, 0.0707107), rel=1e-5)
+    assert table["none"]["test_accuracy"] == (0.70, 0.0)
+    text = bench_attention.markdown({"summary": table, "clutter": 4, "train_images": 10, "test_images": 5,
+                                     "epochs": 1, "seeds": 2})  # fmt: skip
+    assert "| soft | 85.0 ± 7.1 % |" in text and "| none | 70.0 ± 0.0 % |" in text
