@@ -204,8 +204,7 @@ def _register(
         mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"],
                          "registry_reason": decision.reason[:5000]})  # fmt: skip
         if comparison:
-            mlflow.log_metrics({f"registry.{key}": float(value) for key, value in comparison_tags(comparison).items()
-                                if key != "compared_with_version"})  # fmt: skip
+            mlflow.log_metrics({f"registry.{key}": float(value) for key, value in comparison.figures().items()})
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, new_version)
         return {
@@ -228,15 +227,8 @@ def comparison_tags(comparison: Comparison | None) -> dict[str, str]:
     """The comparison as version tags (empty without one)."""
     if comparison is None:
         return {}
-    return {
-        "compared_with_version": comparison.champion_version,
-        "shared_test_images": str(comparison.images),
-        "challenger_shared_accuracy": f"{comparison.challenger_accuracy:.6f}",
-        "champion_shared_accuracy": f"{comparison.champion_accuracy:.6f}",
-        "only_challenger_right": str(comparison.only_challenger_right),
-        "only_champion_right": str(comparison.only_champion_right),
-        "mcnemar_p_value": f"{comparison.p_value:.6g}",
-    }
+    figures = {key: f"{value:.6g}" for key, value in comparison.figures().items()}
+    return {"compared_with_version": comparison.champion_version, **figures}
 
 
 def main() -> None:

@@ -33,6 +33,17 @@ class Comparison:
     def gain(self) -> float:
         return self.challenger_accuracy - self.champion_accuracy
 
+    def figures(self) -> dict[str, float]:
+        """The numbers, under the names the version's tags and the MLflow run's metrics give them."""
+        return {
+            "shared_test_images": self.images,
+            "challenger_shared_accuracy": self.challenger_accuracy,
+            "champion_shared_accuracy": self.champion_accuracy,
+            "only_challenger_right": self.only_challenger_right,
+            "only_champion_right": self.only_champion_right,
+            "mcnemar_p_value": self.p_value,
+        }
+
     def summary(self) -> str:
         return (
             f"on the same {self.images} test images: {self.challenger_accuracy:.4f} vs the champion's "
