@@ -2,9 +2,10 @@
 
 Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput, and
 the attention checks of `pipeline/model/attention_checks.py`: attention on near-empty regions,
-deletion AUC in the map's order vs a random order), `metrics/predictions.csv` (for DVC's
-confusion-matrix plot), `plots/confusion_matrix.png`, `plots/attention_overlays.png` and
-`plots/deletion_curves.png`.
+deletion AUC in the attention's order vs Grad-CAM's and a random order, and where boxes are known
+the pointing game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
+`metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
+`plots/attention_overlays.png` and `plots/deletion_curves.png`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-from torch import nn
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
@@ -26,7 +26,9 @@ from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import attention_checks as checks
+from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import load_model
+from pipeline.model.network import AttentionCNN
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
@@ -47,31 +49,52 @@ def classification_metrics(true: list[int], predicted: list[int], classes: list[
     }
 
 
+def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """`count` of `indices`, seeded."""
+    return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
+
+
 def attention_metrics(
-    cfg: Config, model: nn.Module, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, fill: list[float]
+    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, fill: list[float]
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """The attention checks on the test split, and the deletion curves (attention and random order)
-    on `evaluate.faithfulness_images` of its images (seeded); `fill` is the training mean (0..1)."""
+    """The attention checks on the test split, beside Grad-CAM's (`pipeline/model/gradcam.py`) on
+    `evaluate.faithfulness_images` of its images (seeded): deletion curves in the attention's,
+    Grad-CAM's and a random order, and, where boxes are known, Grad-CAM's localisation figures.
+    `fill` is the training mean (0..1)."""
     grid = tuple(attention.shape[1:])
+    size = tuple(test.images.shape[-2:])
+    count = cfg.evaluate.faithfulness_images
+    seed = cfg.data.seed
+    batch = cfg.evaluate.batch_size
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
     if test.boxes is not None:
-        result["localisation"] = checks.localisation_figures(attention, test.boxes, tuple(test.images.shape[-2:]))
-    count = min(cfg.evaluate.faithfulness_images, len(test.labels))
-    if not count:
+        localisation = checks.localisation_figures(attention, test.boxes, size)
+        boxed = _sample(torch.nonzero(~torch.isnan(test.boxes).any(dim=1))[:, 0], count, seed)
+        if len(boxed):
+            maps = gradcam_maps(model, test.images[boxed], grid, batch)
+            gradcam = checks.localisation_figures(maps, test.boxes[boxed], size)
+            localisation |= {
+                "gradcam_images": gradcam["boxed_images"],
+                "gradcam_pointing_game": gradcam["pointing_game"],
+                "gradcam_box_mass": gradcam["box_attention_mass"],
+            }
+        result["localisation"] = localisation
+    chosen = _sample(torch.arange(len(test.labels)), count, seed)
+    if not len(chosen):
         return result, {}
-    chosen = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
     images = test.images[chosen]
 
-    def probabilities(batch: torch.Tensor) -> torch.Tensor:
-        return predict_batches(model, batch, cfg.evaluate.batch_size, runtime)[0].softmax(1)
+    def probabilities(images: torch.Tensor) -> torch.Tensor:
+        return predict_batches(model, images, batch, runtime)[0].softmax(1)
 
     colour = torch.tensor(fill) * 255
     orders = {
-        "attention": checks.attention_order(attention[chosen]),
-        "random": checks.random_order(count, grid[0] * grid[1], cfg.data.seed),
+        "attention": checks.map_order(attention[chosen]),
+        "gradcam": checks.map_order(gradcam_maps(model, images, grid, batch)),
+        "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
     curves = {name: checks.deletion_curve(probabilities, images, order, grid, colour) for name, order in orders.items()}
-    result["faithfulness_images"] = count
+    result["faithfulness_images"] = len(chosen)
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
     return result, curves
 

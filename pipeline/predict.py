@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
-from pipeline.data.images import load_image
+from pipeline.core.files import atomic_path
+from pipeline.data.images import decode_image, load_image
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,16 @@ def predict_images(classifier: Classifier, paths: list[Path]) -> list[ImagePredi
     ]
 
 
-def write_heatmap(prediction: ImagePrediction, classifier: Classifier, folder: Path) -> Path:
-    """Save the image with its attention map overlaid as `<folder>/<image stem>_attention.png`."""
-    import torch
+def write_heatmap(prediction: ImagePrediction, folder: Path) -> Path:
+    """Save the image with its attention map overlaid, at the image's own resolution, as
+    `<folder>/<image stem>_attention.png`."""
+    from pipeline.core.overlay import overlay
 
-    from pipeline.core import figures
-
-    image = torch.from_numpy(load_image(prediction.path, classifier.image_size, classifier.channels))
     target = folder / f"{prediction.path.stem}_attention.png"
-    title = f"{prediction.label} ({prediction.probability:.2f})"
-    figures.attention_overlays(image[None], torch.from_numpy(prediction.attention)[None], [title], target)
+    folder.mkdir(parents=True, exist_ok=True)
+    picture = overlay(decode_image(prediction.path, 3), prediction.attention)
+    with atomic_path(target) as temporary:
+        picture.save(temporary, format="PNG")
     return target
 
 
@@ -138,7 +139,7 @@ def main() -> None:
     for prediction in predict_images(classifier, args.images):
         line = f"{prediction.path}\t{prediction.label}\t{prediction.probability:.4f}"
         if args.heatmap:
-            line += f"\t{write_heatmap(prediction, classifier, args.heatmap)}"
+            line += f"\t{write_heatmap(prediction, args.heatmap)}"
         print(line)
 
 

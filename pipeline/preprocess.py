@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
@@ -18,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, replace_dir, write_json
-from pipeline.data.manifest import BOX
+from pipeline.data.manifest import BOX, upright_size
 from pipeline.data.sources import load_images
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
     if not set(BOX) <= set(rows.columns) or rows[BOX].isna().all().all():
         return None
     boxes = rows[BOX].astype("float64").to_numpy()
-    scale = size / rows[["width", "height", "width", "height"]].astype("float64").to_numpy()
+    width, height = (side.astype("float64").to_numpy() for side in upright_size(rows))
+    scale = size / np.stack([width, height, width, height], axis=1)
     return torch.from_numpy(boxes * scale).float()
 
 

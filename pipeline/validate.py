@@ -20,7 +20,8 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
 from pipeline.data import sources
-from pipeline.data.manifest import BOX, Scan
+from pipeline.data.image_folder import BOXES_FILE
+from pipeline.data.manifest import BOX, Scan, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Rule:
     """One expectation with the words a user reads when it fails."""
 
     name: str
-    table: str  # "files" or "classes"
+    table: str  # "files", "classes" or "boxes" (the rows of a user's boxes.csv)
     expectation: object
 
 
@@ -76,11 +77,12 @@ def file_table(files: pd.DataFrame) -> pd.DataFrame:
 
 
 def box_fits(files: pd.DataFrame) -> pd.Series:
-    """Per row: no box, or a box inside the image: 0 ≤ x_min < x_max ≤ width, and the same for y."""
+    """Per row: no box, or a box inside the upright image: 0 ≤ x_min < x_max ≤ width, and the same for y."""
     x_min, y_min, x_max, y_max = (files[column] for column in BOX)
+    width, height = upright_size(files)
     none = files[BOX].isna().all(axis=1)
-    inside = (0 <= x_min) & (x_min < x_max) & (x_max <= files["width"])
-    inside &= (0 <= y_min) & (y_min < y_max) & (y_max <= files["height"])
+    inside = (0 <= x_min) & (x_min < x_max) & (x_max <= width)
+    inside &= (0 <= y_min) & (y_min < y_max) & (y_max <= height)
     return (none | inside.fillna(False)).astype(bool)
 
 
@@ -132,10 +134,16 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
              e.ExpectColumnValuesToBeBetween(column="count", min_value=v.min_images_per_class)),
         Rule(f"largest class at most {v.max_imbalance}x any other", "classes",
              e.ExpectColumnValuesToBeBetween(column="ratio_to_largest", max_value=v.max_imbalance)),
+        Rule(f"{BOXES_FILE}: each row names an image of the dataset", "boxes",
+             e.ExpectColumnValuesToBeInSet(column="image_known", value_set=[True])),
+        Rule(f"{BOXES_FILE}: at most one row per image", "boxes",
+             e.ExpectColumnValuesToBeUnique(column="path")),
+        Rule(f"{BOXES_FILE}: four numbers per row (x_min, y_min, x_max, y_max)", "boxes",
+             e.ExpectColumnValuesToBeInSet(column="coordinates_numeric", value_set=[True])),
     ]  # fmt: skip
 
 
-_INDEX_COLUMN = {"files": "path", "classes": "class_folder"}
+_INDEX_COLUMN = {"files": "path", "classes": "class_folder", "boxes": "row"}
 
 
 def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], docs_dir: Path | None) -> list[RuleResult]:
@@ -199,6 +207,8 @@ def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> Vali
 
     def check(frame: pd.DataFrame, docs: Path | None) -> list[RuleResult]:
         tables = {"files": file_table(frame), "classes": class_table(frame, scan.class_folders, classes)}
+        if scan.box_rows is not None:
+            tables["boxes"] = scan.box_rows
         return run_expectations(tables, rule_list, docs)
 
     skip = cfg.validation.on_error == "skip"

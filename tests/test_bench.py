@@ -67,7 +67,8 @@ def test_the_attention_benchmark_summarises_each_pooling_over_its_seeds():
     def fake(attention, seed, accuracy):
         return {"attention": attention, "seed": seed, "test_accuracy": accuracy, "pointing_game": 0.5,
                 "pointing_game_centre_baseline": 0.4, "box_attention_mass": 0.3, "box_area_share": 0.1,
-                "deletion_auc_attention": 0.2, "deletion_auc_random": 0.3}  # fmt: skip
+                "gradcam_pointing_game": 0.45, "gradcam_box_mass": 0.25, "deletion_auc_attention": 0.2,
+                "deletion_auc_gradcam": 0.25, "deletion_auc_random": 0.3}  # fmt: skip
 
     runs = [fake("soft", 0, 0.80), fake("none", 0, 0.70), fake("soft", 1, 0.90), fake("none", 1, 0.70)]
     table = bench_attention.summary(runs)
@@ -75,4 +76,5 @@ def test_the_attention_benchmark_summarises_each_pooling_over_its_seeds():
     assert table["none"]["test_accuracy"] == (0.70, 0.0)
     text = bench_attention.markdown({"summary": table, "clutter": 4, "train_images": 10, "test_images": 5,
                                      "epochs": 1, "seeds": 2})  # fmt: skip
-    assert "| soft | 85.0 ± 7.1 % |" in text and "| none | 70.0 ± 0.0 % |" in text
+    assert "| soft | 85.0 ± 7.1 % | 50.0 ± 0.0 % / 45.0 ± 0.0 % (40.0 ± 0.0 %) |" in text
+    assert "| none | 70.0 ± 0.0 % | uniform / 45.0 ± 0.0 % (40.0 ± 0.0 %) |" in text

@@ -80,11 +80,14 @@ def attention_overlays(
     _save(figure, path)
 
 
+LABELS = {"gradcam": "Grad-CAM"}
+
+
 def deletion_curves(curves: dict[str, np.ndarray], path: Path) -> None:
     """The predicted class's mean probability as image regions are deleted, one line per order."""
     figure, axes = plt.subplots(figsize=(5, 3.6))
     for name, curve in curves.items():
-        axes.plot(np.linspace(0, 100, len(curve)), curve, marker=".", label=f"{name} order")
+        axes.plot(np.linspace(0, 100, len(curve)), curve, marker=".", label=f"{LABELS.get(name, name)} order")
     axes.set(xlabel="% of attention cells deleted", ylabel="probability of the predicted class", ylim=(0, 1.02))
     axes.set_title("Deletion: lower means the prediction rests on those regions", fontsize=9)
     if curves:

@@ -3,6 +3,10 @@
 Read in place, never changed. Manifest paths are relative to the root (`train/cat/1.png`, or
 `cat/1.png` without split folders, which all count as train). Hidden files and symbolic links
 (which could point outside the dataset) are not read; the scan lists them.
+
+An optional `<root>/boxes.csv` gives the object's box for some or all images: a header
+`path,x_min,y_min,x_max,y_max`, then one row per image, its path as in the manifest and the box in
+the pixels of the image as shown (after EXIF rotation). Validation checks the rows.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
 from pipeline.data.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
-from pipeline.data.manifest import Scan, manifest_frame
+from pipeline.data.manifest import BOX, Scan, manifest_frame
 
 SPLITS = ("train", "test")
+BOXES_FILE = "boxes.csv"
+_BOX_HEADER = ["path", "x_min", "y_min", "x_max", "y_max"]
 _CHUNK = 2000
 
 
@@ -96,7 +103,40 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
             rows = [row for chunk in pool.map(inspect, chunks) for row in chunk]
     else:
         rows = [row for chunk in chunks for row in inspect(chunk)]
-    return Scan(files=manifest_frame(rows), class_folders=folders, ignored=ignored)
+    files = manifest_frame(rows)
+    boxes = read_boxes(root)
+    if boxes is None:
+        return Scan(files=files, class_folders=folders, ignored=ignored)
+    box_rows = pd.DataFrame({
+        "row": [f"line {line}: {path}" for line, path in zip(boxes.index + 2, boxes["path"], strict=True)],
+        "path": boxes["path"], "image_known": boxes["path"].isin(files["path"]),
+        "coordinates_numeric": boxes[_BOX_HEADER[1:]].notna().all(axis=1),
+    })  # fmt: skip
+    first = boxes[box_rows["coordinates_numeric"]].drop_duplicates("path").set_index("path")
+    known = files["path"].isin(first.index)
+    files.loc[known, BOX] = first.loc[files.loc[known, "path"], _BOX_HEADER[1:]].to_numpy()
+    return Scan(files=files, class_folders=folders, ignored=ignored, box_rows=box_rows)
+
+
+def read_boxes(root: Path) -> pd.DataFrame | None:
+    """The rows of `<root>/boxes.csv`, if there is one: path, then x_min, y_min, x_max, y_max (NaN
+    where a value is not a number; validation names those rows)."""
+    path = root / BOXES_FILE
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(f"{path}: unreadable CSV ({reason}); expected the header {','.join(_BOX_HEADER)}") from None
+    missing = [column for column in _BOX_HEADER if column not in frame.columns]
+    if missing:
+        raise PipelineError(
+            f"{path}: no column {', '.join(missing)}; its first line must be the header {','.join(_BOX_HEADER)}"
+        )
+    paths = frame["path"].map(lambda name: Path(name.strip()).as_posix())
+    numbers = frame[_BOX_HEADER[1:]].apply(pd.to_numeric, errors="coerce").astype("float64")
+    return pd.concat([paths.rename("path"), numbers], axis=1)
 
 
 def load(root: Path, paths: list[str], size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

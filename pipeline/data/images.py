@@ -56,15 +56,20 @@ def normalise(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def load_image(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode `path` to a `channels`×`size`×`size` uint8 array."""
+def decode_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `path` to an upright 8-bit image of `channels` at its own size."""
     try:
         with Image.open(path) as image:
             check_size(image, max_pixels)
-            image = normalise(image, channels)
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            return normalise(image, channels)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise PipelineError(f"{path}: cannot decode image ({error})") from None
+
+
+def load_image(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode `path` to a `channels`×`size`×`size` uint8 array."""
+    image = decode_image(path, channels, max_pixels)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)

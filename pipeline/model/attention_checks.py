@@ -7,10 +7,11 @@ box is known, whether it finds the object.
 - Deletion (RISE's deletion metric): the image regions under the cells, taken in the map's order
   (most attended first), are replaced step by step with the training mean; the predicted class's
   probability along the way, as an area under the curve. Lower is more faithful; compare with a
-  random order.
+  random order and with Grad-CAM's order (`pipeline/model/gradcam.py`).
 - Localisation, where boxes are known: the pointing game (a hit when the attention peak's cell
   overlaps the object's box: a tolerance of one cell), beside a centre-point baseline (the middle
-  cell); the attention mass inside the box, beside the box's share of the image (chance).
+  cell); the attention mass inside the box, beside the box's share of the image (chance). The same
+  two figures score Grad-CAM's map.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def area(curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, np.linspace(0, 1, len(curve))))
 
 
-def attention_order(attention: torch.Tensor) -> torch.Tensor:
-    """N×cells: the cells from most to least attended."""
-    return attention.flatten(1).argsort(dim=1, descending=True, stable=True)
+def map_order(maps: torch.Tensor) -> torch.Tensor:
+    """N×cells: the cells from the highest to the lowest value of each map (most attended first)."""
+    return maps.flatten(1).argsort(dim=1, descending=True, stable=True)
 
 
 def random_order(count: int, cells: int, seed: int) -> torch.Tensor:
@@ -107,22 +108,22 @@ def box_overlap(boxes: torch.Tensor, grid: tuple[int, int], size: tuple[int, int
     return y_share[:, :, None] * x_share[:, None, :]
 
 
-def localisation_figures(attention: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict:
-    """Pointing game (attention and centre baseline) and attention mass in the box (and its chance
-    level), over the images whose box is known."""
+def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict:
+    """Pointing game (the maps' and a centre baseline's) and the maps' mass inside the box (and its
+    chance level), over the images whose box is known. `maps`: N×h×w, each summing to 1."""
     known = ~torch.isnan(boxes).any(dim=1)
-    attention, boxes = attention[known].float(), boxes[known].float()
+    maps, boxes = maps[known].float(), boxes[known].float()
     if not len(boxes):
         return {"boxed_images": 0}
-    grid = tuple(attention.shape[1:])
+    grid = tuple(maps.shape[1:])
     overlap = box_overlap(boxes, grid, size).flatten(1)
-    peak = attention.flatten(1).argmax(dim=1, keepdim=True)
+    peak = maps.flatten(1).argmax(dim=1, keepdim=True)
     centre = torch.full_like(peak, (grid[0] // 2) * grid[1] + grid[1] // 2)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (size[0] * size[1])
     return {
         "boxed_images": len(boxes),
         "pointing_game": (overlap.gather(1, peak) > 0).float().mean().item(),
         "pointing_game_centre_baseline": (overlap.gather(1, centre) > 0).float().mean().item(),
-        "box_attention_mass": (attention.flatten(1) * overlap).sum(1).mean().item(),
+        "box_attention_mass": (maps.flatten(1) * overlap).sum(1).mean().item(),
         "box_area_share": area.mean().item(),
     }

@@ -81,8 +81,8 @@ def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_unif
     assert attention.shape[1:] == (4, 4)
     uniform = torch.full_like(attention, 1 / 16)
     random_drop = first_cell_drop(trained, images, checks.random_order(len(images), 16, seed=0))
-    attended_drop = first_cell_drop(trained, images, checks.attention_order(attention))
-    uniform_drop = first_cell_drop(trained, images, checks.attention_order(uniform))
+    attended_drop = first_cell_drop(trained, images, checks.map_order(attention))
+    uniform_drop = first_cell_drop(trained, images, checks.map_order(uniform))
     assert attended_drop > 2 * random_drop + 0.01, (attended_drop, random_drop)
     # the same check, with the map replaced by a uniform one, fails: its "most attended" cell is arbitrary
     assert not uniform_drop > 2 * random_drop + 0.01, (uniform_drop, random_drop)

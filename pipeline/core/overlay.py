@@ -1,0 +1,29 @@
+"""An attention map laid over the image it was computed for, at the image's own resolution.
+
+Needs no PyTorch: `pipeline.predict` draws it for ONNX models too.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def overlay(image: Image.Image, attention: np.ndarray, opacity: float = 0.45) -> Image.Image:
+    """The image (any size) in RGB with the h×w attention map upsampled over it in the 'jet' colours,
+    and its peak marked with a white cross: at the image's own resolution."""
+    picture = image.convert("RGB")
+    level = attention.astype(np.float32) / max(float(attention.max()), 1e-12)
+    heat = Image.fromarray(level).resize(picture.size, Image.Resampling.BILINEAR)
+    colours = matplotlib.colormaps["jet"](np.clip(np.asarray(heat), 0, 1))[..., :3]
+    blended = (1 - opacity) * np.asarray(picture, dtype=np.float32) + opacity * 255 * colours
+    result = Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
+    rows, cols = attention.shape
+    peak_row, peak_col = divmod(int(attention.argmax()), cols)
+    x, y = (peak_col + 0.5) * picture.width / cols, (peak_row + 0.5) * picture.height / rows
+    arm = max(2, min(picture.size) // 20)
+    draw = ImageDraw.Draw(result)
+    for line in (((x - arm, y), (x + arm, y)), ((x, y - arm), (x, y + arm))):
+        draw.line(line, fill="white", width=max(1, arm // 3))
+    return result

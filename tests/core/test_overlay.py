@@ -1,0 +1,41 @@
+"""Attention overlays at the image's own resolution."""
+
+import numpy as np
+from PIL import Image
+
+from pipeline.core.overlay import overlay
+from pipeline.data.images import EXIF_ORIENTATION
+from pipeline.predict import ImagePrediction, write_heatmap
+
+
+def redness(picture: Image.Image) -> np.ndarray:
+    pixels = np.asarray(picture, dtype=np.float32)
+    return pixels[..., 0] - pixels[..., 2]
+
+
+def test_the_overlay_keeps_the_image_size_and_is_hottest_under_the_peak():
+    image = Image.new("L", (60, 30), 128)
+    attention = np.full((3, 6), 0.01, dtype=np.float32)
+    attention[2, 4] = 1.0  # bottom row, fifth column: x 40..50, y 20..30
+    picture = overlay(image, attention)
+    assert picture.size == (60, 30) and picture.mode == "RGB"
+    red = redness(picture)
+    hottest_row, hottest_col = np.unravel_index(red.argmax(), red.shape)
+    assert hottest_row >= 20 and 40 <= hottest_col < 50
+    assert red[:10, :10].mean() < red[20:, 40:50].mean() - 100
+    # a uniform map paints every region alike: no region stands out
+    flat = redness(overlay(image, np.full((3, 6), 1 / 18, dtype=np.float32)))
+    assert abs(flat[20:, 40:50].mean() - flat[20:, :10].mean()) < 1
+
+
+def test_predict_writes_heatmaps_at_the_size_the_image_is_shown(tmp_path):
+    turned = Image.new("RGB", (40, 20), "white")
+    exif = turned.getexif()
+    exif[EXIF_ORIENTATION] = 6  # shown rotated: 20 wide, 40 high
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGBA", (33, 17), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    attention = np.full((7, 7), 1 / 49, dtype=np.float32)
+    for name, size in (("turned.jpg", (20, 40)), ("clear.png", (33, 17))):
+        written = write_heatmap(ImagePrediction(tmp_path / name, "a", 0.9, attention), tmp_path / "maps")
+        assert written == tmp_path / "maps" / f"{name.split('.')[0]}_attention.png"
+        assert Image.open(written).size == size

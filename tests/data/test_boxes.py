@@ -1,0 +1,93 @@
+"""A user's boxes.csv: checked row by row by validation, scaled with the images, scored by evaluate."""
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline import evaluate, preprocess, train, validate
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data import image_folder
+from pipeline.data.manifest import BOX, manifest_frame
+
+BOX_RULE = "object box inside its image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)"
+
+
+def write_boxes(root, lines: list[str]) -> None:
+    (root / "boxes.csv").write_text("\n".join(["path,x_min,y_min,x_max,y_max", *lines]) + "\n")
+
+
+def test_every_kind_of_bad_row_is_named_and_the_file_is_left_as_it_was(project, dataset):
+    write_boxes(dataset, [
+        "train/bars/000.png,1,2,9,10",
+        "train/bars/999.png,1,2,9,10",  # no such image
+        "train/columns/001.png,0,0,4,4",
+        "train/columns/001.png,1,1,5,5",  # a second row for the same image
+        "train/squares/002.png,1,two,9,10",  # not a number
+        "test/squares/003.png,2,2,17,8",  # x_max beyond the 16 px image
+        "test/bars/004.png,9,2,3,8",  # x_min > x_max
+    ])  # fmt: skip
+    before = hashlib.sha256((dataset / "boxes.csv").read_bytes()).hexdigest()
+    outcome = validate.validate_scan(project, image_folder.scan(dataset))
+    failed = {r.name: sorted(r.offending) for r in outcome.results if not r.success}
+    assert failed == {
+        "boxes.csv: each row names an image of the dataset": ["line 3: train/bars/999.png"],
+        "boxes.csv: at most one row per image": ["line 4: train/columns/001.png", "line 5: train/columns/001.png"],
+        "boxes.csv: four numbers per row (x_min, y_min, x_max, y_max)": ["line 6: train/squares/002.png"],
+        BOX_RULE: ["test/bars/004.png", "test/squares/003.png"],
+    }
+    assert hashlib.sha256((dataset / "boxes.csv").read_bytes()).hexdigest() == before
+    with pytest.raises(PipelineError, match="boxes.csv: each row names an image"):
+        validate.run(project)
+
+
+def test_a_box_is_checked_against_the_image_as_shown_after_its_exif_rotation(project):
+    row = {
+        "path": "a.jpg", "split": "train", "label": "a", "bytes": 1, "sha256": "0", "format": "JPEG", "width": 40,
+        "height": 20, "mode": "L", "frames": 1, "decodable": True, "error": None,
+        "box_x_min": 0, "box_y_min": 0, "box_x_max": 20, "box_y_max": 40,
+    }  # fmt: skip
+    upright, turned = manifest_frame([{**row, "exif_orientation": 1}]), manifest_frame([{**row, "exif_orientation": 6}])
+    assert not validate.box_fits(upright).item() and validate.box_fits(turned).item()
+    scaled = preprocess.scaled_boxes(turned, 10)
+    assert scaled.tolist() == [[0.0, 0.0, 10.0, 10.0]]  # 20×40 as shown → 10×10
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [("file,x0,y0\na.png,1,2\n", "no column path, x_min, y_min, x_max, y_max"), ("", "unreadable CSV")],
+)
+def test_a_boxes_file_without_the_header_stops_the_scan_naming_it(dataset, content, reason):
+    (dataset / "boxes.csv").write_text(content)
+    with pytest.raises(PipelineError, match=reason) as error:
+        image_folder.scan(dataset)
+    assert str(dataset / "boxes.csv") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_boxes_of_some_images_are_scaled_with_them_and_scored_in_evaluate(project, dataset):
+    test_images = sorted(p.relative_to(dataset).as_posix() for p in (dataset / "test").rglob("*.png"))
+    annotated = test_images[::2]
+    write_boxes(dataset, [f"./{path},0,0,8,16" for path in annotated])  # the left half, written with "./"
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["data"]["image_size"] = 8  # 16 px images → 8 px: boxes halve
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_config()
+    validate.run(cfg)
+    manifest = pd.read_csv(cfg.paths.manifest)
+    assert manifest[BOX].notna().all(axis=1).sum() == len(annotated)
+    preprocess.run(cfg)
+    test = torch.load(cfg.paths.processed / "test.pt", weights_only=True)
+    expected = [[0, 0, 4, 8] if path in annotated else [np.nan] * 4 for path in test["paths"]]
+    np.testing.assert_array_equal(test["boxes"].numpy(), np.array(expected, dtype=np.float32))
+    train.run(cfg)
+    evaluate.run(cfg)
+    localisation = json.loads((cfg.paths.metrics / "eval.json").read_text())["attention"]["localisation"]
+    assert localisation["boxed_images"] == localisation["gradcam_images"] == len(annotated)
+    assert localisation["box_area_share"] == pytest.approx(0.5)
+    for key in ("pointing_game", "pointing_game_centre_baseline", "box_attention_mass", "gradcam_pointing_game"):
+        assert 0 <= localisation[key] <= 1
