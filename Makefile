@@ -1,12 +1,15 @@
 # Everything a fresh clone needs: `make run` runs the training flow, `make test` runs the tests.
-# Both install what is missing first (a virtual environment, the project, Debian's Fashion-MNIST)
-# and are idempotent: a second call installs nothing.
+# Both install what is missing first (a virtual environment, the project, the default dataset in
+# data/fashion-mnist: from the DVC remote, else from Debian's package) and are idempotent: a second
+# call installs nothing.
 
 VENV      := .venv
 BIN       := $(VENV)/bin
 PYTHON    ?= python3
 STAMP     := $(VENV)/.installed
-DATASET   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DATA      := data/fashion-mnist
+DEBIAN_DATA ?= /usr/share/datasets/fashion-mnist
+CHROMIUM  := /usr/bin/chromium
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DO_NOT_TRACK := 1
@@ -23,10 +26,11 @@ MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
 PREFECT_PORT        ?= 4200
 SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
+DEMO_PORT           ?= 7860
 
-.PHONY: setup run run-gpu repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup debian-fashion-mnist demo run run-gpu repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
-setup: $(STAMP) $(DATASET)
+setup: $(STAMP) $(DATA)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,11 +38,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-$(DATASET):
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
-	  echo "error: Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), then 'make' again" >&2; \
+# The default dataset, pinned by data/fashion-mnist.dvc: `dvc pull`, else a copy of Debian's files
+# (exit status 2 from fetch_data: neither has it, so install the package and try again).
+$(DATA): | $(STAMP)
+	@$(BIN)/python -m pipeline.fetch_data --debian $(DEBIAN_DATA) || { [ $$? = 2 ] && \
+	  $(MAKE) -s debian-fashion-mnist && $(BIN)/python -m pipeline.fetch_data --debian $(DEBIAN_DATA); }
+
+# apt-get install a Debian package, as root or through sudo; otherwise say what to run.
+APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	  echo "error: $(1) is missing: run 'sudo apt-get install $(1)' (Debian/Ubuntu), then 'make' again" >&2; \
 	  exit 1; fi; \
-	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist
+	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(1)
+
+debian-fashion-mnist:
+	@$(call APT_INSTALL,dataset-fashion-mnist)
+
+# The browser the page's test drives (Playwright cannot download its own here).
+$(CHROMIUM):
+	@$(call APT_INSTALL,chromium)
 
 run: setup
 	python -m flows.training
@@ -49,7 +66,7 @@ run-gpu: setup
 repro: setup
 	dvc repro
 
-test: setup
+test: setup $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: setup
@@ -72,10 +89,15 @@ prefect-worker: setup
 schedule: setup
 	python -m flows.serve
 
-# The registry's champion over HTTP: POST {"inputs": <uint8 images N×C×H×W>} to /invocations.
+# The registry's champion over HTTP: POST {"inputs": ["<base64 image file>", ...]} to /invocations.
 serve: setup
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-	  mlflow models serve -m "$(SERVE_MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	  python -m pipeline.serve --model "$(SERVE_MODEL)" --host 127.0.0.1 --port $(SERVE_PORT)
+
+# A web page to try the model on your pictures and see its attention (Gradio): http://127.0.0.1:$(DEMO_PORT)
+demo: setup
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} GRADIO_ANALYTICS_ENABLED=False \
+	  python -m pipeline.demo --port $(DEMO_PORT)
 
 clean:
 	rm -rf data/processed data/manifest.csv models metrics plots reports

@@ -28,7 +28,7 @@ from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import write_subset
 
 PROJECT = project_root()
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
+SOURCE = PROJECT / "data" / "fashion-mnist"
 ATTENTION = ("soft", "none")
 
 

@@ -4,7 +4,7 @@
 # for CPython 3.12, as one xz archive, and Fashion-MNIST's IDX files, xz-compressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+DATA=${DATA:-data/fashion-mnist}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 platforms=()

@@ -26,7 +26,7 @@ from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import CLASSES, read_split
 
 PROJECT = project_root()
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
+SOURCE = PROJECT / "data" / "fashion-mnist"
 VARIANTS = {
     "efficientnet_lite0, ImageNet weights": {
         "model": {"backbone": "efficientnet_lite0", "pretrained": True, "output_stride": None},

@@ -1,7 +1,8 @@
 """The retraining flow: train again only when the data changed since the champion was trained.
 
 The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
-the `data_version` tag of the registry's current champion.
+the `data_version` tag of the registry's current champion. Before retraining, what changed since
+the champion's data (`pipeline.data_diff`) is published as the flow run's `data-changes` artifact.
 
     python -m flows.retraining [--set train.epochs=2 ...]     (prints its decision; cron- and CI-ready)
 """
@@ -13,14 +14,18 @@ import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from flows.training import parse_overrides, training_flow
-from pipeline.core.config import load_config
+from pipeline import data_diff
+from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, skip_final_collection
 from pipeline.core.paths import project_root
-from pipeline.core.tracking import connect, data_version
-from pipeline.register import current_champion
+from pipeline.core.tracking import connect
+from pipeline.core.versions import data_version
+from pipeline.data.manifest_diff import DataDiff
+from pipeline.model.champion import current_champion
 
 
 def champion_data_version(model_name: str) -> str | None:
@@ -43,8 +48,26 @@ def retraining_flow(overrides: dict[str, Any] | None = None) -> State:
         logger.info("data version %s is the champion's: nothing to retrain", current)
         return Completed(message=f"no new data (data version {current})")
     logger.info("data version %s differs from the champion's (%s): retraining", current, trained_on)
+    changes = publish_changes(cfg) if trained_on else None
     summary = training_flow(overrides)
-    return Completed(message=f"retrained on new data ({current}): {summary.decision}", data=summary)
+    what = f"{changes.summary()}; " if changes else ""
+    return Completed(message=f"retrained on new data ({current}: {what}){summary.decision}", data=summary)
+
+
+def publish_changes(cfg: Config) -> DataDiff | None:
+    """What changed since the champion's data, as the flow run's `data-changes` artifact (None when
+    the champion's run logged no manifest)."""
+    logger = get_run_logger()
+    try:
+        changes = data_diff.run(cfg, "champion", "workspace")
+    except PipelineError as error:
+        logger.warning("no data diff: %s", error)
+        return None
+    logger.info("data changes since the champion: %s", changes.summary())
+    create_markdown_artifact(
+        changes.markdown(), key="data-changes", description="What changed since the champion's data"
+    )
+    return changes
 
 
 def main() -> None:

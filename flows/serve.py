@@ -5,6 +5,8 @@ python -m flows.serve        # runs until stopped; uses PREFECT_API_URL, or a lo
 
 from __future__ import annotations
 
+import argparse
+
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
@@ -24,6 +26,8 @@ def retraining_deployment(cfg: Config) -> RunnerDeployment:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
+    parser.parse_args()
     serve(retraining_deployment(load_config()))
 
 

@@ -1,6 +1,14 @@
-"""Classify images with a trained model and optionally write their attention overlays.
+"""Classify image files, one or a folder of 50,000, and optionally write their attention overlays.
 
-    python -m pipeline.predict IMAGE... [--model models:/NAME@champion | PATH.pt | PATH.onnx] [--heatmap DIR]
+    python -m pipeline.predict FILE_OR_FOLDER... [--out predictions.csv] [--heatmap DIR]
+                               [--model models:/NAME@champion | PATH.pt | PATH.onnx] [--top-k 5]
+
+Folders are read recursively; files are decoded in parallel processes (the one decoding function
+of validation and preprocessing), batch by batch, with a progress bar. Without `--out` each image
+is a tab-separated line on stdout (path, class, probability); with it, a CSV row (path, class,
+probability, the next classes of the top k with theirs, error). A file that cannot be read is
+listed with its reason, not fatal. A rerun with the same `--out` skips the files already in it:
+an interrupted run resumes, a finished one does nothing.
 
 The default model is the registry's champion (`register.model_name` in params.yaml). An `.onnx`
 file (the export stage's) runs in onnxruntime: classifying then needs neither PyTorch nor MLflow.
@@ -9,8 +17,11 @@ file (the export stage's) runs in onnxruntime: classifying then needs neither Py
 from __future__ import annotations
 
 import argparse
+import csv
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +29,8 @@ import numpy as np
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path
-from pipeline.data.images import decode_image, load_image
+from pipeline.data.image_batches import decoded_batches, list_files
+from pipeline.data.images import decode_image
 
 
 @dataclass(frozen=True)
@@ -101,46 +113,131 @@ def load_classifier(cfg: Config, reference: str | None) -> Classifier:
     return torch_classifier(cfg, reference)
 
 
-def predict_images(classifier: Classifier, paths: list[Path]) -> list[ImagePrediction]:
-    """Class, probability and attention map for each image file."""
-    images = np.stack([load_image(p, classifier.image_size, classifier.channels) for p in paths])
-    probabilities, attention = classifier.run(images)
-    return [
-        ImagePrediction(path, classifier.classes[int(row.argmax())], float(row.max()), maps)
-        for path, row, maps in zip(paths, probabilities, attention, strict=True)
-    ]
-
-
-def write_heatmap(prediction: ImagePrediction, folder: Path) -> Path:
+def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None = None) -> Path:
     """Save the image with its attention map overlaid, at the image's own resolution, as
-    `<folder>/<image stem>_attention.png`."""
+    `<folder>/<name's folders>/<name's stem>_attention.png` (name: the file's own by default)."""
     from pipeline.core.overlay import overlay
 
-    target = folder / f"{prediction.path.stem}_attention.png"
-    folder.mkdir(parents=True, exist_ok=True)
+    name = name or Path(prediction.path.name)
+    target = folder / name.parent / f"{name.stem}_attention.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
     picture = overlay(decode_image(prediction.path, 3), prediction.attention)
     with atomic_path(target) as temporary:
         picture.save(temporary, format="PNG")
     return target
 
 
+def csv_header(top_k: int) -> list[str]:
+    ranks = [column for rank in range(2, top_k + 1) for column in (f"class_{rank}", f"probability_{rank}")]
+    return ["path", "class", "probability", *ranks, "error"]
+
+
+def done_paths(out: Path, header: list[str]) -> set[str]:
+    """The paths an earlier run already wrote to `out` (empty when there is none)."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return set()
+    with out.open(newline="") as handle:
+        rows = csv.reader(handle)
+        if next(rows, None) != header:
+            raise PipelineError(f"{out}: not a predictions file of this model and --top-k; choose another --out")
+        return {row[0] for row in rows if row}
+
+
+@dataclass
+class Tally:
+    classified: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
+    """Run the classifier over the files of `args.inputs`, writing lines or CSV rows as they come."""
+    from tqdm import tqdm
+
+    top_k = min(args.top_k, len(classifier.classes))
+    header = csv_header(top_k)
+    files = list_files(args.inputs, exclude={args.out} if args.out else None)
+    tally = Tally()
+    if args.out:
+        already = done_paths(args.out, header)
+        tally.skipped = sum(str(file.path) in already for file in files)
+        files = [file for file in files if str(file.path) not in already]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not already and not (args.out.is_file() and args.out.stat().st_size)
+        handle = args.out.open("a", newline="")
+        writer = csv.writer(handle)
+        if fresh:
+            writer.writerow(header)
+    batches = decoded_batches(files, classifier.image_size, classifier.channels, args.batch_size, args.workers)
+    with tqdm(total=len(files), unit="img", disable=None if args.out else True, file=sys.stderr) as progress:
+        for batch in batches:
+            rows = []
+            if len(batch.images):
+                probabilities, attention = classifier.run(batch.images)
+                ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+                for file, row, order, maps in zip(batch.readable, probabilities, ranked, attention, strict=True):
+                    label = classifier.classes[order[0]]
+                    tops = [value for i in order[1:] for value in (classifier.classes[i], f"{row[i]:.6f}")]
+                    rows.append([str(file.path), label, f"{row[order[0]]:.6f}", *tops, ""])
+                    if not args.out:
+                        line = f"{file.path}\t{label}\t{row[order[0]]:.4f}"
+                        if args.heatmap:
+                            prediction = ImagePrediction(file.path, label, float(row[order[0]]), maps)
+                            line += f"\t{write_heatmap(prediction, args.heatmap, file.name)}"
+                        print(line)
+                    elif args.heatmap:
+                        write_heatmap(ImagePrediction(file.path, label, float(row[order[0]]), maps), args.heatmap,
+                                      file.name)  # fmt: skip
+            for file, reason in batch.unreadable:
+                tally.unreadable.append((str(file.path), reason))
+                rows.append([str(file.path), "", "", *[""] * (2 * (top_k - 1)), reason])
+                if not args.out:
+                    print(f"skipped {file.path}: {reason}", file=sys.stderr)
+            tally.classified += len(batch.readable)
+            if args.out:
+                writer.writerows(rows)
+                handle.flush()  # an interrupted run keeps every finished batch
+            progress.update(len(batch.files))
+    if args.out:
+        handle.close()
+    return tally
+
+
+def summary(tally: Tally, seconds: float, out: Path | None) -> str:
+    """One line: how many classified and unreadable (the first three named, with why), and the speed."""
+    line = f"{tally.classified:,} classified, {len(tally.unreadable):,} unreadable"
+    if tally.unreadable:
+        line += ": " + "; ".join(f"{path} ({reason})" for path, reason in tally.unreadable[:3])
+        line += f" (+{len(tally.unreadable) - 3} more)" if len(tally.unreadable) > 3 else ""
+    if tally.skipped:
+        line += f"; {tally.skipped:,} already in {out}"
+    line += f" ({tally.classified / max(seconds, 1e-9):,.0f} images/s)"
+    return line + (f" -> {out}" if out else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files to classify")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_FOLDER", help="image files or folders")
     parser.add_argument(
         "--model", help="models:/NAME@ALIAS, runs:/ID/model, a model file or an ONNX file (default: the champion)"
     )
+    parser.add_argument("--out", type=Path, metavar="CSV", help="write a CSV row per image (resumes a partial file)")
     parser.add_argument("--heatmap", type=Path, metavar="DIR", help="write attention overlays into DIR")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per image in the CSV (default 5)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
     args = parser.parse_args()
-    missing = [p for p in args.images if not p.is_file()]
-    if missing:
-        raise PipelineError(f"{missing[0]}: no such image file")
+    if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise PipelineError("--top-k, --batch-size and --workers must be at least 1")
+    list_files(args.inputs)  # a typo in a path fails before the model loads
     classifier = load_classifier(load_config(), args.model)
-    for prediction in predict_images(classifier, args.images):
-        line = f"{prediction.path}\t{prediction.label}\t{prediction.probability:.4f}"
-        if args.heatmap:
-            line += f"\t{write_heatmap(prediction, args.heatmap)}"
-        print(line)
+    started = time.perf_counter()
+    tally = classify(args, classifier)
+    seconds = time.perf_counter() - started
+    if args.out or tally.unreadable:
+        print(summary(tally, seconds, args.out), file=sys.stderr)
+    if tally.unreadable and not tally.classified and not tally.skipped:
+        raise PipelineError("no file could be read as an image; see the reasons above")
 
 
 if __name__ == "__main__":

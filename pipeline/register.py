@@ -15,8 +15,10 @@ metrics and tags of the MLflow run, and in `reports/registration.json`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -28,8 +30,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 
 from pipeline.core.config import Config, RegisterConfig, load_config
 from pipeline.core.errors import PipelineError, run_cli
@@ -37,14 +38,21 @@ from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import serving
-from pipeline.model.champion import Comparison, champion_model, compare, task_difference
+from pipeline.model.champion import (
+    CHALLENGER,
+    CHAMPION,
+    Comparison,
+    champion_model,
+    compare,
+    current_champion,
+    task_difference,
+)
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
 from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 _REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pydantic", "pyyaml", "pillow", "mlflow")
 
 
@@ -66,23 +74,6 @@ def decide(accuracy: float, comparison: Comparison | None, policy: RegisterConfi
     if policy.max_p_value is not None and comparison.p_value >= policy.max_p_value:
         return Decision(False, f"not a significant win (p ≥ {policy.max_p_value}) {comparison.summary()}")
     return Decision(True, f"beats the champion by {comparison.gain:.4f} {comparison.summary()}")
-
-
-def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The model version aliased `champion`, or None when there is none (or no such model).
-
-    Any other failure is raised: a registry that cannot answer must not look like one without a
-    champion, or a worse model would be promoted.
-    """
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as error:
-        missing = error.error_code == "RESOURCE_DOES_NOT_EXIST" or (
-            error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(error) and "not found" in str(error)
-        )
-        if missing:
-            return None
-        raise
 
 
 def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | None:
@@ -143,10 +134,8 @@ def run(cfg: Config) -> dict:
         )
     accuracy = evaluation["accuracy"]
     test = load_split(paths.processed / "test.pt")
-    example = test.images[:2].numpy()
-    wrapper = serving.AttentionClassifier()
-    wrapper.model, wrapper.info = model, info
-    signature = infer_signature(example, wrapper.predict(None, example))
+    example = [png_base64(image) for image in test.images[:2].numpy()]  # what an HTTP client sends
+    signature = serving.SIGNATURE
     name = cfg.registry.model_name
 
     try:
@@ -166,7 +155,7 @@ def run(cfg: Config) -> dict:
 
 def _register(
     cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, accuracy: float,
-    example: np.ndarray, signature: ModelSignature,
+    example: list[str], signature: ModelSignature,
 ) -> dict:  # fmt: skip
     """Compare with the champion, log the model, register it as `challenger`, and move `champion` to
     it (last) if it wins."""
@@ -189,9 +178,11 @@ def _register(
         )
         new_version = str(logged.registered_model_version)
         previous_version = str(champion.version) if champion else None
+        data_changes = mlflow.get_run(active.info.run_id).data.tags.get("data_changes")  # the train stage's
         tags = {
             "test_accuracy": f"{accuracy:.6f}",
             "data_version": info.data_version or "unknown",
+            **({"data_changes": data_changes} if data_changes else {}),
             "decision": "promoted" if decision.promote else "not promoted",
             "decision_reason": decision.reason,
             **comparison_tags(comparison),
@@ -212,6 +203,7 @@ def _register(
             "version": new_version,
             "run_id": active.info.run_id,
             "test_accuracy": accuracy,
+            "data": {"version": info.data_version, "changes": data_changes},
             "previous_champion": {
                 "version": previous_version,
                 "recorded_test_accuracy": recorded_accuracy(client, champion) if champion else None,
@@ -221,6 +213,15 @@ def _register(
             "decision": tags["decision"],
             **asdict(decision),
         }
+
+
+def png_base64(image: np.ndarray) -> str:
+    """A uint8 C×H×W image as a base64 PNG file."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image.transpose(1, 2, 0).squeeze(-1)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def comparison_tags(comparison: Comparison | None) -> dict[str, str]:

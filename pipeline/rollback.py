@@ -20,7 +20,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import write_json
 from pipeline.core.tracking import connect
-from pipeline.register import CHAMPION, current_champion
+from pipeline.model.champion import CHAMPION, current_champion
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the o
 written after every epoch: running the stage again after an interruption, even a kill, resumes
 from the last good one, in the same MLflow run. With `train.processes: N` (or under torchrun) it
 trains data-parallel (`pipeline/training/distributed.py`); the steps themselves are in
-`pipeline/training/steps.py`.
+`pipeline/training/steps.py`. The run names its training data as an MLflow dataset and records
+what changed in it since the champion's (`pipeline/data/mlflow_dataset.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from pipeline.core import figures
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
-from pipeline.core.tracking import connect, data_version, git_commit
+from pipeline.core.tracking import connect
+from pipeline.core.versions import data_version, git_commit
+from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.splits import TensorSplit, load_split
+from pipeline.model.champion import current_champion
 from pipeline.model.model_file import ModelInfo, save_model
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
@@ -107,7 +111,12 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, tags=source_tag) as active:
         if checkpoint is None:
             mlflow.log_params(cfg.as_flat_params())
-            mlflow.set_tags({"data_version": version, "git_commit": git_commit(cfg.root), "runtime": runtime.name})
+            commit = git_commit(cfg.root)
+            mlflow.set_tags({"data_version": version, "git_commit": commit, "runtime": runtime.name})
+            dataset = log_training_data(cfg, version, commit)
+            champion = current_champion(mlflow.MlflowClient(), cfg.registry.model_name)
+            if champion is not None:
+                log_changes(dataset.df, champion.run_id, f"champion version {champion.version}")
         for epoch in range(first_epoch, cfg.train.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)}

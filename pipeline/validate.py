@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
+from pipeline.core.versions import data_version
 from pipeline.data import sources
 from pipeline.data.image_folder import BOXES_FILE
 from pipeline.data.manifest import BOX, Scan, upright_size
@@ -48,6 +49,16 @@ class RuleResult:
         shown = ", ".join(self.offending[:5])
         more = f" (+{len(self.offending) - 5} more)" if len(self.offending) > 5 else ""
         return f"{self.name}: {len(self.offending)} ({shown}{more})"
+
+
+@dataclass(frozen=True)
+class DataDocs:
+    """Where GX writes its Data Docs, and the names they show: the data source (the data asset is
+    `<source>-<table>`) and the run, named after the data version."""
+
+    folder: Path
+    source: str
+    run_name: str
 
 
 @dataclass(frozen=True)
@@ -146,25 +157,17 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
 _INDEX_COLUMN = {"files": "path", "classes": "class_folder", "boxes": "row"}
 
 
-def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], docs_dir: Path | None) -> list[RuleResult]:
+def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], docs: DataDocs | None) -> list[RuleResult]:
     """Validate each table with its rules in one GX checkpoint per table; optionally build Data Docs."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    actions = []
-    if docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="validation",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["validation"])]
-    source = context.data_sources.add_pandas("dataset")
+    run_id = RunIdentifier(run_name=docs.run_name if docs else None)
+    source = context.data_sources.add_pandas(docs.source if docs else "dataset")
+    stored = {}
     results: list[RuleResult] = []
     for table_name, table in tables.items():
         table_rules = [rule for rule in rule_list if rule.table == table_name]
@@ -182,16 +185,36 @@ def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], doc
             gx.Checkpoint(
                 name=f"{table_name}_checkpoint",
                 validation_definitions=[definition],
-                actions=actions,
                 result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]},
             )
         )
-        outcome = checkpoint.run(batch_parameters={"dataframe": table})
-        (suite_result,) = outcome.run_results.values()
+        outcome = checkpoint.run(batch_parameters={"dataframe": table}, run_id=run_id)
+        ((key, suite_result),) = outcome.run_results.items()
+        stored[key] = suite_result
         for rule, result in zip(table_rules, suite_result.results, strict=True):
             offending = [str(row[index_column]) for row in result.result.get("unexpected_index_list") or []]
             results.append(RuleResult(rule.name, result.expectation_config.type, result.success, offending))
+    if docs is not None:
+        build_docs(context, stored, docs)
     return results
+
+
+def build_docs(context, results: dict, docs: DataDocs) -> None:
+    """Data Docs for the validation results. GX's page header reads the data asset's name from a
+    field its fluent data sources leave empty ("Data asset: None"): fill it in first."""
+    context.add_data_docs_site(
+        site_name="validation",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs.folder)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    for key, result in results.items():
+        asset = result.meta.get("active_batch_definition", {}).get("data_asset_name")
+        result.meta.setdefault("batch_spec", {})["data_asset_name"] = f"{docs.source}: {asset}"
+        context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=["validation"])
 
 
 def _describe_files(files: pd.DataFrame, paths: list[str]) -> list[str]:
@@ -199,20 +222,20 @@ def _describe_files(files: pd.DataFrame, paths: list[str]) -> list[str]:
     return [f"{p} ({errors[p]})" if isinstance(errors.get(p), str) else p for p in paths]
 
 
-def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> ValidationOutcome:
+def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> ValidationOutcome:
     """Apply the rules to a scanned dataset; with `on_error: skip`, leave bad files out and re-check."""
     classes = class_set(cfg, scan)
     rule_list = rules(cfg, classes)
     files = scan.files
 
-    def check(frame: pd.DataFrame, docs: Path | None) -> list[RuleResult]:
+    def check(frame: pd.DataFrame, docs: DataDocs | None) -> list[RuleResult]:
         tables = {"files": file_table(frame), "classes": class_table(frame, scan.class_folders, classes)}
         if scan.box_rows is not None:
             tables["boxes"] = scan.box_rows
         return run_expectations(tables, rule_list, docs)
 
     skip = cfg.validation.on_error == "skip"
-    results = check(files, None if skip else docs_dir)
+    results = check(files, None if skip else docs)
     skipped: dict[str, list[str]] = {}
     if skip:
         file_rules = {r.name for r in rule_list if r.table == "files"}
@@ -221,7 +244,7 @@ def validate_scan(cfg: Config, scan: Scan, docs_dir: Path | None = None) -> Vali
                 for path in result.offending:
                     skipped.setdefault(path, []).append(result.name)
         files = files[~files["path"].isin(skipped)]
-        results = check(files, docs_dir)
+        results = check(files, docs)
     for result in results:
         if result.name in {r.name for r in rule_list if r.table == "files"}:
             result.offending = _describe_files(scan.files, result.offending)
@@ -273,7 +296,7 @@ def run(cfg: Config) -> ValidationOutcome:
     reports = cfg.paths.reports
     docs_dir = reports / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    outcome = validate_scan(cfg, source, docs_dir)
+    outcome = validate_scan(cfg, source, DataDocs(docs_dir, cfg.dataset_name(), data_version(cfg)))
     report_path = reports / "validation.json"
     write_report(report_path, outcome, len(source.files), (docs_dir / "index.html").relative_to(cfg.root))
     for path in outcome.ignored:

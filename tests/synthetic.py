@@ -62,4 +62,4 @@ def write_small_fashion_mnist(folder: Path, train: int, test: int) -> Path:
     """The first `train` and `test` images of Debian's Fashion-MNIST, as the same four IDX files."""
     from pipeline.data.fashion_mnist import write_subset
 
-    return write_subset(Path("/usr/share/datasets/fashion-mnist"), folder, train, test)
+    return write_subset(PROJECT / "data" / "fashion-mnist", folder, train, test)

@@ -3,7 +3,10 @@ with real DVC, Great Expectations and MLflow on SQLite."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +67,14 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
     assert 0 <= evaluation["accuracy"] <= 1 and evaluation["test_images"] == 30
 
 
+def test_great_expectations_names_the_data_and_its_version(repo, first_repro):
+    docs = repo / "reports" / "data_docs" / "validations"
+    runs = {path.parent.parent.name for path in docs.rglob("*.html")}
+    assert runs == {raw_data_hash(repo)}  # the validation run is named after the data version
+    (files_page,) = (docs / "files_suite").rglob("*.html")
+    assert "Data asset: images: files<br>" in files_page.read_text()  # the source (the folder's name), the table
+
+
 def test_mlflow_run_has_params_curves_artifacts_data_version_and_commit(repo, first_repro):
     client = mlflow_client(repo)
     (experiment,) = [e for e in client.search_experiments() if e.name == "attention-pipeline"]
@@ -112,20 +123,106 @@ def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tm
     assert Path(heatmap).is_file()
 
 
-def test_the_champion_is_served_over_http_with_its_attention_map(repo, first_repro, tmp_path):
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encoded(image: Image.Image, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def test_the_champion_is_served_over_http_from_image_files_and_refuses_bad_requests(repo, first_repro, tmp_path):
     image_file = repo / "data" / "images" / "test" / "bars" / "000.png"
     image = np.array(Image.open(image_file))[None, None]  # 1×1×16×16 uint8
-    expected = run(repo, sys.executable, "-m", "pipeline.predict", str(image_file)).stdout.split("\t")[1]
+    cli = run(repo, sys.executable, "-m", "pipeline.predict", str(image_file)).stdout.split("\t")
+    test_files = sorted((repo / "data" / "images" / "test").rglob("*.png"))
+    by_cli = [line.split("\t") for line in run(repo, sys.executable, "-m", "pipeline.predict",
+                                                *map(str, test_files)).stdout.splitlines()]  # fmt: skip
+    photo = encoded(Image.open(image_file).convert("RGB").resize((40, 40)), "JPEG")  # another size, mode, format
+    bomb = encoded(Image.new("1", (5000, 5000)), "PNG")  # 25 million pixels declared, a few kB sent
     port = free_port()
+    url = f"http://127.0.0.1:{port}/invocations"
     with make_target("serve", f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log",
                      SERVE_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
-        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": image.tolist()}, timeout=60)
-    assert answer.ok, answer.text
-    predictions = answer.json()["predictions"]
-    assert predictions["class"] == [expected]
-    assert np.isclose(np.sum(predictions["probabilities"]), 1, atol=1e-5)
-    attention = np.array(predictions["attention"])
-    assert attention.shape == (1, 4, 4) and np.isclose(attention.sum(), 1, atol=1e-5)
+        as_array = requests.post(url, json={"inputs": image.tolist()}, timeout=60)
+        as_files = requests.post(url, json={"inputs": [b64(image_file.read_bytes()), b64(photo)],
+                                            "params": {"top_k": 2, "overlay": True}}, timeout=60)  # fmt: skip
+        about = requests.get(f"http://127.0.0.1:{port}/version", timeout=10).json()
+        whole_split = requests.post(url, json={"inputs": [b64(path.read_bytes()) for path in test_files]}, timeout=60)
+        refused = {
+            "not JSON": requests.post(url, data=b"{inputs", headers={"Content-Type": "application/json"}),
+            "form data": requests.post(url, data={"inputs": "x"}),
+            "no inputs": requests.post(url, json={"images": []}),
+            "empty list": requests.post(url, json={"inputs": []}),
+            "not base64": requests.post(url, json={"inputs": ["not base64!"]}),
+            "not an image": requests.post(url, json={"inputs": [b64(b"%PDF-1.4 hello")]}),
+            "empty file": requests.post(url, json={"inputs": [""]}),
+            "decompression bomb": requests.post(url, json={"inputs": [b64(bomb)]}),
+            "wrong shape": requests.post(url, json={"inputs": [[1, 2, 3]]}),
+            "too many images": requests.post(url, json={"inputs": [b64(image_file.read_bytes())] * 257}),
+            "unknown param": requests.post(url, json={"inputs": [b64(photo)], "params": {"temperature": 2}}),
+        }  # fmt: skip
+        still_serving = requests.post(url, json={"inputs": [b64(photo)]}, timeout=60)
+    assert as_array.ok, as_array.text
+    predictions = as_array.json()["predictions"]
+    assert predictions["class"] == [cli[1]]
+    assert np.array(predictions["attention"]).shape == (1, 4, 4)
+    assert as_files.ok, as_files.text
+    answer = as_files.json()["predictions"]
+    assert answer["class"][0] == cli[1] and answer["probabilities"][0] == pytest.approx(predictions["probabilities"][0])
+    assert max(answer["probabilities"][0]) == pytest.approx(float(cli[2]), abs=1e-4)  # the CLI's figure, same decoding
+    first_top = answer["top_k"][0]
+    assert (
+        len(first_top) == 2
+        and first_top[0]["class"] == cli[1]
+        and first_top[0]["probability"] >= first_top[1]["probability"]
+    )
+    served = whole_split.json()["predictions"]  # every test file: the same class and probability as predict's
+    assert served["class"] == [line[1] for line in by_cli]
+    assert [max(row) for row in served["probabilities"]] == pytest.approx([float(line[2]) for line in by_cli], abs=1e-4)
+    overlays = [Image.open(io.BytesIO(base64.b64decode(text))) for text in answer["overlay"]]
+    assert [o.size for o in overlays] == [(16, 16), (40, 40)]  # each image's own size
+    assert about["name"] == "attention-classifier" and "champion" in about["aliases"] and about["classes"]
+    statuses = {kind: (response.status_code, response.json()["error"]) for kind, response in refused.items()}
+    assert {kind: status for kind, (status, _) in statuses.items()} == {
+        "not JSON": 400, "form data": 415, "no inputs": 400, "empty list": 400, "not base64": 400,
+        "not an image": 400, "empty file": 400, "decompression bomb": 400, "wrong shape": 400,
+        "too many images": 413, "unknown param": 400,
+    }  # fmt: skip
+    assert all("\n" not in reason and reason for _, reason in statuses.values())
+    assert "image 0: cannot decode image" in statuses["not an image"][1]
+    assert "over validate.max_pixels" in statuses["decompression bomb"][1]
+    assert still_serving.ok
+
+
+def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, first_repro, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    image = repo / "data" / "images" / "test" / "columns" / "003.png"
+    expected = run(repo, sys.executable, "-m", "pipeline.predict", str(image)).stdout.split("\t")[1]
+    port = free_port()
+    with make_target("demo", f"http://127.0.0.1:{port}/", tmp_path / "demo.log", timeout=180,
+                     DEMO_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+            page.set_input_files("#upload input[type=file]", str(image))
+            page.wait_for_selector("#overlay img", timeout=60_000)
+            page.wait_for_function(f"document.querySelector('#top5').innerText.includes('{expected}')", timeout=30_000)
+            top = page.inner_text("#top5").split("\n")
+            about = page.inner_text("#model-info")
+            overlay = page.locator("#overlay img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            browser.close()
+    assert top[1] == expected  # the headline class: the one pipeline.predict gives
+    assert set(top) & {"bars", "columns", "squares"} == {"bars", "columns", "squares"}  # the top classes, charted
+    assert "attention-classifier version 1 (" in about and "champion" in about and "test accuracy" in about
+    assert overlay[0] > 0 and overlay[1] > 0  # the attention overlay was drawn
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
 def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):

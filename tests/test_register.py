@@ -13,9 +13,9 @@ from pipeline import evaluate, export, preprocess, register, train, validate
 from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
-from pipeline.model.champion import Comparison, compare, task_difference
+from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, task_difference
 from pipeline.model.model_file import ModelInfo
-from pipeline.register import CHALLENGER, CHAMPION, decide
+from pipeline.register import decide
 from pipeline.rollback import rollback
 from tests.synthetic import write_dataset
 
@@ -219,3 +219,22 @@ def test_a_model_for_another_class_set_is_never_promoted(prepared, tmp_path):
     assert str(client.get_model_version_by_alias(prepared.registry.model_name, CHALLENGER).version) == second["version"]
     summary = RunSummary.read(cfg, dict.fromkeys(STAGES, "ran")).text()  # how the training flow ends
     assert "kept as challenger: class set differs from the champion's: a different task" in summary
+
+
+def test_what_changed_in_the_data_since_the_champion_goes_with_the_new_run_and_version(prepared, dataset):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    assert first["data"]["changes"] is None  # no champion to compare with
+    more = write_dataset(dataset.parent / "more", {"train": 4}, seed=3)  # 4 new images per class
+    for folder in (more / "train").iterdir():
+        for image in folder.iterdir():
+            image.rename(dataset / "train" / folder.name / f"more-{image.name}")
+    (dataset / "train" / "bars" / "000.png").unlink()
+    validate.run(prepared)
+    preprocess.run(prepared)
+    second = trained_and_registered(load_config(overrides=WEAK))
+    expected = f"since champion version {first['version']}: +4 bars, +4 columns, +4 squares, −1 bars"
+    assert second["data"]["changes"] == expected
+    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    assert tags["data_changes"] == expected and tags["data_version"] == second["data"]["version"]
+    changes = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/data/changes.json")
+    assert changes["per_class"]["squares"]["added"] == 4 and changes["new_images"] == 150 + 12 - 1

@@ -37,6 +37,23 @@ def test_training_writes_model_metrics_and_logs_one_mlflow_run(prepared):
     assert [m.step for m in history] == [1, 2]
 
 
+def test_the_run_names_its_training_data_as_an_mlflow_dataset(prepared):
+    result = train.run(load_config(overrides={"train.epochs": 1}))
+    run = mlflow.get_run(result.run_id)
+    (used,) = run.inputs.dataset_inputs
+    dataset = used.dataset
+    assert dataset.name == "images" and dataset.digest == run.data.tags["data_version"]  # the folder's name
+    assert [tag.value for tag in used.tags if tag.key == "mlflow.data.context"] == ["training"]
+    source = json.loads(dataset.source)
+    assert dataset.source_type == "dvc" and source["path"] == prepared.portable_source()
+    assert source["rev"] == run.data.tags["git_commit"] and source["md5"] == dataset.digest
+    profile = json.loads(dataset.profile)
+    assert profile["images"] == 150 and profile["train"] == {"bars": 40, "columns": 40, "squares": 40}
+    assert {"path", "split", "label", "sha256"} <= {c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]}
+    found = mlflow.search_runs([run.info.experiment_id], f"dataset.digest = '{dataset.digest}'", output_format="list")
+    assert [r.info.run_id for r in found] == [result.run_id]
+
+
 def test_interrupted_training_resumes_from_its_checkpoint(prepared, monkeypatch):
     cfg = load_config(overrides={"train.epochs": 2})
     uninterrupted = train.run(cfg)

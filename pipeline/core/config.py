@@ -23,7 +23,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: Literal["fashion-mnist", "cluttered-fashion-mnist", "imagefolder"] = "fashion-mnist"
-    path: str = Field("/usr/share/datasets/fashion-mnist", min_length=1)
+    path: str = Field("data/fashion-mnist", min_length=1)
     classes: list[str] | None = None
     image_size: int = Field(28, ge=8, le=1024)
     channels: Literal[1, 3] = 1
@@ -180,6 +180,10 @@ class Config(_Section):
         if path.is_relative_to(self.root):
             return path.relative_to(self.root).as_posix()
         return f"…/{path.name}"
+
+    def dataset_name(self) -> str:
+        """The data's name: the built-in source's, or the image folder's own."""
+        return self.data.source if self.data.source != "imagefolder" else self.source_path().name
 
     def as_flat_params(self) -> dict[str, str]:
         """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""

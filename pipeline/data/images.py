@@ -7,6 +7,7 @@ An image declaring more than `max_pixels` pixels is refused from its header, bef
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +57,29 @@ def normalise(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def decode_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `path` to an upright 8-bit image of `channels` at its own size."""
+def decode_image(
+    source: Path | bytes, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] | None = None
+) -> Image.Image:
+    """Decode an image file (its path, or its bytes) to an upright 8-bit image of `channels` at its
+    own size; `formats` (PIL's names, e.g. ("PNG", "JPEG")) limits what is opened."""
+    name = source if isinstance(source, Path) else "image"
     try:
-        with Image.open(path) as image:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=formats) as image:
             check_size(image, max_pixels)
             return normalise(image, channels)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise PipelineError(f"{path}: cannot decode image ({error})") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PipelineError(f"{name}: cannot decode image ({reason})") from None
 
 
-def load_image(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode `path` to a `channels`×`size`×`size` uint8 array."""
-    image = decode_image(path, channels, max_pixels)
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded image as the model takes it: resized to `size`×`size`, uint8 C×H×W."""
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def load_image(source: Path | bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file (path or bytes) to a `channels`×`size`×`size` uint8 array."""
+    return model_input(decode_image(source, channels, max_pixels), size)

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from scipy.stats import binomtest
 
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
 
 DIFFERENT_TASK = "a different task; use another register.model_name"
+CHAMPION, CHALLENGER = "champion", "challenger"  # the registry's aliases
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,20 @@ def champion_model(name: str, version: str) -> tuple[AttentionCNN, ModelInfo]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
         artifacts = mlflow.models.Model.load(local).flavors["python_function"]["artifacts"]
         return load_model(local / artifacts["model_file"]["path"])
+
+
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The model version aliased `champion`, or None when there is none (or no such model).
+
+    Any other failure is raised: a registry that cannot answer must not look like one without a
+    champion, or a worse model would be promoted.
+    """
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as error:
+        missing = error.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(error) and "not found" in str(error)
+        )
+        if missing:
+            return None
+        raise

@@ -1,42 +1,142 @@
-"""The registered model's MLflow form: a pyfunc around the model file, returning attention maps too.
+"""The registered model's MLflow form: a pyfunc around the model file that takes image files (or
+arrays) and answers with classes, the top k, attention maps and, on request, overlays.
 
 MLflow's default PyTorch flavour saves a `torch.export` graph, which loads back without the
 attention output or `.to(device)`; this wrapper keeps the project's own module and its safe,
-weights-only model file, so `models:/NAME@champion` predicts classes, probabilities and attention.
+weights-only model file.
+
+Input (`model.predict(x, params)`, or `{"inputs": x, "params": {...}}` over HTTP), either
+- encoded image files (PNG, JPEG, BMP or WebP, any size and mode), as bytes or base64 strings:
+  decoded by the project's own rules (`pipeline/data/images.py`: EXIF rotation, 16-bit, alpha,
+  palette, the pixel limit) and resized as the training images were; or
+- uint8 images N×C×H×W (or N×H×W) already at the model's size and channel count.
+Params: `top_k` (default 5) and `overlay` (default false; true adds each image's attention over
+the image, at the image's own size, as a base64 PNG).
+Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
+`attention` (N×h×w) and, on request, `overlay`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.models import ModelSignature
+from mlflow.types import ParamSchema, ParamSpec
+from PIL import Image
 
-from pipeline.model.model_file import load_model
+from pipeline.core.errors import PipelineError
+from pipeline.data.images import decode_image, model_input
+from pipeline.model.model_file import ModelInfo, load_model
+
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+SIGNATURE = ModelSignature(
+    params=ParamSchema([ParamSpec("top_k", "integer", 5), ParamSpec("overlay", "boolean", False)])
+)  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
+
+
+class BadInput(ValueError):
+    """A request the model cannot answer, with a one-line reason for the caller."""
+
+
+def image_bytes(item: object, index: int) -> bytes:
+    """One encoded image file from bytes or a base64 string."""
+    if isinstance(item, bytes | bytearray):
+        data = bytes(item)
+    elif isinstance(item, str):
+        try:
+            data = base64.b64decode(item.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput(f"image {index}: not base64; send each image file as base64 text") from None
+    else:
+        raise BadInput(f"image {index}: expected an encoded image file (base64 text), got {type(item).__name__}")
+    if not data:
+        raise BadInput(f"image {index}: empty")
+    return data
+
+
+def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[Image.Image]]:
+    """Encoded image files as the model's input (N×C×H×W uint8), and each decoded image."""
+    pictures = []
+    for index, item in enumerate(items):
+        try:
+            pictures.append(decode_image(image_bytes(item, index), channels, formats=FORMATS))
+        except PipelineError as error:
+            reason = str(error).removeprefix("image: ")
+            raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
+    return np.stack([model_input(picture, size) for picture in pictures]), pictures
+
+
+def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[Image.Image] | None]:
+    """The request's images as uint8 N×C×H×W, and the decoded files (None for arrays)."""
+    if isinstance(model_input_, bytes | str):
+        model_input_ = [model_input_]
+    if isinstance(model_input_, list) and all(isinstance(item, bytes | bytearray | str) for item in model_input_):
+        if not model_input_:
+            raise BadInput("no images in the request")
+        return decode_files(model_input_, info.image_size, info.channels)
+    try:
+        array = np.asarray(model_input_)
+    except ValueError:
+        raise BadInput("inputs: images of different shapes; send image files or one N×C×H×W array") from None
+    if array.size == 0:
+        raise BadInput("no images in the request")
+    if array.dtype.kind in "USO" and array.ndim == 1:
+        return decode_files(list(array), info.image_size, info.channels)
+    if array.dtype.kind not in "iuf":
+        raise BadInput("inputs: expected base64 image files or uint8 images N×C×H×W")
+    if array.ndim == 3:
+        array = array[:, None]
+    expected = (info.channels, info.image_size, info.image_size)
+    if array.ndim != 4 or array.shape[1:] != expected:
+        raise BadInput(f"inputs: images of shape {array.shape[1:]}, expected {expected} (or send image files)")
+    if array.min() < 0 or array.max() > 255:
+        raise BadInput("inputs: pixel values outside 0..255")
+    return array.astype(np.uint8), None
+
+
+def overlay_png(picture: Image.Image, attention: np.ndarray) -> str:
+    """The attention over the image, at its own size, as a base64 PNG."""
+    from pipeline.core.overlay import overlay
+
+    buffer = io.BytesIO()
+    overlay(picture, attention).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class AttentionClassifier(mlflow.pyfunc.PythonModel):
-    """Input: images N×C×H×W (uint8, or floats in 0..255) of the model's size and channel count.
-
-    Output: a dict with `class` (N names), `probabilities` (N×classes) and `attention` (N×h×w).
-    """
+    """The project's model file behind MLflow's pyfunc interface (see the module docstring)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.model, self.info = load_model(Path(context.artifacts["model_file"]))
 
-    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:
-        images = torch.as_tensor(np.asarray(model_input))
-        if images.ndim == 3:
-            images = images.unsqueeze(1)
+    def predict(self, context, model_input: object, params: dict | None = None) -> dict:
+        params = params or {}
+        top_k = min(max(int(params.get("top_k", 5)), 1), len(self.info.classes))
+        images, pictures = as_images(model_input, self.info)
         with torch.no_grad():
-            out = self.model(images)
-        probabilities = out.logits.float().softmax(dim=1)
-        return {
+            out = self.model(torch.from_numpy(images))
+        probabilities = out.logits.float().softmax(dim=1).numpy()
+        attention = out.attention.float().numpy()
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        answer = {
             "class": np.array([self.info.classes[i] for i in probabilities.argmax(1)]),
-            "probabilities": probabilities.numpy(),
-            "attention": out.attention.float().numpy(),
+            "probabilities": probabilities,
+            "top_k": [
+                [{"class": self.info.classes[i], "probability": float(row[i])} for i in order]
+                for row, order in zip(probabilities, ranked, strict=True)
+            ],
+            "attention": attention,
         }
+        if params.get("overlay"):
+            shown = pictures or [Image.fromarray(image.transpose(1, 2, 0).squeeze(-1)) for image in images]
+            answer["overlay"] = [overlay_png(picture, maps) for picture, maps in zip(shown, attention, strict=True)]
+        return answer
 
 
 mlflow.models.set_model(AttentionClassifier())

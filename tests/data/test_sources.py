@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,8 +6,9 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data import fashion_mnist, image_folder, sources
+from tests.synthetic import PROJECT
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST = PROJECT / "data" / "fashion-mnist"
 
 
 def test_folder_with_splits_keeps_its_splits(dataset):

@@ -146,9 +146,10 @@ def test_retraining_skips_when_the_data_is_unchanged(in_repo, first_flow):
 
 def test_retraining_retrains_when_an_image_is_added(in_repo, first_flow):
     before = versions(in_repo)
-    write_dataset(in_repo / "data" / "images", {"train": 41}, seed=11)
+    write_dataset(in_repo / "data" / "images", {"train": 41}, seed=11)  # 40 images redrawn, one more per class
     dvc(in_repo, "add", "-q", "data/images")
-    assert retrain_as_a_user_does(in_repo).startswith("retrained on new data (")
+    answer = retrain_as_a_user_does(in_repo)
+    assert answer.startswith("retrained on new data (") and ": +1 bars, +1 columns, +1 squares, 120 changed; " in answer
     assert len(versions(in_repo)) == len(before) + 1
     assert "up to date" in dvc(in_repo, "status")
 

@@ -1,0 +1,196 @@
+"""A web page to try the model on your own pictures and see where it looks (Gradio, on 127.0.0.1).
+
+    python -m pipeline.demo [--port 7860]      (make demo)
+
+Drop or upload images (or pick one of the test split's): each gets its class, a top-5 chart and
+the attention over the picture (small pictures enlarged) with an opacity slider. The page names
+the model that answers (name, version, aliases, test accuracy) and switches between `champion`,
+`challenger` and any version. It loads the registry's MLflow model, as `make serve` does, and
+decodes files with the project's own decoding (`pipeline/data/images.py`).
+"""
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.overlay import overlay
+from pipeline.data.images import decode_image, model_input
+
+EXAMPLES = 10
+SHOWN = 336  # smaller pictures are enlarged (nearest neighbour) for the page, so the map can be seen
+
+
+@dataclass
+class Answer:
+    """One image's prediction, kept to redraw its overlay at another opacity."""
+
+    name: str
+    picture: Image.Image
+    top: dict[str, float]
+    attention: np.ndarray
+
+
+class Registry:
+    """The registry's versions of the model, loaded on first use."""
+
+    def __init__(self, cfg: Config):
+        from mlflow import MlflowClient
+
+        from pipeline.core.tracking import connect
+
+        connect(cfg)
+        self.cfg, self.client, self.loaded = cfg, MlflowClient(), {}
+        self.name = cfg.registry.model_name
+
+    def choices(self) -> list[str]:
+        """`champion`, `challenger` (those that exist), then every version, newest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            aliases = self.client.get_registered_model(self.name).aliases
+        except MlflowException:
+            return []
+        versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name='{self.name}'"))
+        return [a for a in ("champion", "challenger") if a in aliases] + [f"version {v}" for v in reversed(versions)]
+
+    def get(self, choice: str):
+        """The pyfunc model and its description for a choice of `choices()`."""
+        from pipeline.serve import load
+
+        reference = f"models:/{self.name}/{choice.removeprefix('version ')}" if choice.startswith("version ") else (
+            f"models:/{self.name}@{choice}"
+        )  # fmt: skip
+        if reference not in self.loaded:
+            self.loaded[reference] = load(self.cfg, reference)
+        return self.loaded[reference]
+
+
+def describe(about: dict) -> str:
+    accuracy = f"{100 * about['test_accuracy']:.2f} %" if about.get("test_accuracy") is not None else "unknown"
+    aliases = f" ({', '.join(about['aliases'])})" if about["aliases"] else ""
+    return (
+        f"**{about['name']}** version {about['version']}{aliases} · test accuracy {accuracy} · "
+        f"{len(about['classes'])} classes · input {about['image_size']}×{about['image_size']}, "
+        f"{about['channels']} channel(s)"
+    )
+
+
+def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
+    """Predictions for image files, through the registered model."""
+    pictures = [decode_image(path, 3) for path in paths]
+    size, channels = about["image_size"], about["channels"]
+    images = np.stack([model_input(picture.convert("L" if channels == 1 else "RGB"), size) for picture in pictures])
+    out = model.predict(images)
+    answers = []
+    for path, picture, row, maps in zip(paths, pictures, out["probabilities"], out["attention"], strict=True):
+        order = np.argsort(-row, kind="stable")[:5]
+        answers.append(Answer(path.name, picture, {about["classes"][i]: float(row[i]) for i in order}, maps))
+    return answers
+
+
+def example_files(cfg: Config, folder: Path) -> list[str]:
+    """A few test-split images (one per class first) as PNG files, when the pipeline has run."""
+    import torch
+
+    split = cfg.paths.processed / "test.pt"
+    if not split.is_file():
+        return []
+    test = torch.load(split, weights_only=True)
+    labels = test["labels"].tolist()
+    chosen = list(dict.fromkeys(labels.index(label) for label in sorted(set(labels))))[:EXAMPLES]
+    files = []
+    for index in chosen:
+        pixels = test["images"][index].numpy().transpose(1, 2, 0).squeeze(-1)
+        path = folder / f"test-{index:05d}.png"
+        Image.fromarray(pixels).save(path)
+        files.append(str(path))
+    return files
+
+
+def build(cfg: Config, registry: Registry, examples: list[str]):
+    """The page."""
+    import gradio as gr
+
+    choices = registry.choices()
+    if not choices:
+        raise PipelineError(f"{registry.name}: no model in the registry; run the pipeline first ('make run')")
+    registry.get(choices[0])  # loaded before the first visitor
+
+    def shown(answer: Answer, opacity: float) -> Image.Image:
+        picture = answer.picture
+        if max(picture.size) < SHOWN:
+            scale = SHOWN / max(picture.size)
+            picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.NEAREST)
+        return overlay(picture, answer.attention, opacity)
+
+    def answer_views(answers: list[Answer], opacity: float, selected: int):
+        items = [(shown(a, opacity), f"{a.name}: {next(iter(a.top))}") for a in answers]
+        gallery = gr.Gallery(items, visible=len(answers) > 1)  # one image: the panel above is enough
+        if not answers:
+            return gallery, None, None
+        chosen = answers[min(selected, len(answers) - 1)]
+        return gallery, chosen.top, shown(chosen, opacity)
+
+    def run(files: list[str] | None, choice: str, opacity: float):
+        model, about = registry.get(choice)
+        paths = [Path(f) for f in files or []]
+        try:
+            answers = classify(model, about, paths) if paths else []
+        except PipelineError as error:
+            raise gr.Error(str(error).replace(str(paths[0].parent) + "/", "")) from None
+        return answers, 0, describe(about), *answer_views(answers, opacity, 0)
+
+    with gr.Blocks(title="Attention classifier") as page:
+        gr.Markdown("# Where does the model look?\nDrop images, or pick one from the test split.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                choice = gr.Dropdown(choices, value=choices[0], label="Model", elem_id="model")
+                info = gr.Markdown(elem_id="model-info")
+                files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="upload")
+                opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Attention opacity", elem_id="opacity")
+                picks = gr.Gallery(examples, label="Examples from the test split", columns=5, height="auto",
+                                   allow_preview=False, elem_id="examples", visible=bool(examples))  # fmt: skip
+            with gr.Column(scale=2):
+                top = gr.Label(num_top_classes=5, label="Top 5", elem_id="top5")
+                picture = gr.Image(type="pil", label="Attention", elem_id="overlay", interactive=False, height=360)
+                gallery = gr.Gallery(label="All images (select one)", columns=8, height=220, allow_preview=False,
+                                     object_fit="contain", visible=False, elem_id="results")  # fmt: skip
+        answers, selected = gr.State([]), gr.State(0)
+        outputs = [answers, selected, info, gallery, top, picture]
+        files.change(run, [files, choice, opacity], outputs)
+        choice.change(run, [files, choice, opacity], outputs)
+        page.load(run, [files, choice, opacity], outputs)
+        opacity.release(lambda a, o, s: answer_views(a, o, s), [answers, opacity, selected], [gallery, top, picture])
+
+        def pick_example(evt: gr.SelectData):
+            return [examples[evt.index]]
+
+        picks.select(pick_example, None, files)
+
+        def select(a: list[Answer], o: float, evt: gr.SelectData):
+            return evt.index, *answer_views(a, o, evt.index)
+
+        gallery.select(select, [answers, opacity], [selected, gallery, top, picture])
+    return page
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    cfg = load_config()
+    folder = Path(tempfile.mkdtemp(prefix="attention-demo-"))
+    page = build(cfg, Registry(cfg), example_files(cfg, folder))
+    page.launch(server_name="127.0.0.1", server_port=args.port, allowed_paths=[str(folder)], show_error=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,103 @@
+"""Batch prediction as a user runs it: folders in, a CSV out, unreadable files listed, reruns resume."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline import preprocess, train, validate
+from pipeline.core.config import load_config
+from tests.synthetic import small_params, write_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model file trained on the generated dataset, and that dataset's folder."""
+    root = tmp_path_factory.mktemp("predict")
+    images = write_dataset(root / "images", {"train": 40, "test": 10})
+    project = root / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_ROOT", str(project))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cfg = load_config()
+        validate.run(cfg)
+        preprocess.run(cfg)
+        train.run(cfg)
+    return project, images
+
+
+def predict(project, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args), "--model", "models/model.pt"],
+                          cwd=project, capture_output=True, text=True)  # fmt: skip
+
+
+def rows(path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_folder_is_classified_into_a_csv_listing_unreadable_files_and_a_rerun_resumes(trained, tmp_path):
+    project, images = trained
+    folder = tmp_path / "batch"
+    for split in ("train", "test"):
+        for path in (images / split).rglob("*.png"):
+            target = folder / split / path.relative_to(images / split)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (folder / "test" / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".hidden.png").write_bytes(b"")  # hidden: not read
+    out = tmp_path / "predictions.csv"
+
+    done = predict(project, folder, "--out", out, "--top-k", "2", "--workers", "2", "--batch-size", "32")
+    assert done.returncode == 0, done.stderr
+    written = rows(out)
+    assert len(written) == 152 and len({row["path"] for row in written}) == 152
+    assert set(written[0]) == {"path", "class", "probability", "class_2", "probability_2", "error"}
+    classified = [row for row in written if not row["error"]]
+    assert len(classified) == 150
+    assert all(row["class"] in {"bars", "columns", "squares"} for row in classified)
+    assert all(float(row["probability"]) >= float(row["probability_2"]) for row in classified)
+    unreadable = {row["path"]: row["error"] for row in written if row["error"]}
+    assert set(unreadable) == {str(folder / "test" / "broken.png"), str(folder / "notes.txt")}
+    assert all("cannot decode image" in reason for reason in unreadable.values())
+    summary = done.stderr.strip().splitlines()[-1]
+    assert summary.startswith("150 classified, 2 unreadable: ") and summary.endswith(f"-> {out}")
+
+    with out.open("w", newline="") as handle:  # an interrupted run: the header and the first 40 rows
+        writer = csv.DictWriter(handle, fieldnames=list(written[0]))
+        writer.writeheader()
+        writer.writerows(written[:40])
+    resumed = predict(project, folder, "--out", out, "--top-k", "2")
+    assert resumed.returncode == 0 and "40 already in" in resumed.stderr
+    assert sorted(r["path"] for r in rows(out)) == sorted(r["path"] for r in written)
+    again = predict(project, folder, "--out", out, "--top-k", "2")
+    assert "0 classified, 0 unreadable; 152 already in" in again.stderr and len(rows(out)) == 152
+    other_k = predict(project, folder, "--out", out, "--top-k", "3")
+    assert other_k.returncode == 1 and "not a predictions file of this model and --top-k" in other_k.stderr
+
+
+def test_heatmaps_keep_the_folder_layout_and_the_image_size(trained, tmp_path):
+    project, images = trained
+    big = tmp_path / "in" / "a" / "same.png"
+    big.parent.mkdir(parents=True)
+    Image.open(next((images / "test" / "bars").iterdir())).resize((48, 32)).save(big)
+    other = tmp_path / "in" / "b" / "same.png"  # the same name in another folder: no collision
+    other.parent.mkdir(parents=True)
+    other.write_bytes(big.read_bytes())
+    done = predict(project, tmp_path / "in", "--heatmap", tmp_path / "maps")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [line[3] for line in lines] == [str(tmp_path / "maps" / d / "same_attention.png") for d in ("a", "b")]
+    assert Image.open(lines[0][3]).size == (48, 32)
+
+
+def test_a_path_that_does_not_exist_stops_before_anything_runs(trained, tmp_path):
+    project, _ = trained
+    done = predict(project, tmp_path / "nope")
+    assert done.returncode == 1 and done.stderr.strip() == f"error: {tmp_path / 'nope'}: no such image file or folder"
