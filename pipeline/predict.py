@@ -10,8 +10,10 @@ probability, the next classes of the top k with theirs, error). A file that cann
 listed with its reason, not fatal. A rerun with the same `--out` skips the files already in it:
 an interrupted run resumes, a finished one does nothing.
 
-The default model is the registry's champion (`register.model_name` in params.yaml). An `.onnx`
-file (the export stage's) runs in onnxruntime: classifying then needs neither PyTorch nor MLflow.
+The default model is the registry's champion (`register.model_name` in params.yaml), run like the
+evaluate stage runs it (`train.device`, `train.precision`: bf16 where the hardware computes it
+natively; `--precision fp32` gives exactly the served model's figures). An `.onnx` file (the
+export stage's) runs in onnxruntime: classifying then needs neither PyTorch nor MLflow.
 """
 
 from __future__ import annotations
@@ -73,11 +75,13 @@ def onnx_classifier(path: Path) -> Classifier:
     return Classifier(classes, size, channels, run)
 
 
-def torch_classifier(cfg: Config, reference: str) -> Classifier:
-    """A model from a `models:/` (or `runs:/`) MLflow URI, or from a model file path, in PyTorch."""
+def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
+    """A model from a `models:/` (or `runs:/`) MLflow URI, or from a model file path, in PyTorch on
+    `train.device`, in `precision` (auto: bf16 where the hardware computes it natively)."""
     import torch
 
     from pipeline.model.model_file import load_model
+    from pipeline.training.runtime import predict_batches, select_runtime
 
     if reference.startswith(("models:/", "runs:/")):
         import mlflow
@@ -96,21 +100,23 @@ def torch_classifier(cfg: Config, reference: str) -> Classifier:
     else:
         model, info = load_model(Path(reference))
 
+    runtime = select_runtime(cfg.train.device, precision)
+    model = runtime.prepare(model)
+
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            out = model.eval()(torch.from_numpy(images))
-        return out.logits.float().softmax(dim=1).numpy(), out.attention.float().numpy()
+        logits, attention = predict_batches(model, torch.from_numpy(images), len(images), runtime)
+        return logits.softmax(dim=1).numpy(), attention.numpy()
 
     return Classifier(info.classes, info.image_size, info.channels, run)
 
 
-def load_classifier(cfg: Config, reference: str | None) -> Classifier:
+def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
     """`reference` (default: the registry's champion) as a classifier: ONNX files in onnxruntime,
-    everything else in PyTorch."""
+    everything else in PyTorch in `precision` (default: `train.precision`)."""
     reference = reference or f"models:/{cfg.registry.model_name}@champion"
     if reference.endswith(".onnx"):
         return onnx_classifier(Path(reference))
-    return torch_classifier(cfg, reference)
+    return torch_classifier(cfg, reference, precision or cfg.train.precision)
 
 
 def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None = None) -> Path:
@@ -224,13 +230,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, metavar="CSV", help="write a CSV row per image (resumes a partial file)")
     parser.add_argument("--heatmap", type=Path, metavar="DIR", help="write attention overlays into DIR")
     parser.add_argument("--top-k", type=int, default=5, help="classes per image in the CSV (default 5)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--workers", type=int, help="decoding processes (default: one per two cores)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="PyTorch models (default train.precision; auto: bf16 where native)")  # fmt: skip
     args = parser.parse_args()
     if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
         raise PipelineError("--top-k, --batch-size and --workers must be at least 1")
     list_files(args.inputs)  # a typo in a path fails before the model loads
-    classifier = load_classifier(load_config(), args.model)
+    classifier = load_classifier(load_config(), args.model, args.precision)
     started = time.perf_counter()
     tally = classify(args, classifier)
     seconds = time.perf_counter() - started

@@ -62,7 +62,7 @@ def test_an_export_below_the_agreement_floor_keeps_no_file(trained, monkeypatch)
 def test_predict_runs_the_onnx_file_without_pytorch_and_agrees_with_it(trained, tmp_path):
     export.run(trained)
     images = sorted((trained.root.parent / "images" / "test").rglob("*.png"))[::5]
-    by_torch = predict_cli(trained, images, "models/model.pt")
+    by_torch = predict_cli(trained, images, "models/model.pt", "--precision", "fp32")
     by_onnx = predict_cli(trained, images, "models/model.onnx", "--heatmap", str(tmp_path))
     assert [line[:2] for line in by_onnx] == [line[:2] for line in by_torch] and len(by_onnx) == len(images)
     for onnx_line, torch_line in zip(by_onnx, by_torch, strict=True):

@@ -136,10 +136,10 @@ def encoded(image: Image.Image, format: str) -> bytes:
 def test_the_champion_is_served_over_http_from_image_files_and_refuses_bad_requests(repo, first_repro, tmp_path):
     image_file = repo / "data" / "images" / "test" / "bars" / "000.png"
     image = np.array(Image.open(image_file))[None, None]  # 1×1×16×16 uint8
-    cli = run(repo, sys.executable, "-m", "pipeline.predict", str(image_file)).stdout.split("\t")
+    predict = [sys.executable, "-m", "pipeline.predict", "--precision", "fp32"]  # the served model's precision
+    cli = run(repo, *predict, str(image_file)).stdout.split("\t")
     test_files = sorted((repo / "data" / "images" / "test").rglob("*.png"))
-    by_cli = [line.split("\t") for line in run(repo, sys.executable, "-m", "pipeline.predict",
-                                                *map(str, test_files)).stdout.splitlines()]  # fmt: skip
+    by_cli = [line.split("\t") for line in run(repo, *predict, *map(str, test_files)).stdout.splitlines()]
     photo = encoded(Image.open(image_file).convert("RGB").resize((40, 40)), "JPEG")  # another size, mode, format
     bomb = encoded(Image.new("1", (5000, 5000)), "PNG")  # 25 million pixels declared, a few kB sent
     port = free_port()

@@ -67,12 +67,13 @@ def decode_batch(files: list[ImageFile], size: int, channels: int, max_pixels: i
 
 
 def decoded_batches(
-    files: list[ImageFile], size: int, channels: int, batch_size: int = 256,
+    files: list[ImageFile], size: int, channels: int, batch_size: int = 512,
     workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Batch]:  # fmt: skip
-    """The files' batches, decoded by `workers` processes (default: one per core) a few batches ahead
-    of the consumer, yielded in order."""
-    workers = workers or os.cpu_count() or 1
+    """The files' batches, decoded by `workers` processes a few batches ahead of the consumer, yielded
+    in order. By default one per two cores: the model uses the cores too (on 2 cores, one decoding
+    process gave 4,600 images/s against 3,500 with two)."""
+    workers = workers or max(1, (os.cpu_count() or 2) // 2)
     chunks = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
     if workers == 1 or len(chunks) == 1:
         for chunk in chunks:

@@ -115,7 +115,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.model, self.info = load_model(Path(context.artifacts["model_file"]))
 
-    def predict(self, context, model_input: object, params: dict | None = None) -> dict:
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:  # MLflow: no schema
         params = params or {}
         top_k = min(max(int(params.get("top_k", 5)), 1), len(self.info.classes))
         images, pictures = as_images(model_input, self.info)
