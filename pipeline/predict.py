@@ -169,7 +169,7 @@ def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
         tally.skipped = sum(str(file.path) in already for file in files)
         files = [file for file in files if str(file.path) not in already]
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not already and not (args.out.is_file() and args.out.stat().st_size)
+        fresh = not args.out.is_file() or args.out.stat().st_size == 0
         handle = args.out.open("a", newline="")
         writer = csv.writer(handle)
         if fresh:

@@ -15,10 +15,8 @@ metrics and tags of the MLflow run, and in `reports/registration.json`.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
-import io
 import json
 import logging
 import os
@@ -134,7 +132,7 @@ def run(cfg: Config) -> dict:
         )
     accuracy = evaluation["accuracy"]
     test = load_split(paths.processed / "test.pt")
-    example = [png_base64(image) for image in test.images[:2].numpy()]  # what an HTTP client sends
+    example = [serving.png_base64(serving.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
     signature = serving.SIGNATURE
     name = cfg.registry.model_name
 
@@ -213,15 +211,6 @@ def _register(
             "decision": tags["decision"],
             **asdict(decision),
         }
-
-
-def png_base64(image: np.ndarray) -> str:
-    """A uint8 C×H×W image as a base64 PNG file."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image.transpose(1, 2, 0).squeeze(-1)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def comparison_tags(comparison: Comparison | None) -> dict[str, str]:

@@ -27,7 +27,7 @@ MAX_BYTES = 32 * 1024 * 1024
 MAX_IMAGES = 256
 
 
-def describe(cfg: Config, reference: str) -> dict:
+def describe(reference: str) -> dict:
     """Name, version, alias, test accuracy and run of a `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -57,7 +57,7 @@ def load(cfg: Config, reference: str):
     if not reference.startswith("models:/"):
         raise PipelineError(f"--model {reference}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     connect(cfg)
-    about = describe(cfg, reference)
+    about = describe(reference)
     model = mlflow.pyfunc.load_model(reference)
     info = model.unwrap_python_model().info
     about.update(classes=info.classes, image_size=info.image_size, channels=info.channels)

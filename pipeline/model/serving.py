@@ -100,12 +100,15 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[I
     return array.astype(np.uint8), None
 
 
-def overlay_png(picture: Image.Image, attention: np.ndarray) -> str:
-    """The attention over the image, at its own size, as a base64 PNG."""
-    from pipeline.core.overlay import overlay
+def as_picture(image: np.ndarray) -> Image.Image:
+    """A uint8 C×H×W image as a PIL image."""
+    return Image.fromarray(image.transpose(1, 2, 0).squeeze(-1))
 
+
+def png_base64(picture: Image.Image) -> str:
+    """An image as a base64 PNG file (what an HTTP client sends, and what overlays come back as)."""
     buffer = io.BytesIO()
-    overlay(picture, attention).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -134,8 +137,10 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
             "attention": attention,
         }
         if params.get("overlay"):
-            shown = pictures or [Image.fromarray(image.transpose(1, 2, 0).squeeze(-1)) for image in images]
-            answer["overlay"] = [overlay_png(picture, maps) for picture, maps in zip(shown, attention, strict=True)]
+            from pipeline.core.overlay import overlay
+
+            shown = pictures or [as_picture(image) for image in images]
+            answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
         return answer
 
 
