@@ -4,13 +4,15 @@
 
 1. the card and its matrix-multiply limits (TF32 and bf16, 8192³);
 2. a fresh copy of the project, validated and preprocessed by `dvc repro` from FASHION_MNIST_DIR;
-3. training to the end with the test accuracy after every epoch (`bench.time_to_accuracy`), each
-   in a fresh process: the default params with `train.compile` off and on, then the GPU preset
-   (`params.gpu.yaml`); images/s, share of the bf16 limit, seconds to 94 % and 95 %;
-4. the whole training flow (`python -m flows.training`) from nothing, in a fresh copy, with the
-   GPU preset (or `--preset NAME`), timed end to end, the creation of its stores included;
-5. the CUDA tests (`pytest -m cuda`);
-6. the alternatives to the preset that were measured against it, as the budget allows.
+3. the GPU preset's training step, one speed lever at a time (`bench.gpu_step`): batch size,
+   memory layout, fused optimizer; images/s and share of the bf16 limit;
+4. the GPU preset (`params.gpu.yaml`) trained to the end with three seeds, each in a fresh process,
+   with the test accuracy after every epoch (`bench.time_to_accuracy`): seconds to 94 % and 95 %;
+5. the whole training flow (`python -m flows.training`) from nothing, in a fresh copy, with the
+   GPU preset, timed end to end, the creation of its stores included;
+6. the CUDA tests (`pytest -m cuda`: the training path on the GPU, torchrun with NCCL);
+7. as the budget allows: the levers the preset was chosen by, each against it on one seed
+   (ABLATIONS), then `torch.compile`'s modes on the preset's step.
 
 Every step is recorded as it finishes in OUT/gpu.json (a failed step records its error and the
 rest go on); steps that would overrun `--budget` are skipped and say so.
@@ -22,6 +24,7 @@ import argparse
 import datetime
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,23 +41,30 @@ from pipeline.core.paths import project_root
 PROJECT = project_root()
 
 PRESET = PROJECT / "params.gpu.yaml"
-WIDER = {
-    "model.widths": [128, 256, 512], "model.dropout": 0.2, "train.batch_size": 512, "train.epochs": 40,
-    "train.lr": 0.005, "train.augment.max_shift": 2,
+SEEDS = (0, 1, 2)
+ROUND_ONE = {  # the first round's preset (bench/gpu.json of 2026-11-26): 95.13 % and 94.90 % on an H100
+    "model.widths": [96, 192, 384], "model.convs_per_block": 3, "model.dropout": 0.2, "train.epochs": 40,
+    "train.batch_size": 512, "train.lr": 0.005, "train.augment.max_shift": 2, "train.compile": False,
 }  # fmt: skip
-# name -> (overrides of params.yaml, expected seconds on an H100, for the budget). RUNS are the
-# essentials; the flow runs after them, then the CUDA tests, then the alternatives to the preset.
-RUNS: dict[str, tuple[dict, float]] = {
-    "default": ({"train.compile": False}, 30),
-    "default + compile": ({"train.compile": True}, 70),
-    "gpu preset": (read_preset(PRESET), 50),
+# name -> (overrides of the preset, expected seconds): what each lever adds, seed 0, against the preset's seed 0
+ABLATIONS: dict[str, tuple[dict, float]] = {
+    "round-one preset (no erasing)": ({**ROUND_ONE, "train.augment.erasing": 0.0}, 45),
+    "erasing 0.25": ({"train.augment.erasing": 0.25}, 45),
+    "batch 1024, lr 0.007": ({"train.batch_size": 1024, "train.lr": 0.007}, 40),
 }
-EXTRA_RUNS: dict[str, tuple[dict, float]] = {
-    "wider": ({**WIDER, "train.compile": False}, 60),
-    "wider + compile": ({**WIDER, "train.compile": True}, 90),
-}
-FLOW_SECONDS = 150
-NOT_COPIED = (".git", ".gpu", ".venv", ".prefect", "mlflow.db", "models", "data", "cache", "tmp", "__pycache__")
+EAGER_LEVERS = ("eager", "contiguous (NCHW)", "unfused optimizer", "batch 1024", "batch 2048")
+CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/training/test_distributed.py")  # what holds `cuda` tests
+COMPILE_LEVERS = ("compile", "compile max-autotune-no-cudagraphs", "compile reduce-overhead (CUDA graphs)")
+FLOW_SECONDS = 120
+# left out of a fresh copy: at the project's top level, and (the last) anywhere
+NOT_COPIED = {".git", ".gpu", ".venv", ".prefect", "mlflow.db", "models", "data", "cache", "tmp"}
+NOT_COPIED_ANYWHERE = {"__pycache__"}
+
+
+def not_copied(folder: str, names: list[str]) -> set[str]:
+    """shutil.copytree's `ignore`: the project's stores, data and caches, not `pipeline/data`."""
+    top = Path(folder).resolve() == PROJECT
+    return {name for name in names if name in NOT_COPIED_ANYWHERE or (top and name in NOT_COPIED)}
 
 
 class Recorder:
@@ -94,7 +104,7 @@ def run(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProce
 
 def cuda_tests(out: Path) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", *CUDA_TEST_FILES, "-m", "cuda", "-q", "-p", "no:cacheprovider",
          f"--junitxml={out}/cuda.xml"],
         cwd=PROJECT, env=default_run.bench_env(PROJECT), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -107,7 +117,7 @@ def fresh_copy(target: Path, data: Path) -> Path:
     reading Fashion-MNIST from `data` (a git repository where git is installed, else DVC without git)."""
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(PROJECT, target, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    shutil.copytree(PROJECT, target, ignore=not_copied)
     apply_overrides(target, {"data.path": str(data)})
     if shutil.which("git"):
         for args in (("git", "init", "-q"), ("git", "add", "-A"), ("git", "commit", "-qm", "benchmark copy")):
@@ -128,6 +138,33 @@ def training(copy: Path, overrides: dict, timeout: float) -> dict:
     pairs = [f"--set={key}={json.dumps(value)}" for key, value in overrides.items()]
     done = run([sys.executable, "-m", "bench.time_to_accuracy", str(copy), *pairs], PROJECT, timeout)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def step_levers(copy: Path, overrides: dict, levers: tuple[str, ...], limits: dict, timeout: float) -> dict:
+    """`bench.gpu_step` on `levers`: images/s of each, and its share of the bf16 limit."""
+    pairs = [f"--set={key}={json.dumps(value)}" for key, value in overrides.items()]
+    variants = [f"--variant={name}" for name in levers]
+    done = run([sys.executable, "-m", "bench.gpu_step", str(copy), *pairs, *variants], PROJECT, timeout)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for row in result["variants"]:
+        if "images_per_second" in row and "bf16" in limits:
+            row["tflops"] = row["images_per_second"] * result["flops_per_image"] / 1e12
+            row["share_of_bf16_limit"] = row["tflops"] * 1e3 / limits["bf16"]
+    return result
+
+
+def seeds_summary(runs: list[dict]) -> dict:
+    """Mean ± std of the final test accuracy over seeds, and each seed's seconds to 95 %."""
+    accuracies = [run["test_accuracy"] for run in runs]
+    return {
+        "seeds": [run["overrides"]["train.seed"] for run in runs],
+        "test_accuracy_mean": statistics.mean(accuracies),
+        "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "test_accuracy": accuracies,
+        "seconds_to_95": [run["seconds_to_95"] for run in runs],
+        "training_seconds": [run["training_seconds"] for run in runs],
+        "images_per_second": [run["images_per_second"] for run in runs],
+    }
 
 
 def flow(copy: Path, overrides: dict, out: Path, timeout: float) -> dict:
@@ -158,53 +195,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder of Fashion-MNIST's four IDX .gz files")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench")
-    parser.add_argument("--budget", type=float, default=330, help="seconds for the whole benchmark")
+    parser.add_argument("--budget", type=float, default=530, help="seconds for the whole benchmark")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-gpu")
-    parser.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="STEP",
-        help="run only these steps: tests, flow, or a training run's name (repeatable)",
-    )
-    parser.add_argument("--preset", choices=[*RUNS, *EXTRA_RUNS], default="gpu preset", help="the flow's params")
+    steps = ("levers", "seeds", "flow", "tests", "ablations", "compile")
+    parser.add_argument("--only", action="append", default=[], choices=steps, help="run only these steps (repeatable)")
+    parser.add_argument("--ablation", action="append", choices=list(ABLATIONS), help="only these (repeatable)")
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param in every run (a check on the CPU: --set train.epochs=1)")  # fmt: skip
     args = parser.parse_args()
     common = parse_overrides(args.pairs)
-    wanted = set(args.only) or {"tests", "flow", *RUNS, *EXTRA_RUNS}
+    preset = {**read_preset(PRESET), **common}
+    wanted = set(args.only) or set(steps)
     args.out.mkdir(parents=True, exist_ok=True)
     record = Recorder(args.out / "gpu.json", time.monotonic() + args.budget)
+    record.results["preset"] = preset
     cuda = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record.step("machine", 0, machine.describe)
     limits = record.step("matmul_gflops", 0, lambda: machine.matmul_limits(cuda))
     data = args.data.resolve()
     copy = fresh_copy(args.workdir / "project", data)
-    if wanted & {*RUNS, *EXTRA_RUNS}:
+    if wanted - {"flow", "tests"}:
         record.step("prepare", 30, lambda: prepare(copy))
-
-    def train_run(name: str, overrides: dict, expected: float) -> None:
-        if name not in wanted:
-            return
-        run_overrides = {**overrides, **common}
-        result = record.step(f"training: {name}", expected, lambda: training(copy, run_overrides, 3 * expected))
-        if "images_per_second" in result and "bf16" in limits:
-            achieved = result["images_per_second"] * result["flops_per_image"] / 1e9
-            result.update(achieved_gflops=achieved, share_of_bf16_limit=achieved / limits["bf16"])
+    if "levers" in wanted:
+        record.step("step levers", 60, lambda: step_levers(copy, preset, EAGER_LEVERS, limits, 300))
+    if "seeds" in wanted:
+        for seed in SEEDS:
+            record.step(f"preset, seed {seed}", 45, lambda s=seed: training(copy, {**preset, "train.seed": s}, 150))
+        runs = [record.results.get(f"preset, seed {seed}", {}) for seed in SEEDS]
+        if all("test_accuracy" in run for run in runs):
+            record.results["preset seeds"] = seeds_summary(runs)
             record.save()
-
-    for name, (overrides, expected) in RUNS.items():
-        train_run(name, overrides, expected)
     if "flow" in wanted:
         flow_copy = fresh_copy(args.workdir / "flow", data)
-        overrides = {**{**RUNS, **EXTRA_RUNS}[args.preset][0], **common}
-        timed = lambda: flow(flow_copy, overrides, args.out, 3 * FLOW_SECONDS)  # noqa: E731
-        record.step(f"flow: {args.preset}", FLOW_SECONDS, timed)
+        record.step("flow: preset", FLOW_SECONDS, lambda: flow(flow_copy, preset, args.out, 3 * FLOW_SECONDS))
     if "tests" in wanted:
-        record.step("cuda_tests", 90, lambda: cuda_tests(args.out))
-    for name, (overrides, expected) in EXTRA_RUNS.items():
-        train_run(name, overrides, expected)
-    print(json.dumps({k: v for k, v in record.results.items() if not k.startswith("training")}, indent=1)[:3000])
+        record.step("cuda_tests", 100, lambda: cuda_tests(args.out))
+    if "ablations" in wanted:
+        for name in args.ablation or list(ABLATIONS):
+            overrides, expected = ABLATIONS[name]
+            changed = {**preset, **overrides, "train.seed": SEEDS[0], **common}
+            record.step(f"ablation: {name}", expected, lambda o=changed, e=expected: training(copy, o, 3 * e))
+    if "compile" in wanted:
+        record.step("compile levers", 150, lambda: step_levers(copy, preset, COMPILE_LEVERS, limits, 450))
+    print(json.dumps({k: v for k, v in record.results.items() if "seed" not in k}, indent=1)[:3000])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ target.mkdir(exist_ok=True)
 for packed in pathlib.Path(".gpu/data").glob("*.xz"):
     (target / (packed.stem + ".gz")).write_bytes(gzip.compress(lzma.decompress(packed.read_bytes()), compresslevel=1))
 PY
-export PYTHONPATH=$SITE PYTHONUNBUFFERED=1
+export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1  # the project too: tests run its stages from other folders
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export DVC_SITE_CACHE_DIR=/tmp/dvc-site

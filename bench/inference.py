@@ -32,7 +32,7 @@ def measure(project_root: Path) -> dict:
         model = runtime.prepare(load_model(cfg.paths.model_file)[0])
     else:
         meta = json.loads((processed / "meta.json").read_text())
-        model = build_training(cfg, meta, runtime, len(test.labels)).model
+        model = build_training(cfg, meta, runtime, test.labels).model
     batch = cfg.evaluate.batch_size
     predict_batches(model, test.images[:batch], batch, runtime)
     rates = []

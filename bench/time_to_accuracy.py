@@ -32,7 +32,7 @@ def flops_per_image(cfg: Config, meta: dict, data: TensorSplit) -> float:
     """FLOPs of one eager training step (forward, backward, optimizer) per image."""
     eager = cfg.model_copy(update={"train": cfg.train.model_copy(update={"compile": False})})
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
-    training = build_training(eager, meta, runtime, len(data.labels))
+    training = build_training(eager, meta, runtime, data.labels)
     batch = TensorSplit(data.images[: cfg.train.batch_size], data.labels[: cfg.train.batch_size])
     with FlopCounterMode(display=False) as counter:
         train_epoch(training, batch, eager.train, runtime, epoch=1)
@@ -48,9 +48,9 @@ def measure(root: Path, overrides: dict) -> dict:
     train = TensorSplit(full.images.to(runtime.device), full.labels.to(runtime.device))
     test = load_split(processed / "test.pt")
     flops = flops_per_image(cfg, meta, train)
-    training = build_training(cfg, meta, runtime, len(train.labels))
+    training = build_training(cfg, meta, runtime, train.labels)
     epochs, trained = [], 0.0
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(1, training.plan.epochs + 1):
         row = train_epoch(training, train, cfg.train, runtime, epoch)
         trained += row["seconds"]
         started = time.perf_counter()
@@ -70,7 +70,7 @@ def measure(root: Path, overrides: dict) -> dict:
         "overrides": overrides,
         "widths": cfg.model.widths,
         "convs_per_block": cfg.model.convs_per_block,
-        "batch_size": cfg.train.batch_size,
+        "batch_size": training.plan.batch_size,
         "runtime": runtime.name,
         "compile": cfg.train.compile,
         "epochs": epochs,

@@ -62,7 +62,7 @@ def measure(project_root: Path, variant: str, images: int, count_flops: bool) ->
     data = TensorSplit(full.images[:images].to(runtime.device), full.labels[:images].to(runtime.device))
     batch = cfg.train.batch_size
     measured_images = (1 + 3) * batch + len(data.labels)  # the schedule must cover every measured step
-    training = build_training(cfg, meta, runtime, max(len(full.labels), measured_images))
+    training = build_training(cfg, meta, runtime, full.labels.repeat(-(-measured_images // len(full.labels))))
     result: dict = {"variant": variant, "runtime": runtime.name, "batch_size": batch}
     one_batch = TensorSplit(data.images[:batch], data.labels[:batch])
     if count_flops:

@@ -1,11 +1,13 @@
 """Stage 4, evaluate: the trained model on the test split, logged to the training run in MLflow.
 
-Writes `metrics/eval.json` (accuracy, macro-F1, per-class precision/recall/F1, throughput, and
-the attention checks of `pipeline/model/attention_checks.py`: attention on near-empty regions,
-deletion AUC in the attention's order vs Grad-CAM's and a random order, and where boxes are known
-the pointing game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
+Writes `metrics/eval.json` (accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
+ROC AUC and average precision of each class against the rest, throughput, and the attention
+checks of `pipeline/model/attention_checks.py`: attention on near-empty regions, deletion AUC in
+the attention's order vs Grad-CAM's and a random order, and where boxes are known the pointing
+game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
-`plots/attention_overlays.png` and `plots/deletion_curves.png`.
+`plots/roc_pr.png` (ROC and precision-recall curves), `plots/attention_overlays.png` and
+`plots/deletion_curves.png`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+)
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
@@ -35,18 +44,38 @@ log = logging.getLogger(__name__)
 
 
 def classification_metrics(true: list[int], predicted: list[int], classes: list[str]) -> dict:
-    """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
+    """Accuracy, balanced accuracy (the mean recall of the classes), macro-F1 and per-class
+    precision, recall, F1 and support."""
     labels = list(range(len(classes)))
     report = classification_report(
         true, predicted, labels=labels, target_names=classes, output_dict=True, zero_division=0
     )
     return {
         "accuracy": accuracy_score(true, predicted),
+        "balanced_accuracy": report["macro avg"]["recall"],
         "macro_f1": f1_score(true, predicted, labels=labels, average="macro", zero_division=0),
         "per_class": {
             name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in classes
         },
     }
+
+
+def ranking_metrics(true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    """ROC AUC and average precision of each class against the rest (a class absent from the test
+    split: None), and their macro means over the classes that have them."""
+    per_class = {}
+    for index, name in enumerate(classes):
+        positive = true == index
+        both = 0 < positive.sum() < len(true)
+        per_class[name] = {
+            "roc_auc": float(roc_auc_score(positive, probabilities[:, index])) if both else None,
+            "average_precision": float(average_precision_score(positive, probabilities[:, index])) if both else None,
+        }
+    means = {}
+    for key in ("roc_auc", "average_precision"):
+        values = [m[key] for m in per_class.values() if m[key] is not None]
+        means[key] = float(np.mean(values)) if values else None
+    return {**means, "per_class": per_class}
 
 
 def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -114,6 +143,11 @@ def run(cfg: Config) -> dict:
     true = test.labels
     classes = info.classes
     metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
+    probabilities = torch.softmax(logits, 1).numpy()
+    ranking = ranking_metrics(true.numpy(), probabilities, classes)
+    metrics["roc_auc"], metrics["average_precision"] = ranking["roc_auc"], ranking["average_precision"]
+    for name, values in ranking["per_class"].items():
+        metrics["per_class"][name].update(values)
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
@@ -125,6 +159,7 @@ def run(cfg: Config) -> dict:
         names.to_csv(temporary, index=False)
     matrix = confusion_matrix(true, predicted, labels=list(range(len(classes))))
     figures.confusion_matrix(matrix, classes, paths.plots / "confusion_matrix.png")
+    figures.roc_and_precision_recall(true.numpy(), probabilities, classes, paths.plots / "roc_pr.png")
     count = min(cfg.evaluate.overlay_images, len(true))
     chosen = torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
     pairs = [(classes[t], classes[p]) for t, p in zip(true[chosen], predicted[chosen], strict=True)]
@@ -140,7 +175,10 @@ def run(cfg: Config) -> dict:
         mlflow.log_metrics(
             {
                 "test_accuracy": metrics["accuracy"],
+                "test_balanced_accuracy": metrics["balanced_accuracy"],
                 "test_macro_f1": metrics["macro_f1"],
+                **{f"test_{key}": metrics[key] for key in ("roc_auc", "average_precision") if metrics[key] is not None},
+                **{f"test_recall_{name}": m["recall"] for name, m in metrics["per_class"].items()},
                 "inference_images_per_second": metrics["inference_images_per_second"],
                 **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
                 **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS},
@@ -150,6 +188,7 @@ def run(cfg: Config) -> dict:
         )
         mlflow.log_artifact(str(paths.metrics / "eval.json"), "metrics")
         mlflow.log_artifact(str(paths.plots / "confusion_matrix.png"), "plots")
+        mlflow.log_artifact(str(paths.plots / "roc_pr.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "deletion_curves.png"), "plots")
     log.info(

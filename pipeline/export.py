@@ -2,10 +2,11 @@
 
 Reads `models/model.pt` and the test split; writes `models/model.onnx` (a dynamic batch of uint8
 images N×C×H×W in; `logits` N×classes and `attention` N×h×w out) and `metrics/export.json`: the
-largest logit difference and the top-1 agreement with PyTorch over the whole test split, run in
-onnxruntime, and both runtimes' throughput. Below `export.min_agreement` the stage fails and keeps
-no file. `export.quantize: true` also writes `models/model.int8.onnx` (dynamic int8 weights) with
-its test accuracy next to the float model's. The numbers go to the model's MLflow run too.
+largest logit difference and the top-1 agreement with PyTorch over `export.parity_images` test
+images (a fixed random sample; 0: the whole split), run in onnxruntime, and both runtimes'
+throughput. Below `export.min_agreement` the stage fails and keeps no file. `export.quantize: true`
+also writes `models/model.int8.onnx` (dynamic int8 weights) with its accuracy next to the float
+model's. The numbers go to the model's MLflow run too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.tracking import resume_run
-from pipeline.data.splits import load_split
+from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import onnx_file
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
@@ -62,11 +63,19 @@ def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: 
     return float((logits.argmax(1) == labels).mean())
 
 
+def parity_sample(split: TensorSplit, size: int) -> TensorSplit:
+    """The test images the check runs on: a fixed random `size` of them (0: all), the same every run."""
+    if not size or size >= len(split.labels):
+        return split
+    chosen = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(0))[:size].sort().values
+    return TensorSplit(split.images[chosen], split.labels[chosen])
+
+
 def run(cfg: Config) -> dict:
     """Export the model to ONNX, compare it with PyTorch on the test split, write the report."""
     paths, settings = cfg.paths, cfg.export
     model, info = load_model(paths.model_file)
-    test = load_split(paths.processed / "test.pt")
+    test = parity_sample(load_split(paths.processed / "test.pt"), settings.parity_images)
     images, labels = test.images.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
     (reference, _), torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)
@@ -79,8 +88,8 @@ def run(cfg: Config) -> dict:
         agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
         if agreement < settings.min_agreement:
             raise PipelineError(
-                f"{paths.onnx_file}: the ONNX model agrees with PyTorch on only {agreement:.2%} of the test split "
-                f"(export.min_agreement {settings.min_agreement:.2%}); nothing was exported"
+                f"{paths.onnx_file}: the ONNX model agrees with PyTorch on only {agreement:.2%} of "
+                f"{len(labels)} test images (export.min_agreement {settings.min_agreement:.2%}); nothing was exported"
             )
     report = {
         "model_sha256": file_sha256(paths.model_file),

@@ -2,8 +2,9 @@
 
 Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metrics/history.csv`
 and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the one before it) is
-written after every epoch: running the stage again after an interruption, even a kill, resumes
-from the last good one, in the same MLflow run. With `train.processes: N` (or under torchrun) it
+written after an epoch once `train.checkpoint_seconds` have passed since the last one: running the
+stage again after an interruption, even a kill, resumes from the last good one, in the same MLflow
+run. With `train.processes: N` (or under torchrun) it
 trains data-parallel (`pipeline/training/distributed.py`); the steps themselves are in
 `pipeline/training/steps.py`. The run names its training data as an MLflow dataset and records
 what changed in it since the champion's (`pipeline/data/mlflow_dataset.py`).
@@ -43,7 +44,7 @@ def fingerprint(cfg: Config, meta: dict) -> str:
     settings = {
         "data": cfg.data.model_dump(),
         "model": cfg.model.model_dump(),
-        "train": cfg.train.model_dump(),
+        "train": cfg.train.model_dump(exclude={"checkpoint_seconds"}),
         "meta": meta,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -80,7 +81,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
     train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
-    training = build_training(cfg, meta, runtime, len(train_data.labels), ranks)
+    training = build_training(cfg, meta, runtime, train_data.labels, ranks)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     expected = fingerprint(cfg, meta)
@@ -93,18 +94,19 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     if checkpoint:
         history, run_id, first_epoch = checkpoint["history"], checkpoint["run_id"], checkpoint["epoch"] + 1
     if not ranks.is_main:
-        for epoch in range(first_epoch, cfg.train.epochs + 1):
+        for epoch in range(first_epoch, training.plan.epochs + 1):
             train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)
         return None
 
     version = data_version(cfg)
     log.info(
-        "train: %s × %d, %d train / %d val images, data %s",
+        "train: %s × %d, %d train / %d val images, data %s; %s",
         runtime.name,
         ranks.world_size,
         len(train_data.labels),
         len(val_data.labels),
         version,
+        training.plan.describe(),
     )
     # MLflow would tag a new run with this machine's absolute path of the script
     source_tag = None if run_id else {"mlflow.source.name": "pipeline/train.py"}
@@ -112,12 +114,20 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
         if checkpoint is None:
             mlflow.log_params(cfg.as_flat_params())
             commit = git_commit(cfg.root)
-            mlflow.set_tags({"data_version": version, "git_commit": commit, "runtime": runtime.name})
+            mlflow.log_params({
+                "plan.batch_size": training.plan.batch_size, "plan.epochs": training.plan.epochs,
+                "plan.steps": training.plan.steps,
+            })  # fmt: skip
+            mlflow.set_tags({
+                "data_version": version, "git_commit": commit, "runtime": runtime.name,
+                "plan": training.plan.describe(),
+            })  # fmt: skip
             dataset = log_training_data(cfg, version, commit)
             champion = current_champion(mlflow.MlflowClient(), cfg.registry.model_name)
             if champion is not None:
                 log_changes(dataset.df, champion.run_id, f"champion version {champion.version}")
-        for epoch in range(first_epoch, cfg.train.epochs + 1):
+        last_checkpoint = time.monotonic()
+        for epoch in range(first_epoch, training.plan.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)}
             started = time.perf_counter()
@@ -128,18 +138,22 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             log.info(
                 "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s",
-                epoch, cfg.train.epochs, row["train_loss"], row["train_accuracy"],
+                epoch, training.plan.epochs, row["train_loss"], row["train_accuracy"],
                 row["val_loss"], row["val_accuracy"], row["images_per_second"],
             )  # fmt: skip
-            save_checkpoint(paths.checkpoint, {
-                "fingerprint": expected, "epoch": epoch, "run_id": active.info.run_id, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            })  # fmt: skip
+            if time.monotonic() - last_checkpoint >= cfg.train.checkpoint_seconds:
+                save_checkpoint(paths.checkpoint, {
+                    "fingerprint": expected, "epoch": epoch, "run_id": active.info.run_id, "history": history,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                })  # fmt: skip
+                last_checkpoint = time.monotonic()
 
         frame = pd.DataFrame(history)
         last = history[-1]
         metrics = {
             "epochs": len(history),
+            "batch_size": training.plan.batch_size,
+            "steps": training.plan.steps,
             "train_loss": last["train_loss"],
             "train_accuracy": last["train_accuracy"],
             "val_loss": last["val_loss"],

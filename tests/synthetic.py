@@ -48,7 +48,15 @@ def small_params(image_path: str, **sections: dict) -> dict:
         "data": {"source": "imagefolder", "path": image_path, "image_size": 16, "val_fraction": 0.2},
         "validate": {"min_images_per_class": 5},
         "model": {"widths": [8, 16], "attention_dim": 8},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "augment": {"hflip": True, "max_shift": 1}},  # 16 px
+        "train": {
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 0.01,
+            "augment": {"hflip": True, "max_shift": 1},  # 16 px
+            "checkpoint_seconds": 0,  # after every epoch, as the resume tests expect
+            "min_steps": 0,
+            "min_steps_per_epoch": 1,  # the batch and epochs as given (tests/training/test_plan.py)
+        },
         "evaluate": {"overlay_images": 4},
         "register": {"min_accuracy": 0.0},
     }

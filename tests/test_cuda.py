@@ -17,6 +17,7 @@ from pipeline.core.config import AugmentConfig, load_config
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model.model_file import load_model
 from pipeline.training import steps
+from pipeline.training.augment import augment
 from pipeline.training.runtime import predict_batches, select_runtime
 
 pytestmark = pytest.mark.cuda
@@ -40,8 +41,8 @@ def test_augment_on_the_gpu_flips_and_shifts_whole_images_reproducibly():
     images = torch.zeros((256, 1, 12, 12), dtype=torch.uint8, device="cuda")
     images[:, :, 5, 3] = 255  # one bright pixel, off the vertical axis: a flip moves it to column 8
     cfg = AugmentConfig(hflip=True, max_shift=2)
-    out = steps.augment(images, cfg, torch.Generator(device="cuda").manual_seed(0))
-    again = steps.augment(images, cfg, torch.Generator(device="cuda").manual_seed(0))
+    out = augment(images, cfg, torch.Generator(device="cuda").manual_seed(0))
+    again = augment(images, cfg, torch.Generator(device="cuda").manual_seed(0))
     assert out.device.type == "cuda" and out.dtype == torch.uint8 and torch.equal(out, again)
     bright = (out[:, 0] == 255).nonzero()
     assert len(bright) == 256  # every image keeps its one pixel: whole images move, nothing is cut
@@ -89,7 +90,7 @@ def test_compiled_training_matches_eager_training(prepared):
             **CUDA, "train.compile": compiled, "train.batch_size": 20, "train.epochs": 2, "model.dropout": 0.0,
         })  # fmt: skip
         assert len(data.labels) % cfg.train.batch_size  # a short last batch
-        training = steps.build_training(cfg, meta, runtime, len(data.labels))
+        training = steps.build_training(cfg, meta, runtime, data.labels)
         losses[compiled] = [steps.train_epoch(training, data, cfg.train, runtime, e)["train_loss"] for e in (1, 2)]
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=0.05, atol=0.02)
     assert losses[False][1] < losses[False][0]  # and it learns

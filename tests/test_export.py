@@ -14,7 +14,7 @@ import torch
 from pipeline import export, preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
-from pipeline.data.splits import load_split
+from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import onnx_file
 from pipeline.model.model_file import load_model
 
@@ -94,3 +94,13 @@ def test_a_missing_or_foreign_onnx_file_is_named(trained, tmp_path):
         done = subprocess.run([sys.executable, "-m", "pipeline.predict", str(image), "--model", model],
                               cwd=trained.root, capture_output=True, text=True)  # fmt: skip
         assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_parity_check_runs_on_a_fixed_sample_of_the_test_split():
+    split = TensorSplit(torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1), torch.arange(100))
+    sample = export.parity_sample(split, 10)
+    assert len(sample.labels) == 10 and len(set(sample.labels.tolist())) == 10
+    assert torch.equal(sample.images[:, 0, 0, 0].long(), sample.labels)  # images stay with their labels
+    assert torch.equal(export.parity_sample(split, 10).labels, sample.labels)  # the same every run
+    assert not torch.equal(sample.labels, torch.arange(10))  # spread over the split, not its start
+    assert export.parity_sample(split, 0) is split and export.parity_sample(split, 500) is split

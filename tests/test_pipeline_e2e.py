@@ -60,11 +60,14 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
     for path in ("models/model.pt", "models/model.onnx", "metrics/export.json",
                  "metrics/train.json", "metrics/eval.json", "metrics/history.csv",
                  "metrics/predictions.csv", "plots/confusion_matrix.png", "plots/attention_overlays.png",
-                 "plots/training_curves.png", "reports/validation.json", "reports/registration.json"):  # fmt: skip
+                 "plots/roc_pr.png", "plots/training_curves.png", "reports/validation.json",
+                 "reports/registration.json"):  # fmt: skip
         assert (repo / path).is_file(), path
     evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
     assert set(evaluation["per_class"]) == {"bars", "columns", "squares"}
     assert 0 <= evaluation["accuracy"] <= 1 and evaluation["test_images"] == 30
+    assert 0 <= evaluation["balanced_accuracy"] <= 1 and 0 <= evaluation["roc_auc"] <= 1
+    assert all(0 <= m["average_precision"] <= 1 for m in evaluation["per_class"].values())
 
 
 def test_great_expectations_names_the_data_and_its_version(repo, first_repro):

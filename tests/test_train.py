@@ -54,20 +54,26 @@ def test_the_run_names_its_training_data_as_an_mlflow_dataset(prepared):
     assert [r.info.run_id for r in found] == [result.run_id]
 
 
+def crash_in_epoch(monkeypatch, epoch: int):
+    """Make the train stage stop with KeyboardInterrupt when epoch `epoch` starts; returns the real step."""
+    real_epoch = train.train_epoch
+
+    def crashing(*args, **kwargs):
+        if args[-1] == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", crashing)
+    return real_epoch
+
+
 def test_interrupted_training_resumes_from_its_checkpoint(prepared, monkeypatch):
     cfg = load_config(overrides={"train.epochs": 2})
     uninterrupted = train.run(cfg)
     reference = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
 
-    real_epoch = train.train_epoch
-
-    def crash_in_epoch_two(*args, **kwargs):
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
     cfg.paths.model_file.unlink()
-    monkeypatch.setattr(train, "train_epoch", crash_in_epoch_two)
+    real_epoch = crash_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     assert cfg.paths.checkpoint.is_file() and not cfg.paths.model_file.exists()
@@ -81,6 +87,16 @@ def test_interrupted_training_resumes_from_its_checkpoint(prepared, monkeypatch)
     weights = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
     for name, tensor in reference.items():
         torch.testing.assert_close(weights[name], tensor, msg=name)
+
+
+def test_checkpoints_wait_for_train_checkpoint_seconds(prepared, monkeypatch):
+    cfg = load_config(overrides={"train.epochs": 3, "train.checkpoint_seconds": 3600})
+    real_epoch = crash_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    assert not cfg.paths.checkpoint.exists()  # two epochs done, an hour not passed: none written
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    assert list(train.run(cfg).history["epoch"]) == [1, 2, 3]  # started over
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(prepared):
@@ -100,14 +116,7 @@ def test_corrupt_checkpoint_starts_over(prepared):
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(prepared, monkeypatch):
     cfg = load_config(overrides={"train.epochs": 3})
-    real_epoch = train.train_epoch
-
-    def crash_in_epoch_three(*args, **kwargs):
-        if args[-1] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", crash_in_epoch_three)
+    real_epoch = crash_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     assert torch.load(checkpoints.previous(cfg.paths.checkpoint), weights_only=True)["epoch"] == 1

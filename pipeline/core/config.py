@@ -77,12 +77,22 @@ class ModelConfig(_Section):
 
 class AugmentConfig(_Section):
     hflip: bool = True
-    max_shift: int = Field(2, ge=0)
+    vflip: bool = False  # for top-down images: aerial, scans, microscopy, inspection
+    rot90: bool = False  # quarter turns, likewise
+    max_shift: int = Field(4, ge=0)
+    zoom: float = Field(1.0, ge=1.0, le=4.0)  # random resized crop: up to this zoom, anywhere in the image
+    rotate: float = Field(0.0, ge=0, le=180)  # random rotation within ± this many degrees
+    brightness: float = Field(0.0, ge=0, lt=1)  # pixel values times 1 ± up to this
+    contrast: float = Field(0.0, ge=0, lt=1)  # distance from the image's mean times 1 ± up to this
+    erasing: float = Field(0.0, ge=0, le=1)  # share of images with one rectangle replaced by noise
 
 
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
+    min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
+    min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
+    class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -96,6 +106,7 @@ class TrainConfig(_Section):
     processes: int = Field(1, ge=1)
     freeze_epochs: int = Field(0, ge=0)
     backbone_lr: float | None = Field(None, gt=0)
+    checkpoint_seconds: float = Field(60, ge=0)  # a checkpoint after an epoch once this long since the last
 
 
 class EvaluateConfig(_Section):
@@ -107,6 +118,7 @@ class EvaluateConfig(_Section):
 class ExportConfig(_Section):
     batch_size: int = Field(512, ge=1)
     min_agreement: float = Field(0.999, ge=0, le=1)
+    parity_images: int = Field(2000, ge=0)  # test images checked against PyTorch (0: all)
     quantize: bool = False
 
 

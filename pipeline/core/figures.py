@@ -50,6 +50,26 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> None
     _save(figure, path)
 
 
+def roc_and_precision_recall(true: np.ndarray, probabilities: np.ndarray, classes: list[str], path: Path) -> None:
+    """ROC and precision-recall curves on the test split, one per class against the rest (the
+    positive class's alone for a two-class task)."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    figure, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    shown = [1] if len(classes) == 2 else range(len(classes))
+    for index in shown:
+        positive, score = true == index, probabilities[:, index]
+        chance = index == shown[0]
+        RocCurveDisplay.from_predictions(positive, score, ax=roc, name=classes[index], plot_chance_level=chance)
+        PrecisionRecallDisplay.from_predictions(positive, score, ax=pr, name=classes[index])
+    roc.set_title("ROC (test)")
+    pr.set_title("Precision-recall (test)")
+    for axis in (roc, pr):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    _save(figure, path)
+
+
 def attention_overlays(
     images: torch.Tensor, attention: torch.Tensor, titles: list[str], path: Path,
     colours: list[str] | None = None, boxes: torch.Tensor | None = None,

@@ -34,6 +34,7 @@ class Ranks:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    grouped: bool = False  # in a process group (torchrun started it), even one of a single rank
 
     @property
     def is_main(self) -> bool:
@@ -63,13 +64,13 @@ class Ranks:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """`values` summed over all ranks (in place)."""
-        if self.world_size > 1:
+        if self.grouped:
             dist.all_reduce(values)
         return values
 
     def from_main(self, value: object) -> object:
         """Rank 0's `value` (anything picklable), on every rank."""
-        if self.world_size == 1:
+        if not self.grouped:
             return value
         box = [value]
         dist.broadcast_object_list(box, src=0)
@@ -78,7 +79,7 @@ class Ranks:
     def wrap(self, model: nn.Module, some_frozen: bool = False) -> nn.Module:
         """The model as the training steps run it: in DistributedDataParallel across ranks
         (`some_frozen`: some parameters get no gradient in some steps)."""
-        if self.world_size == 1:
+        if not self.grouped:
             return model
         device_ids = [self.local_rank] if next(model.parameters()).is_cuda else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=some_frozen)
@@ -108,17 +109,20 @@ def die_with_launcher() -> None:
 
 @contextmanager
 def process_group(use_cuda: bool) -> Iterator[Ranks]:
-    """Join the ranks torchrun started (NCCL on GPUs, gloo on the CPU); one process: no group."""
-    if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
+    """Join the ranks torchrun started (NCCL on GPUs, gloo on the CPU), also a single one, so that
+    `torchrun --nproc_per_node 1` runs the multi-GPU code path; a plain process: no group."""
+    if not launched():
         yield ONE_PROCESS
         return
     die_with_launcher()
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend)
+    log.info("train: rank %d of %d, %s process group", dist.get_rank(), dist.get_world_size(), backend)
     try:
-        yield Ranks(dist.get_rank(), local_rank, dist.get_world_size())
+        yield Ranks(dist.get_rank(), local_rank, dist.get_world_size(), grouped=True)
     finally:
         dist.destroy_process_group()
 

@@ -9,33 +9,16 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.core.config import AugmentConfig, Config, TrainConfig
+from pipeline.core.config import Config, TrainConfig
 from pipeline.data.splits import TensorSplit
 from pipeline.model.network import AttentionCNN
+from pipeline.training.augment import augment
 from pipeline.training.distributed import ONE_PROCESS, Ranks
+from pipeline.training.plan import Plan, plan_training
 from pipeline.training.runtime import Runtime, predict_batches
-
-
-def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to `max_shift` pixels, on a whole uint8 batch at once."""
-    batch, _, height, width = images.shape
-    device = images.device
-    if cfg.hflip:
-        flip = torch.rand(batch, generator=generator, device=device) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(3), images)
-    if cfg.max_shift:
-        shift = cfg.max_shift
-        padded = F.pad(images, (shift, shift, shift, shift))
-        dy, dx = torch.randint(0, 2 * shift + 1, (2, batch), generator=generator, device=device)
-        rows = dy[:, None] + torch.arange(height, device=device)
-        cols = dx[:, None] + torch.arange(width, device=device)
-        batch_index = torch.arange(batch, device=device)[:, None, None]
-        images = padded[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    return images
 
 
 def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -74,26 +57,37 @@ class Training:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     loss_fn: nn.Module
+    plan: Plan  # the batch size and epochs, adapted to the training split's size
 
 
 def build_training(
-    cfg: Config, meta: dict, runtime: Runtime, train_images: int, ranks: Ranks = ONE_PROCESS
+    cfg: Config, meta: dict, runtime: Runtime, train_labels: torch.Tensor, ranks: Ranks = ONE_PROCESS
 ) -> Training:
-    """The seeded model, optimizer, learning-rate schedule and loss for `train_images` per epoch."""
+    """The seeded model, optimizer, learning-rate schedule and loss for an epoch of `train_labels`."""
     torch.manual_seed(cfg.train.seed)
+    classes = len(meta["classes"])
     model = AttentionCNN(
-        cfg.model, meta["channels"], len(meta["classes"]), meta["mean"], meta["std"], pretrained=cfg.model.pretrained
+        cfg.model, meta["channels"], classes, meta["mean"], meta["std"], pretrained=cfg.model.pretrained
     )
     model = runtime.prepare(model)
     optimizer = make_optimizer(model, cfg.train)
-    steps_per_epoch = ranks.steps_per_epoch(train_images, cfg.train.batch_size)
-    schedule = make_schedule(optimizer, cfg.train, cfg.train.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    plan = plan_training(cfg.train, len(train_labels), ranks)
+    schedule = make_schedule(optimizer, cfg.train, plan.steps)
+    weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.train.label_smoothing).to(runtime.device)
 
     step_model = ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0)
     if cfg.train.compile:  # the training steps only: validation is a small share, not worth a second graph
         step_model = torch.compile(step_model)
-    return Training(model, step_model, optimizer, schedule, loss_fn)
+    return Training(model, step_model, optimizer, schedule, loss_fn, plan)
+
+
+def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Each class weighed by 1 / its share of `labels`: n / (classes present · n_class), as
+    scikit-learn's 'balanced' (1.0 each for balanced data); a class without images gets no weight."""
+    counts = torch.bincount(labels.cpu(), minlength=classes).float()
+    present = int((counts > 0).sum())
+    return torch.where(counts > 0, len(labels) / (present * counts.clamp(min=1)), 0.0)
 
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
@@ -122,12 +116,14 @@ def train_epoch(
     torch.manual_seed((cfg.seed + epoch) * ranks.world_size + ranks.rank)
     generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
     order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=runtime.device))
-    batch_size = ranks.per_rank_batch(cfg.batch_size)
+    batch_size = ranks.per_rank_batch(training.plan.batch_size)
     total_loss = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
     seen, start = 0, time.perf_counter()
     batches = range(0, len(order), batch_size)
-    progress = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None if ranks.is_main else True)
+    progress = tqdm(
+        batches, desc=f"epoch {epoch}/{training.plan.epochs}", leave=False, disable=None if ranks.is_main else True
+    )
     for step, first in enumerate(progress):
         index = order[first : first + batch_size]
         images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=runtime.memory_format)

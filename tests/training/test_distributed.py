@@ -110,6 +110,19 @@ def test_two_processes_train_like_one_log_one_run_write_one_model_and_resume_aft
     assert len(all_runs(cfg)) == 3
 
 
+@pytest.mark.parametrize(("device", "backend"), [("cpu", "gloo"), pytest.param("cuda", "nccl", marks=pytest.mark.cuda)])
+def test_torchrun_with_one_process_runs_the_data_parallel_path_and_trains_like_the_plain_run(prepared, device, backend):
+    set_train(prepared, epochs=8, device=device)
+    finished(train_stage(prepared, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    plain, _ = trained(prepared)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    done = subprocess.run([*torchrun, "-m", "pipeline.train"], cwd=prepared.root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"rank 0 of 1, {backend} process group" in done.stderr and f"{device}/" in done.stderr
+    launched, _ = trained(prepared)
+    assert abs(launched["val_accuracy"] - plain["val_accuracy"]) <= 0.05 and launched["val_accuracy"] >= 0.8
+
+
 def test_a_failing_rank_fails_the_stage_with_one_line(prepared):
     set_train(prepared, processes=2, batch_size=33)
     done = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=prepared.root, capture_output=True, text=True)

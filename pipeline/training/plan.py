@@ -1,0 +1,57 @@
+"""How long and in what batches to train, from the params and the size of the training split.
+
+The same params must train well on 1,000 and on 1,000,000 images. Two rules adapt them:
+- an epoch has at least `train.min_steps_per_epoch` steps: the batch is cut to the training
+  images over that number, rounded down to a power of two, never below 8, so a small set gets
+  small batches, hence many steps, instead of a few steps that barely move the weights;
+- the run has at least `train.min_steps` optimizer steps: `train.epochs` grows until it does.
+On Fashion-MNIST (54,000 training images, batch 256, 14 epochs: 2,954 steps) neither applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline.core.config import TrainConfig
+from pipeline.training.distributed import ONE_PROCESS, Ranks
+
+SMALLEST_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The batch size, epochs and optimizer steps a run uses, and why they differ from the params."""
+
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        why = "; ".join(self.reasons) or "as the params say"
+        return f"batch {self.batch_size}, {self.epochs} epochs, {self.steps} steps ({why})"
+
+
+def plan_training(cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCESS) -> Plan:
+    """The plan for `train_images` training images under `cfg`, split over `ranks`."""
+    reasons = []
+    batch = cfg.batch_size
+    per_step = max(1, train_images // cfg.min_steps_per_epoch)
+    largest = max(SMALLEST_BATCH, 2 ** math.floor(math.log2(per_step)))
+    largest = max(largest, ranks.world_size)  # every rank needs at least one image per step
+    if batch > largest:
+        reasons.append(
+            f"batch_size {batch} gives under min_steps_per_epoch {cfg.min_steps_per_epoch} on {train_images} images"
+        )
+        batch = largest - largest % ranks.world_size
+    steps_per_epoch = ranks.steps_per_epoch(train_images, batch)
+    epochs = cfg.epochs
+    if epochs * steps_per_epoch < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        reasons.append(f"{cfg.epochs} epochs are {cfg.epochs * steps_per_epoch} steps, under min_steps {cfg.min_steps}")
+    return Plan(batch, epochs, steps_per_epoch, tuple(reasons))

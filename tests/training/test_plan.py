@@ -1,0 +1,59 @@
+"""The training plan: the same params give small data smaller batches and more epochs, and leave
+large data as the params say."""
+
+import pytest
+import torch
+
+from pipeline import preprocess, train, validate
+from pipeline.core.config import TrainConfig, load_config
+from pipeline.training.distributed import Ranks
+from pipeline.training.plan import plan_training
+from pipeline.training.steps import class_weights
+
+DEFAULTS = load_config().train  # the project's params.yaml
+
+
+def test_fashion_mnist_trains_as_the_params_say():
+    plan = plan_training(DEFAULTS, 54_000)
+    assert (plan.batch_size, plan.epochs) == (DEFAULTS.batch_size, DEFAULTS.epochs) and not plan.reasons
+
+
+def test_a_small_set_gets_smaller_batches_and_more_epochs():
+    plan = plan_training(DEFAULTS, 1771)  # a small inspection set
+    assert plan.batch_size == 32  # 1771 / 32 steps = 55 images, rounded down to a power of two
+    assert plan.steps_per_epoch >= DEFAULTS.min_steps_per_epoch and plan.steps >= DEFAULTS.min_steps
+    assert plan.epochs > DEFAULTS.epochs and len(plan.reasons) == 2 and "min_steps 1000" in plan.describe()
+
+
+@pytest.mark.parametrize("images", [1, 7, 100, 1000, 10_000, 1_000_000])
+def test_the_plan_holds_its_rules_at_any_size(images):
+    plan = plan_training(DEFAULTS, images)
+    assert 8 <= plan.batch_size <= DEFAULTS.batch_size and plan.batch_size & (plan.batch_size - 1) == 0
+    assert plan.steps >= DEFAULTS.min_steps and plan.epochs >= DEFAULTS.epochs
+    assert plan.steps_per_epoch >= min(DEFAULTS.min_steps_per_epoch, -(-images // 8))
+
+
+def test_the_batch_splits_over_the_processes():
+    plan = plan_training(TrainConfig(batch_size=256, min_steps_per_epoch=32), 1000, Ranks(0, 0, 3))
+    assert plan.batch_size % 3 == 0 and plan.batch_size <= 32
+
+
+def test_balanced_class_weights_undo_the_imbalance():
+    labels = torch.tensor([0] * 70 + [1] * 30)
+    weights = class_weights(labels, 3)
+    assert torch.allclose(weights[:2] * torch.tensor([70.0, 30.0]), torch.tensor([50.0, 50.0]))
+    assert weights[2] == 0  # no images: no weight
+    assert torch.equal(class_weights(torch.arange(10) % 2, 2), torch.ones(2))  # balanced data: unchanged
+
+
+def test_the_train_stage_follows_and_records_the_plan(project):
+    import mlflow
+
+    validate.run(project)
+    preprocess.run(project)
+    cfg = load_config(overrides={"train.min_steps": 30, "train.min_steps_per_epoch": 8, "train.batch_size": 64})
+    result = train.run(cfg)
+    assert result.metrics["batch_size"] == 8 and result.metrics["steps"] >= 30  # ~96 images: 96 / 8 = 12 → 8
+    assert result.metrics["epochs"] == len(result.history) > cfg.train.epochs
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["plan.batch_size"] == "8" and "min_steps 30" in run.data.tags["plan"]
