@@ -1,7 +1,7 @@
 """A real example with human-drawn boxes: tree crowns in NEON aerial images, end to end.
 
     pip install --no-deps deepforest==2.1.0          # its wheel ships the images; nothing else of it is used
-    python -m bench.neon_crowns [--workdir DIR] [--before]
+    python -m bench.neon_crowns [--seeds 2] [--workdir DIR] [--before]
 
 The data: the four NEON RGB tiles (10 cm per pixel) with hand-drawn tree-crown boxes that the
 `deepforest` wheel ships in its `data/` folder (Pascal VOC XML; 951 boxes over three sites). The
@@ -107,8 +107,9 @@ def build(source: Path, target: Path, seed: int = 0) -> dict[str, dict[str, int]
     return counts
 
 
-def measure(root: Path, params: dict, name: str) -> dict:
-    """Train and evaluate with `params`; the figures of the run."""
+def measure(root: Path, params: dict, name: str, seed: int) -> dict:
+    """Train and evaluate with `params` and `train.seed` `seed`; the figures of the run."""
+    params = {**params, "train": {**params["train"], "seed": seed}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     seconds, _ = run(root, sys.executable, "-m", "pipeline.train")
     run(root, sys.executable, "-m", "pipeline.evaluate")
@@ -116,7 +117,7 @@ def measure(root: Path, params: dict, name: str) -> dict:
     evaluated = json.loads((root / "metrics" / "eval.json").read_text())
     checked = evaluated["attention"]
     return {
-        "defaults": name, "train_seconds": round(seconds, 1), "batch_size": trained["batch_size"],
+        "defaults": name, "seed": seed, "train_seconds": round(seconds, 1), "batch_size": trained["batch_size"],
         "epochs": trained["epochs"], "steps": trained["steps"],
         "test_accuracy": evaluated["accuracy"], "balanced_accuracy": evaluated["balanced_accuracy"],
         "roc_auc": evaluated["roc_auc"],
@@ -134,16 +135,19 @@ def markdown(output: dict) -> str:
         "default params except the data section:"
     )
     rows = [
-        "| defaults | batch × epochs (steps) | test accuracy | balanced accuracy | recall crown / open "
-        "| pointing game: attention / Grad-CAM (centre) | mass in box: attention / Grad-CAM (area) | train |",
-        "|---|---|---|---|---|---|---|---|",
+        "| defaults | seed | batch × epochs (steps) | test accuracy | balanced accuracy | recall crown / open "
+        "| pointing game: attention / Grad-CAM (centre) | mass in box: attention / Grad-CAM (area) "
+        "| deletion AUC: attention / Grad-CAM (random) | train |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in output["runs"]:
         rows.append(
-            f"| {r['defaults']} | {r['batch_size']} × {r['epochs']} ({r['steps']}) | {r['test_accuracy']:.1%} "
-            f"| {r['balanced_accuracy']:.1%} | {r['recall_crown']:.1%} / {r['recall_open']:.1%} "
+            f"| {r['defaults']} | {r['seed']} | {r['batch_size']} × {r['epochs']} ({r['steps']}) "
+            f"| {r['test_accuracy']:.1%} | {r['balanced_accuracy']:.1%} "
+            f"| {r['recall_crown']:.1%} / {r['recall_open']:.1%} "
             f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
             f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}) "
             f"| {r['train_seconds']:.0f} s |"
         )
     return head + "\n\n" + "\n".join(rows)
@@ -152,6 +156,7 @@ def markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.neon_crowns", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-neon")
+    parser.add_argument("--seeds", type=int, default=2, help="train.seed 0, 1, …")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
     args = parser.parse_args()
     root = copy_project(PROJECT, args.workdir / "project")
@@ -161,14 +166,16 @@ def main() -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(root, sys.executable, "-m", "pipeline.validate")
     run(root, sys.executable, "-m", "pipeline.preprocess")
-    runs = [measure(root, params, "this version's")]
-    print(json.dumps(runs[-1]), flush=True)
+    variants = {"this version's": params}
     if args.before:
-        before = yaml.safe_load(yaml.safe_dump(params))
+        variants["before 2026-11-27"] = yaml.safe_load(yaml.safe_dump(params))
         for section, values in BEFORE.items():
-            before[section].update(values)
-        runs.append(measure(root, before, "before 2026-11-27"))
-        print(json.dumps(runs[-1]), flush=True)
+            variants["before 2026-11-27"][section].update(values)
+    runs = []
+    for name, variant in variants.items():
+        for seed in range(args.seeds):
+            runs.append(measure(root, variant, name, seed))
+            print(json.dumps(runs[-1]), flush=True)
     images = {split: sum(by_class.values()) for split, by_class in counts.items()}
     output = {"patch": PATCH, "images": images, "per_class": counts, "runs": runs}
     (PROJECT / "bench" / "neon_crowns.json").write_text(json.dumps(output, indent=2) + "\n")

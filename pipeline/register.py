@@ -6,8 +6,9 @@ model file and its ONNX export). It becomes `champion` only when
 - it answers the champion's task: the same class names in the same order, input channels and
   image size (else it stays a challenger: another task belongs under another `register.model_name`);
 - on the same test images (this run's test split, scored by both models' own files), it beats the
-  champion by more than `register.min_delta`, and an exact McNemar test of the images only one of
-  the two gets right gives p < `register.max_p_value` (null: no test).
+  champion in `register.metric` (accuracy, balanced_accuracy or macro_f1) by more than
+  `register.min_delta`, and an exact McNemar test of the images only one of the two gets right
+  gives p < `register.max_p_value` (null: no test).
 With no champion yet, the first rule alone decides. The champion's accuracy recorded when it was
 registered is kept as history only. The comparison, decision and reason are tags on the version,
 metrics and tags of the MLflow run, and in `reports/registration.json`.
@@ -82,11 +83,11 @@ def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | N
     return None if accuracy is None else float(accuracy)
 
 
-def correct_answers(model: AttentionCNN, test: TensorSplit, cfg: Config) -> np.ndarray:
-    """Which test images `model` classifies right, on the device and precision evaluation uses."""
+def predicted_classes(model: AttentionCNN, test: TensorSplit, cfg: Config) -> np.ndarray:
+    """The class `model` gives each test image, on the device and precision evaluation uses."""
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     logits, _ = predict_batches(runtime.prepare(copy.deepcopy(model)), test.images, cfg.evaluate.batch_size, runtime)
-    return (logits.argmax(1) == test.labels).numpy()
+    return logits.argmax(1).numpy()
 
 
 def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, champion: ModelVersion | None,
@@ -101,7 +102,8 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, f"the champion (version {version}) cannot be scored here ({error})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
-    comparison = compare(correct_answers(model, test, cfg), correct_answers(champion_net, test, cfg), version)
+    challenger, incumbent = predicted_classes(model, test, cfg), predicted_classes(champion_net, test, cfg)
+    comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.registry.metric)
     return decide(accuracy, comparison, cfg.registry), comparison
 
 

@@ -78,3 +78,38 @@ def test_the_attention_benchmark_summarises_each_pooling_over_its_seeds():
                                      "epochs": 1, "seeds": 2})  # fmt: skip
     assert "| soft | 85.0 ± 7.1 % | 50.0 ± 0.0 % / 45.0 ± 0.0 % (40.0 ± 0.0 %) |" in text
     assert "| none | 70.0 ± 0.0 % | uniform / 45.0 ± 0.0 % (40.0 ± 0.0 %) |" in text
+
+
+def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_rule(tmp_path):
+    """bench.neon_crowns' rule on a made-up tile: a crown patch holds its whole box, an open patch
+    touches no box, and the test split comes from the tile's bottom quarter only."""
+    import numpy as np
+    from PIL import Image
+
+    from bench import neon_crowns
+
+    pixels = np.random.default_rng(0).integers(0, 255, (400, 300, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 50, 40], [200, 320, 240, 360], [100, 150, 200, 260]])  # the last: too big
+    patches = neon_crowns.cut_tile(pixels, boxes, np.random.default_rng(0))
+    crowns = {split: [p for p in found if p[0] == "crown"] for split, found in patches.items()}
+    assert [len(crowns["train"]), len(crowns["test"])] == [1, 1]
+    for split, found in patches.items():
+        for label, patch, box in found:
+            assert patch.shape == (neon_crowns.PATCH, neon_crowns.PATCH, 3)
+            if label == "crown":
+                x0, y0, x1, y1 = box
+                assert 0 <= x0 < x1 <= neon_crowns.PATCH and 0 <= y0 < y1 <= neon_crowns.PATCH
+    xml = tmp_path / "tile.xml"
+    objects = "".join(
+        f"<object><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+        for a, b, c, d in boxes
+    )
+    xml.write_text(f"<annotation><filename>tile.png</filename>{objects}</annotation>")
+    Image.fromarray(pixels).save(tmp_path / "tile.png")
+    counts = neon_crowns.build(tmp_path, tmp_path / "out")
+    assert counts["train"]["crown"] == counts["test"]["crown"] == 1 and counts["test"]["open"] > 0
+    lines = (tmp_path / "out" / "boxes.csv").read_text().splitlines()
+    assert lines[0] == "path,x_min,y_min,x_max,y_max" and len(lines) == 3
+    opened = np.asarray(Image.open(next((tmp_path / "out" / "test" / "open").iterdir())))
+    test_rows = pixels[300:]  # the bottom quarter
+    assert any((test_rows[y : y + 64, x : x + 64] == opened).all() for y in range(0, 37) for x in range(0, 237, 64))

@@ -26,7 +26,8 @@ def paired(only_challenger: int, only_champion: int, both: int = 900, neither: i
     """A comparison on images that both models get right, neither does, or only one of them."""
     challenger = [True] * both + [False] * neither + [True] * only_challenger + [False] * only_champion
     champion = [True] * both + [False] * neither + [False] * only_challenger + [True] * only_champion
-    return compare(np.array(challenger), np.array(champion), champion_version="1")
+    true = np.zeros(len(challenger), int)  # right: class 0; wrong: class 1
+    return compare(true, ~np.array(challenger) * 1, ~np.array(champion) * 1, champion_version="1")
 
 
 def test_compare_counts_the_discordant_pairs_and_runs_the_exact_mcnemar_test():
@@ -238,3 +239,22 @@ def test_what_changed_in_the_data_since_the_champion_goes_with_the_new_run_and_v
     assert tags["data_changes"] == expected and tags["data_version"] == second["data"]["version"]
     changes = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/data/changes.json")
     assert changes["per_class"]["squares"]["added"] == 4 and changes["new_images"] == 150 + 12 - 1
+
+
+def test_a_named_metric_decides_what_beating_the_champion_means():
+    """900 majority and 100 minority images: a challenger that finds 20 more minority images and
+    loses 40 majority ones is worse in accuracy but better in balanced accuracy."""
+    true = np.array([0] * 900 + [1] * 100)
+    champion = np.array([0] * 990 + [1] * 10)  # every majority image, 10 of the minority
+    challenger = champion.copy()
+    challenger[970:990] = 1  # 20 more minority images...
+    challenger[:40] = 1  # ...for 40 majority ones
+    by_accuracy = compare(true, challenger, champion, "1")
+    by_balanced = compare(true, challenger, champion, "1", metric="balanced_accuracy")
+    assert by_accuracy.gain == pytest.approx(-0.02) and by_accuracy.test == "McNemar"
+    assert by_balanced.gain == pytest.approx((860 / 900 + 0.3) / 2 - (1 + 0.1) / 2)
+    assert by_balanced.test == "permutation" and by_balanced.p_value < 0.05
+    assert not decide(0.9, by_accuracy, POLICY).promote and decide(0.9, by_balanced, POLICY).promote
+    assert "balanced_accuracy" in by_balanced.summary() and "champion_shared_balanced_accuracy" in by_balanced.figures()
+    same = compare(true, champion, champion, "1", metric="macro_f1")
+    assert same.p_value == 1.0 and same.gain == 0  # the same answers: nothing to tell apart

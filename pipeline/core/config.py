@@ -125,6 +125,7 @@ class ExportConfig(_Section):
 class RegisterConfig(_Section):
     model_name: str = Field("attention-classifier", min_length=1)
     min_accuracy: float = Field(0.0, ge=0, le=1)
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"  # what "beats the champion" means
     min_delta: float = Field(0.0, ge=0)
     max_p_value: float | None = Field(0.05, gt=0, le=1)
 

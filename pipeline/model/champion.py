@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
@@ -21,53 +22,98 @@ DIFFERENT_TASK = "a different task; use another register.model_name"
 CHAMPION, CHALLENGER = "champion", "challenger"  # the registry's aliases
 
 
+METRICS = {  # what `register.metric` may name: the score the gain is measured in
+    "accuracy": accuracy_score,
+    "balanced_accuracy": balanced_accuracy_score,
+    "macro_f1": lambda true, predicted: f1_score(true, predicted, average="macro", zero_division=0),
+}
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Challenger and champion on the same test images (the challenger's test split)."""
 
     champion_version: str
     images: int
+    metric: str  # register.metric: the score the gain is measured in
+    challenger_score: float
+    champion_score: float
     challenger_accuracy: float
     champion_accuracy: float
     only_challenger_right: int  # discordant pairs: images one model gets right and the other wrong
     only_champion_right: int
-    p_value: float  # exact McNemar test: two-sided binomial test of the discordant pairs at 1/2
+    p_value: float  # accuracy: exact McNemar test; other metrics: a paired permutation test of the metric
+
+    @property
+    def test(self) -> str:
+        return "McNemar" if self.metric == "accuracy" else "permutation"
 
     @property
     def gain(self) -> float:
-        return self.challenger_accuracy - self.champion_accuracy
+        return self.challenger_score - self.champion_score
 
     def figures(self) -> dict[str, float]:
         """The numbers, under the names the version's tags and the MLflow run's metrics give them."""
+        scores = {
+            f"challenger_shared_{self.metric}": self.challenger_score,
+            f"champion_shared_{self.metric}": self.champion_score,
+        }
         return {
             "shared_test_images": self.images,
             "challenger_shared_accuracy": self.challenger_accuracy,
             "champion_shared_accuracy": self.champion_accuracy,
+            **scores,
             "only_challenger_right": self.only_challenger_right,
             "only_champion_right": self.only_champion_right,
-            "mcnemar_p_value": self.p_value,
+            f"{self.test.lower()}_p_value": self.p_value,
         }
 
     def summary(self) -> str:
         return (
-            f"on the same {self.images} test images: {self.challenger_accuracy:.4f} vs the champion's "
-            f"{self.champion_accuracy:.4f} (version {self.champion_version}); only it right on "
+            f"on the same {self.images} test images: {self.metric} {self.challenger_score:.4f} vs the champion's "
+            f"{self.champion_score:.4f} (version {self.champion_version}); only it right on "
             f"{self.only_challenger_right}, only the champion on {self.only_champion_right}; "
-            f"McNemar p = {self.p_value:.3g}"
+            f"{self.test} p = {self.p_value:.3g}"
         )
 
 
-def compare(challenger_correct: np.ndarray, champion_correct: np.ndarray, champion_version: str) -> Comparison:
-    """The paired comparison of two models' right (True) and wrong answers on the same images."""
-    challenger_correct, champion_correct = np.asarray(challenger_correct, bool), np.asarray(champion_correct, bool)
+def compare(
+    true: np.ndarray, challenger: np.ndarray, champion: np.ndarray, champion_version: str, metric: str = "accuracy"
+) -> Comparison:
+    """The paired comparison of two models' predicted classes on the same images of classes `true`:
+    `metric` for each; for accuracy McNemar's exact test of the images only one of them gets right,
+    for another metric a paired permutation test of it."""
+    true, challenger, champion = (np.asarray(a) for a in (true, challenger, champion))
+    challenger_correct, champion_correct = challenger == true, champion == true
     only_challenger = int((challenger_correct & ~champion_correct).sum())
     only_champion = int((~challenger_correct & champion_correct).sum())
     discordant = only_challenger + only_champion
-    p_value = binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
+    score = METRICS[metric]
+    if metric != "accuracy":
+        p_value = permutation_p_value(true, challenger, champion, score)
+    else:
+        p_value = binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
     return Comparison(
-        champion_version, len(challenger_correct), float(challenger_correct.mean()), float(champion_correct.mean()),
-        only_challenger, only_champion, float(p_value),
+        champion_version, len(true), metric, float(score(true, challenger)), float(score(true, champion)),
+        float(challenger_correct.mean()), float(champion_correct.mean()), only_challenger, only_champion,
+        float(p_value),
     )  # fmt: skip
+
+
+def permutation_p_value(true: np.ndarray, first: np.ndarray, second: np.ndarray, score, rounds: int = 999) -> float:
+    """Two-sided paired permutation test (approximate randomisation): how often swapping the two
+    models' answers on random images gives a difference in `score` at least as large as theirs."""
+    observed = abs(score(true, first) - score(true, second))
+    differ = first != second
+    if not differ.any():
+        return 1.0
+    rng = np.random.default_rng(0)
+    as_large = 0
+    for _ in range(rounds):
+        swap = differ & (rng.random(len(true)) < 0.5)
+        a, b = np.where(swap, second, first), np.where(swap, first, second)
+        as_large += abs(score(true, a) - score(true, b)) >= observed - 1e-12
+    return (as_large + 1) / (rounds + 1)
 
 
 def task_difference(challenger: ModelInfo, champion: ModelInfo) -> str | None:

@@ -3,7 +3,9 @@
 The same params must train well on 1,000 and on 1,000,000 images. Two rules adapt them:
 - an epoch has at least `train.min_steps_per_epoch` steps: the batch is cut to the training
   images over that number, rounded down to a power of two, never below 8, so a small set gets
-  small batches, hence many steps, instead of a few steps that barely move the weights;
+  small batches, hence many steps, instead of a few steps that barely move the weights; the
+  learning rates scale with the square root of the cut (batch 256 → 16: × 1/4), as is usual for
+  Adam-type optimizers, so the smaller steps are not also noisier ones;
 - the run has at least `train.min_steps` optimizer steps: `train.epochs` grows until it does.
 On Fashion-MNIST (54,000 training images, batch 256, 14 epochs: 2,954 steps) neither applies.
 """
@@ -26,6 +28,7 @@ class Plan:
     batch_size: int
     epochs: int
     steps_per_epoch: int
+    lr_scale: float = 1.0  # the learning rates' factor, for the batch's cut
     reasons: tuple[str, ...] = ()
 
     @property
@@ -34,7 +37,8 @@ class Plan:
 
     def describe(self) -> str:
         why = "; ".join(self.reasons) or "as the params say"
-        return f"batch {self.batch_size}, {self.epochs} epochs, {self.steps} steps ({why})"
+        scaled = f", learning rates × {self.lr_scale:.3g}" if self.lr_scale != 1 else ""
+        return f"batch {self.batch_size}, {self.epochs} epochs, {self.steps} steps{scaled} ({why})"
 
 
 def plan_training(cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCESS) -> Plan:
@@ -49,9 +53,10 @@ def plan_training(cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCES
             f"batch_size {batch} gives under min_steps_per_epoch {cfg.min_steps_per_epoch} on {train_images} images"
         )
         batch = largest - largest % ranks.world_size
+    lr_scale = math.sqrt(batch / cfg.batch_size)
     steps_per_epoch = ranks.steps_per_epoch(train_images, batch)
     epochs = cfg.epochs
     if epochs * steps_per_epoch < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps_per_epoch)
         reasons.append(f"{cfg.epochs} epochs are {cfg.epochs * steps_per_epoch} steps, under min_steps {cfg.min_steps}")
-    return Plan(batch, epochs, steps_per_epoch, tuple(reasons))
+    return Plan(batch, epochs, steps_per_epoch, lr_scale, tuple(reasons))

@@ -21,20 +21,20 @@ from pipeline.training.plan import Plan, plan_training
 from pipeline.training.runtime import Runtime, predict_batches
 
 
-def make_optimizer(model: AttentionCNN, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer; with `train.backbone_lr`, the feature extractor learns at that rate, the rest at `lr`."""
+def make_optimizer(model: AttentionCNN, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """The optimizer at `lr` × `lr_scale`; with `train.backbone_lr`, the feature extractor learns at
+    that rate (× `lr_scale`), the rest at `lr`."""
+    lr = cfg.lr * lr_scale
     params: list = list(model.parameters())
     if cfg.backbone_lr is not None:
         backbone = list(model.features.parameters())
         in_backbone = set(backbone)
         head = [p for p in model.parameters() if p not in in_backbone]
-        params = [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.backbone_lr}]
+        params = [{"params": head, "lr": lr}, {"params": backbone, "lr": cfg.backbone_lr * lr_scale}]
     fused = next(model.parameters()).is_cuda  # one kernel for the whole update on CUDA
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=fused
-        )
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_schedule(
@@ -70,8 +70,8 @@ def build_training(
         cfg.model, meta["channels"], classes, meta["mean"], meta["std"], pretrained=cfg.model.pretrained
     )
     model = runtime.prepare(model)
-    optimizer = make_optimizer(model, cfg.train)
     plan = plan_training(cfg.train, len(train_labels), ranks)
+    optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
     weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.train.label_smoothing).to(runtime.device)

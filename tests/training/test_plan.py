@@ -15,12 +15,14 @@ DEFAULTS = load_config().train  # the project's params.yaml
 
 def test_fashion_mnist_trains_as_the_params_say():
     plan = plan_training(DEFAULTS, 54_000)
-    assert (plan.batch_size, plan.epochs) == (DEFAULTS.batch_size, DEFAULTS.epochs) and not plan.reasons
+    assert (plan.batch_size, plan.epochs, plan.lr_scale) == (DEFAULTS.batch_size, DEFAULTS.epochs, 1)
+    assert not plan.reasons
 
 
 def test_a_small_set_gets_smaller_batches_and_more_epochs():
     plan = plan_training(DEFAULTS, 1771)  # a small inspection set
     assert plan.batch_size == 32  # 1771 / 32 steps = 55 images, rounded down to a power of two
+    assert plan.lr_scale == (32 / DEFAULTS.batch_size) ** 0.5 and "learning rates × 0.354" in plan.describe()
     assert plan.steps_per_epoch >= DEFAULTS.min_steps_per_epoch and plan.steps >= DEFAULTS.min_steps
     assert plan.epochs > DEFAULTS.epochs and len(plan.reasons) == 2 and "min_steps 1000" in plan.describe()
 
@@ -57,3 +59,5 @@ def test_the_train_stage_follows_and_records_the_plan(project):
     assert result.metrics["epochs"] == len(result.history) > cfg.train.epochs
     run = mlflow.get_run(result.run_id)
     assert run.data.params["plan.batch_size"] == "8" and "min_steps 30" in run.data.tags["plan"]
+    peak = result.history["lr"].max()  # batch 64 → 8: onecycle's peak at lr × √(8/64)
+    assert cfg.train.lr * 0.5 * (8 / 64) ** 0.5 < peak <= cfg.train.lr * (8 / 64) ** 0.5 + 1e-9
