@@ -93,7 +93,7 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
     patches = neon_crowns.cut_tile(pixels, boxes, np.random.default_rng(0))
     crowns = {split: [p for p in found if p[0] == "crown"] for split, found in patches.items()}
     assert [len(crowns["train"]), len(crowns["test"])] == [1, 1]
-    for split, found in patches.items():
+    for found in patches.values():
         for label, patch, box in found:
             assert patch.shape == (neon_crowns.PATCH, neon_crowns.PATCH, 3)
             if label == "crown":

@@ -62,8 +62,8 @@ def roc_and_precision_recall(true: np.ndarray, probabilities: np.ndarray, classe
         chance = index == shown[0]
         RocCurveDisplay.from_predictions(positive, score, ax=roc, name=classes[index], plot_chance_level=chance)
         PrecisionRecallDisplay.from_predictions(positive, score, ax=pr, name=classes[index])
-    roc.set_title("ROC (test)")
-    pr.set_title("Precision-recall (test)")
+    roc.set(title="ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
+    pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
     for axis in (roc, pr):
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")

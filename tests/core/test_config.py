@@ -97,3 +97,12 @@ def test_a_key_with_a_line_break_is_named_on_one_line(tmp_path):
 
 def test_the_significance_test_can_be_turned_off(tmp_path):
     assert load_config(write(tmp_path, {"register": {"max_p_value": None}})).registry.max_p_value is None
+
+
+def test_the_code_defaults_are_the_committed_params():
+    """One set of defaults: a params file without a key gets what params.yaml documents."""
+    from pipeline.core.config import Config, flatten
+
+    in_code = flatten(Config().model_dump(by_alias=True, mode="json"))
+    documented = flatten(load_config(PROJECT / "params.yaml").model_dump(by_alias=True, mode="json"))
+    assert {key: (in_code[key], value) for key, value in documented.items() if in_code[key] != value} == {}

@@ -49,6 +49,7 @@ def test_without_pretraining_the_same_photo_is_not_recognised():
 
 
 def pretrained_cfg(**values) -> ModelConfig:
+    values = {"output_stride": None, **values}  # the backbone's own stride (the default, 4, is seed_cnn's)
     return ModelConfig(backbone="efficientnet_lite0", pretrained=True, attention_dim=16, dropout=0.0, **values)
 
 
@@ -76,7 +77,7 @@ def test_torchvision_backbones_load_a_users_weights_file(tmp_path):
     torch.manual_seed(1)
     file = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), file)
-    cfg = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(file))
+    cfg = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(file), output_stride=None)
     model = AttentionCNN(cfg, 1, 3, pretrained=True)
     torch.testing.assert_close(model.features[0].weight, torch.load(file, weights_only=True)["conv1.weight"])
     assert model(torch.zeros((1, 1, 64, 64), dtype=torch.uint8)).attention.shape == (1, 2, 2)
@@ -129,7 +130,7 @@ def test_frozen_epochs_train_the_head_only_then_the_backbone_learns(project):
 
 
 def test_the_backbone_gets_its_own_learning_rate(project):
-    model = AttentionCNN(ModelConfig(widths=[4], attention_dim=4), 1, 2)
+    model = AttentionCNN(ModelConfig(widths=[4], attention_dim=4, output_stride=None), 1, 2)
     optimizer = make_optimizer(model, TrainConfig(lr=0.01, backbone_lr=0.001))
     head, backbone = optimizer.param_groups
     assert (head["lr"], backbone["lr"]) == (0.01, 0.001)
@@ -158,10 +159,10 @@ def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
 @pytest.mark.parametrize(
     ("model", "size", "side"),
     [
-        ({"backbone": "seed_cnn", "widths": [8, 16, 32]}, 28, 3),  # its own stride: 8
+        ({"backbone": "seed_cnn", "widths": [8, 16, 32], "output_stride": None}, 28, 3),  # its own stride: 8
         ({"backbone": "seed_cnn", "widths": [8, 16, 32], "output_stride": 4}, 28, 7),
         ({"backbone": "seed_cnn", "widths": [8, 16, 32], "output_stride": 1}, 28, 28),
-        ({"backbone": "resnet18"}, 32, 4),
+        ({"backbone": "resnet18", "output_stride": None}, 32, 4),
         ({"backbone": "resnet18", "output_stride": 2}, 32, 16),
         ({"backbone": "vgg11_bn", "output_stride": 8}, 64, 8),
         ({"backbone": "efficientnet_lite0", "output_stride": 16}, 64, 4),
