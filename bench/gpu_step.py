@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from bench import time_to_accuracy
 from flows.training import parse_overrides
 from pipeline.core.config import load_config
 from pipeline.data.splits import TensorSplit, load_split
@@ -76,17 +76,13 @@ def measure(root: Path, overrides: dict, variant: str, images: int) -> dict:
 
 
 def flops_per_image(root: Path, overrides: dict) -> float:
-    """FLOPs of one eager training step (forward, backward, optimizer) per image."""
-    cfg = load_config(root / "params.yaml", {**overrides, "train.compile": False})
+    """FLOPs of one eager training step per image (`bench.time_to_accuracy`'s count)."""
+    cfg = load_config(root / "params.yaml", overrides)
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     meta = json.loads((root / "data" / "processed" / "meta.json").read_text())
     full = load_split(root / "data" / "processed" / "train.pt")
-    batch = cfg.train.batch_size
-    data = TensorSplit(full.images[:batch].to(runtime.device), full.labels[:batch].to(runtime.device))
-    training = build_training(cfg, meta, runtime, data.labels)
-    with FlopCounterMode(display=False) as counter:
-        train_epoch(training, data, cfg.train, runtime, epoch=1)
-    return counter.get_total_flops() / batch
+    data = TensorSplit(full.images.to(runtime.device), full.labels.to(runtime.device))
+    return time_to_accuracy.flops_per_image(cfg, meta, data)
 
 
 def main() -> None:

@@ -87,8 +87,8 @@ class RunSummary:
         return (
             f"- **Against the champion** (version {c['champion_version']}, the same {c['images']} test images): "
             f"{c['metric']} {c['challenger_score']:.4f} vs {c['champion_score']:.4f}; only the new model right on "
-            f"{c['only_challenger_right']}, only the champion on {c['only_champion_right']}; exact McNemar "
-            f"p = {c['p_value']:.3g}\n"
+            f"{c['only_challenger_right']}, only the champion on {c['only_champion_right']}; "
+            f"{c.get('test', 'McNemar')} p = {c['p_value']:.3g}\n"
         )
 
     def markdown(self) -> str:

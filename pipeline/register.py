@@ -7,8 +7,9 @@ model file and its ONNX export). It becomes `champion` only when
   image size (else it stays a challenger: another task belongs under another `register.model_name`);
 - on the same test images (this run's test split, scored by both models' own files), it beats the
   champion in `register.metric` (accuracy, balanced_accuracy or macro_f1) by more than
-  `register.min_delta`, and an exact McNemar test of the images only one of the two gets right
-  gives p < `register.max_p_value` (null: no test).
+  `register.min_delta`, significantly: p < `register.max_p_value` (null: no test) in an exact
+  McNemar test of the images only one of the two gets right (accuracy) or a paired permutation
+  test of the metric (the others).
 With no champion yet, the first rule alone decides. The champion's accuracy recorded when it was
 registered is kept as history only. The comparison, decision and reason are tags on the version,
 metrics and tags of the MLflow run, and in `reports/registration.json`.

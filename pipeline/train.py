@@ -4,10 +4,10 @@ Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metric
 and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the one before it) is
 written after an epoch once `train.checkpoint_seconds` have passed since the last one: running the
 stage again after an interruption, even a kill, resumes from the last good one, in the same MLflow
-run. With `train.processes: N` (or under torchrun) it
-trains data-parallel (`pipeline/training/distributed.py`); the steps themselves are in
-`pipeline/training/steps.py`. The run names its training data as an MLflow dataset and records
-what changed in it since the champion's (`pipeline/data/mlflow_dataset.py`).
+run. With `train.processes: N` (or under torchrun) it trains data-parallel
+(`pipeline/training/distributed.py`); the steps themselves are in `pipeline/training/steps.py`,
+their batch size and length in `pipeline/training/plan.py`. The run names its training data as an
+MLflow dataset and records what changed in it since the champion's (`pipeline/data/mlflow_dataset.py`).
 """
 
 from __future__ import annotations

@@ -42,11 +42,8 @@ class Comparison:
     champion_accuracy: float
     only_challenger_right: int  # discordant pairs: images one model gets right and the other wrong
     only_champion_right: int
-    p_value: float  # accuracy: exact McNemar test; other metrics: a paired permutation test of the metric
-
-    @property
-    def test(self) -> str:
-        return "McNemar" if self.metric == "accuracy" else "permutation"
+    p_value: float
+    test: str  # what gave p: "McNemar" (exact, for accuracy) or "permutation" (paired, of another metric)
 
     @property
     def gain(self) -> float:
@@ -89,14 +86,14 @@ def compare(
     only_champion = int((~challenger_correct & champion_correct).sum())
     discordant = only_challenger + only_champion
     score = METRICS[metric]
-    if metric != "accuracy":
-        p_value = permutation_p_value(true, challenger, champion, score)
+    if metric == "accuracy":
+        test, p_value = "McNemar", binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
     else:
-        p_value = binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
+        test, p_value = "permutation", permutation_p_value(true, challenger, champion, score)
     return Comparison(
         champion_version, len(true), metric, float(score(true, challenger)), float(score(true, champion)),
         float(challenger_correct.mean()), float(champion_correct.mean()), only_challenger, only_champion,
-        float(p_value),
+        float(p_value), test,
     )  # fmt: skip
 
 
