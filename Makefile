@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-# Shared servers (see "Scaling out" in README.md); all listen on 127.0.0.1 only.
+# Shared servers (see "Scaling out" in docs/guide.md); all listen on 127.0.0.1 only.
 MLFLOW_SERVER_PORT  ?= 5050
 MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
 PREFECT_PORT        ?= 4200
