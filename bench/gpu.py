@@ -54,7 +54,7 @@ ABLATIONS: dict[str, tuple[dict, float]] = {
 }
 EAGER_LEVERS = ("eager", "contiguous (NCHW)", "unfused optimizer", "batch 1024", "batch 2048")
 CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/training/test_distributed.py")  # what holds `cuda` tests
-COMPILE_LEVERS = ("compile", "compile max-autotune-no-cudagraphs", "compile reduce-overhead (CUDA graphs)")
+COMPILE_LEVERS = ("eager", "compile", "compile max-autotune-no-cudagraphs", "compile reduce-overhead (CUDA graphs)")
 FLOW_SECONDS = 120
 # left out of a fresh copy: at the project's top level, and (the last) anywhere
 NOT_COPIED = {".git", ".gpu", ".venv", ".prefect", "mlflow.db", "models", "data", "cache", "tmp"}

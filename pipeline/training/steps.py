@@ -91,10 +91,13 @@ def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
-    """Loss and accuracy of the model on a split."""
+    """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
     logits, _ = predict_batches(training.model, split.images, 1024, runtime)
-    loss = training.loss_fn(logits, split.labels).item()
-    return loss, (logits.argmax(1) == split.labels).float().mean().item()
+    labels, weight = split.labels.cpu(), training.loss_fn.weight
+    loss = nn.functional.cross_entropy(
+        logits, labels, weight=None if weight is None else weight.cpu(), label_smoothing=training.loss_fn.label_smoothing
+    )
+    return loss.item(), (logits.argmax(1) == labels).float().mean().item()
 
 
 def peak_memory_mb(runtime: Runtime) -> float:
