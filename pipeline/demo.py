@@ -2,9 +2,10 @@
 
     python -m pipeline.demo [--port 7860]      (make demo)
 
-Drop or upload images (or pick one of the test split's): each gets its class, a top-5 chart and
-the attention over the picture (small pictures enlarged) with an opacity slider. The page names
-the model that answers (name, version, aliases, test accuracy) and switches between `champion`,
+Drop or upload images (or pick one of the test split's): each gets the model's answer (the most
+probable class, or with `data.positive_class` the threshold's verdict), a top-5 chart and the
+attention over the picture (small pictures enlarged) with an opacity slider. The page names the
+model that answers (name, version, aliases, test accuracy, decision rule) and switches between `champion`,
 `challenger` and any version. It loads the registry's MLflow model, as `make serve` does, and
 decodes files with the project's own decoding (`pipeline/data/images.py`).
 """
@@ -33,6 +34,7 @@ class Answer:
 
     name: str
     picture: Image.Image
+    label: str  # the model's answer: its decision rule's class (pipeline/model/decision.py)
     top: dict[str, float]
     attention: np.ndarray
 
@@ -78,7 +80,7 @@ def describe(about: dict) -> str:
     return (
         f"**{about['name']}** version {about['version']}{aliases} · test accuracy {accuracy} · "
         f"{len(about['classes'])} classes · input {about['image_size']}×{about['image_size']}, "
-        f"{about['channels']} channel(s)"
+        f"{about['channels']} channel(s) · answers {about['decision']}"
     )
 
 
@@ -89,9 +91,13 @@ def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     images = np.stack([model_input(picture.convert("L" if channels == 1 else "RGB"), size) for picture in pictures])
     out = model.predict(images)
     answers = []
-    for path, picture, row, maps in zip(paths, pictures, out["probabilities"], out["attention"], strict=True):
+    for path, picture, label, row, maps in zip(
+        paths, pictures, out["class"], out["probabilities"], out["attention"], strict=True
+    ):
         order = np.argsort(-row, kind="stable")[:5]
-        answers.append(Answer(path.name, picture, {about["classes"][i]: float(row[i]) for i in order}, maps))
+        answers.append(
+            Answer(path.name, picture, str(label), {about["classes"][i]: float(row[i]) for i in order}, maps)
+        )
     return answers
 
 
@@ -131,12 +137,12 @@ def build(cfg: Config, registry: Registry, examples: list[str]):
         return overlay(picture, answer.attention, opacity)
 
     def answer_views(answers: list[Answer], opacity: float, selected: int):
-        items = [(shown(a, opacity), f"{a.name}: {next(iter(a.top))}") for a in answers]
+        items = [(shown(a, opacity), f"{a.name}: {a.label}") for a in answers]
         gallery = gr.Gallery(items, visible=len(answers) > 1)  # one image: the panel above is enough
         if not answers:
-            return gallery, None, None
+            return gallery, "", None, None
         chosen = answers[min(selected, len(answers) - 1)]
-        return gallery, chosen.top, shown(chosen, opacity)
+        return gallery, f"## Answer: {chosen.label}", chosen.top, shown(chosen, opacity)
 
     def run(files: list[str] | None, choice: str, opacity: float):
         model, about = registry.get(choice)
@@ -158,16 +164,18 @@ def build(cfg: Config, registry: Registry, examples: list[str]):
                 picks = gr.Gallery(examples, label="Examples from the test split", columns=5, height="auto",
                                    allow_preview=False, elem_id="examples", visible=bool(examples))  # fmt: skip
             with gr.Column(scale=2):
-                top = gr.Label(num_top_classes=5, label="Top 5", elem_id="top5")
+                answer = gr.Markdown(elem_id="answer")
+                top = gr.Label(num_top_classes=5, label="Top 5 probabilities", elem_id="top5")
                 picture = gr.Image(type="pil", label="Attention", elem_id="overlay", interactive=False, height=360)
                 gallery = gr.Gallery(label="All images (select one)", columns=8, height=220, allow_preview=False,
                                      object_fit="contain", visible=False, elem_id="results")  # fmt: skip
         answers, selected = gr.State([]), gr.State(0)
-        outputs = [answers, selected, info, gallery, top, picture]
+        views = [gallery, answer, top, picture]
+        outputs = [answers, selected, info, *views]
         files.change(run, [files, choice, opacity], outputs)
         choice.change(run, [files, choice, opacity], outputs)
         page.load(run, [files, choice, opacity], outputs)
-        opacity.release(lambda a, o, s: answer_views(a, o, s), [answers, opacity, selected], [gallery, top, picture])
+        opacity.release(lambda a, o, s: answer_views(a, o, s), [answers, opacity, selected], views)
 
         def pick_example(evt: gr.SelectData):
             return [examples[evt.index]]
@@ -177,7 +185,7 @@ def build(cfg: Config, registry: Registry, examples: list[str]):
         def select(a: list[Answer], o: float, evt: gr.SelectData):
             return evt.index, *answer_views(a, o, evt.index)
 
-        gallery.select(select, [answers, opacity], [selected, gallery, top, picture])
+        gallery.select(select, [answers, opacity], [selected, *views])
     return page
 
 

@@ -139,11 +139,12 @@ def run(cfg: Config) -> dict:
     start = time.perf_counter()
     logits, attention = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime)
     seconds = time.perf_counter() - start
-    predicted = logits.argmax(1)
     true = test.labels
     classes = info.classes
-    metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
     probabilities = torch.softmax(logits, 1).numpy()
+    predicted = torch.from_numpy(info.rule.classes(probabilities, classes))
+    metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
+    metrics["decision"] = info.rule.describe()
     ranking = ranking_metrics(true.numpy(), probabilities, classes)
     metrics["roc_auc"], metrics["average_precision"] = ranking["roc_auc"], ranking["average_precision"]
     for name, values in ranking["per_class"].items():

@@ -42,7 +42,9 @@ def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, pat
         dynamic_shapes={onnx_file.INPUT: {0: batch}}, dynamo=True, external_data=False, verbose=False,
     )  # fmt: skip
     proto = onnx.load(str(path))
-    for key, value in onnx_file.metadata(info.classes, info.image_size, info.channels, info.run_id).items():
+    for key, value in onnx_file.metadata(
+        info.classes, info.image_size, info.channels, info.run_id, info.decision
+    ).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))

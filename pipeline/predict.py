@@ -33,6 +33,7 @@ from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path
 from pipeline.data.image_batches import decoded_batches, list_files
 from pipeline.data.images import decode_image
+from pipeline.model.decision import Decision
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Classifier:
     image_size: int
     channels: int
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    rule: Decision = Decision()  # how probabilities become the answered class
 
 
 def onnx_classifier(path: Path) -> Classifier:
@@ -63,6 +65,7 @@ def onnx_classifier(path: Path) -> Classifier:
     try:
         loaded = onnx_file.session(path)
         classes, size, channels = onnx_file.image_format(loaded)
+        rule = Decision.from_dict(onnx_file.decision(loaded))
     except Exception as error:  # onnxruntime raises its own types for foreign or damaged files
         reason = type(error).__name__
         raise PipelineError(f"{path}: not an ONNX export of this project ({reason}); rerun export") from None
@@ -72,7 +75,7 @@ def onnx_classifier(path: Path) -> Classifier:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True), attention
 
-    return Classifier(classes, size, channels, run)
+    return Classifier(classes, size, channels, run, rule)
 
 
 def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
@@ -107,7 +110,7 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
         logits, attention = predict_batches(model, torch.from_numpy(images), len(images), runtime)
         return logits.softmax(dim=1).numpy(), attention.numpy()
 
-    return Classifier(info.classes, info.image_size, info.channels, run)
+    return Classifier(info.classes, info.image_size, info.channels, run, info.rule)
 
 
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
@@ -180,19 +183,23 @@ def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
             rows = []
             if len(batch.images):
                 probabilities, attention = classifier.run(batch.images)
+                decided = classifier.rule.classes(probabilities, classifier.classes)
                 ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-                for file, row, order, maps in zip(batch.readable, probabilities, ranked, attention, strict=True):
-                    label = classifier.classes[order[0]]
-                    tops = [value for i in order[1:] for value in (classifier.classes[i], f"{row[i]:.6f}")]
-                    rows.append([str(file.path), label, f"{row[order[0]]:.6f}", *tops, ""])
+                for file, row, answer, order, maps in zip(
+                    batch.readable, probabilities, decided, ranked, attention, strict=True
+                ):
+                    label = classifier.classes[answer]
+                    others = [i for i in order if i != answer][: top_k - 1]
+                    tops = [value for i in others for value in (classifier.classes[i], f"{row[i]:.6f}")]
+                    rows.append([str(file.path), label, f"{row[answer]:.6f}", *tops, ""])
                     if not args.out:
-                        line = f"{file.path}\t{label}\t{row[order[0]]:.4f}"
+                        line = f"{file.path}\t{label}\t{row[answer]:.4f}"
                         if args.heatmap:
-                            prediction = ImagePrediction(file.path, label, float(row[order[0]]), maps)
+                            prediction = ImagePrediction(file.path, label, float(row[answer]), maps)
                             line += f"\t{write_heatmap(prediction, args.heatmap, file.name)}"
                         print(line)
                     elif args.heatmap:
-                        write_heatmap(ImagePrediction(file.path, label, float(row[order[0]]), maps), args.heatmap,
+                        write_heatmap(ImagePrediction(file.path, label, float(row[answer]), maps), args.heatmap,
                                       file.name)  # fmt: skip
             for file, reason in batch.unreadable:
                 tally.unreadable.append((str(file.path), reason))

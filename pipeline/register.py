@@ -84,11 +84,11 @@ def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | N
     return None if accuracy is None else float(accuracy)
 
 
-def predicted_classes(model: AttentionCNN, test: TensorSplit, cfg: Config) -> np.ndarray:
-    """The class `model` gives each test image, on the device and precision evaluation uses."""
+def predicted_classes(model: AttentionCNN, info: ModelInfo, test: TensorSplit, cfg: Config) -> np.ndarray:
+    """The class `model` gives each test image by its own rule, on the device and precision evaluation uses."""
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     logits, _ = predict_batches(runtime.prepare(copy.deepcopy(model)), test.images, cfg.evaluate.batch_size, runtime)
-    return logits.argmax(1).numpy()
+    return info.rule.classes(logits.softmax(1).numpy(), info.classes)
 
 
 def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, champion: ModelVersion | None,
@@ -103,7 +103,8 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, f"the champion (version {version}) cannot be scored here ({error})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
-    challenger, incumbent = predicted_classes(model, test, cfg), predicted_classes(champion_net, test, cfg)
+    challenger = predicted_classes(model, info, test, cfg)
+    incumbent = predicted_classes(champion_net, champion_info, test, cfg)
     comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.registry.metric)
     return decide(accuracy, comparison, cfg.registry), comparison
 

@@ -60,7 +60,9 @@ def load(cfg: Config, reference: str):
     about = describe(reference)
     model = mlflow.pyfunc.load_model(reference)
     info = model.unwrap_python_model().info
-    about.update(classes=info.classes, image_size=info.image_size, channels=info.channels)
+    about.update(
+        classes=info.classes, image_size=info.image_size, channels=info.channels, decision=info.rule.describe()
+    )
     return model, about
 
 

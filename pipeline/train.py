@@ -30,11 +30,13 @@ from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model.champion import current_champion
+from pipeline.model.decision import Decision, check_positive_class, choose_threshold
 from pipeline.model.model_file import ModelInfo, save_model
+from pipeline.model.network import AttentionCNN
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
-from pipeline.training.runtime import select_runtime, uses_cuda
-from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, train_epoch
+from pipeline.training.runtime import Runtime, predict_batches, select_runtime, uses_cuda
+from pipeline.training.steps import SCORING_BATCH, build_training, evaluate_split, peak_memory_mb, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ def run(cfg: Config) -> TrainResult | None:
             f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')"
         )
     meta = json.loads(meta_path.read_text())
+    check_positive_class(cfg.data.positive_class, meta["classes"])
     with process_group(uses_cuda(cfg.train.device)) as ranks:
         return _train(cfg, meta, ranks)
 
@@ -164,10 +167,18 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
         mlflow.log_metric("peak_memory_mb", metrics["peak_memory_mb"])
+        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime)
+        if decision.positive_class is not None:
+            metrics["decision"] = decision.as_dict()
+            mlflow.log_params({"decision.threshold": decision.threshold})
+            mlflow.log_metrics(
+                {"val_positive_recall": decision.val_recall, "val_positive_precision": decision.val_precision}
+            )
+            log.info("train: decides %s", decision.describe())
         info = ModelInfo(
             model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
             channels=meta["channels"], mean=meta["mean"], std=meta["std"],
-            run_id=active.info.run_id, data_version=version,
+            run_id=active.info.run_id, data_version=version, decision=decision.as_dict(),
         )  # fmt: skip
         save_model(paths.model_file, model, info)
         write_json(paths.metrics / "train.json", metrics)
@@ -179,6 +190,20 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     remove_checkpoints(paths.checkpoint)
     log.info("train: val accuracy %.4f -> %s (MLflow run %s)", metrics["val_accuracy"], paths.model_file, info.run_id)
     return TrainResult(info.run_id, frame, metrics)
+
+
+def decision_rule(
+    cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime
+) -> Decision:
+    """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`,
+    chosen on the validation split."""
+    if cfg.data.positive_class is None:
+        return Decision()
+    logits, _ = predict_batches(model, val_data.images, SCORING_BATCH, runtime)
+    probabilities = logits.softmax(1).numpy()
+    return choose_threshold(
+        probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall
+    )
 
 
 def main() -> None:

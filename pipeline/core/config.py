@@ -28,6 +28,7 @@ class DataConfig(_Section):
     source: Literal["fashion-mnist", "cluttered-fashion-mnist", "imagefolder"] = "fashion-mnist"
     path: str = Field("data/fashion-mnist", min_length=1)
     classes: list[str] | None = None
+    positive_class: str | None = None  # the class to find (a defect): flagged above a threshold chosen for a recall
     image_size: int = Field(28, ge=8, le=1024)
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -96,6 +97,7 @@ class TrainConfig(_Section):
     min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
     min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
+    positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: its recall on the validation split
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)

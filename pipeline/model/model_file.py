@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pipeline.core.config import ModelConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_path
+from pipeline.model.decision import Decision
 from pipeline.model.network import AttentionCNN
 
 FORMAT_VERSION = 1
@@ -31,6 +32,12 @@ class ModelInfo:
     std: list[float]
     run_id: str | None = None
     data_version: str | None = None
+    decision: dict | None = None  # the positive class's threshold (pipeline/model/decision.py); None: argmax
+
+    @property
+    def rule(self) -> Decision:
+        """How this model's probabilities become one class."""
+        return Decision.from_dict(self.decision)
 
     def build(self) -> AttentionCNN:
         """A fresh, untrained network of this architecture."""

@@ -11,10 +11,13 @@ import numpy as np
 INPUT, OUTPUTS = "images", ["logits", "attention"]
 
 
-def metadata(classes: list[str], image_size: int, channels: int, run_id: str | None) -> dict[str, str]:
-    """What the file records besides the network, as ONNX metadata (strings)."""
+def metadata(
+    classes: list[str], image_size: int, channels: int, run_id: str | None, decision: dict | None = None
+) -> dict[str, str]:
+    """What the file records besides the network, as ONNX metadata (strings); `decision`: the positive
+    class's threshold (`pipeline/model/decision.py`), "null" for the most probable class."""
     return {"classes": json.dumps(classes), "image_size": str(image_size), "channels": str(channels),
-            "mlflow_run_id": run_id or ""}  # fmt: skip
+            "mlflow_run_id": run_id or "", "decision": json.dumps(decision)}  # fmt: skip
 
 
 def session(path: Path):
@@ -28,6 +31,11 @@ def image_format(loaded) -> tuple[list[str], int, int]:
     """Class names, image size and channels from a session's metadata."""
     recorded = loaded.get_modelmeta().custom_metadata_map
     return json.loads(recorded["classes"]), int(recorded["image_size"]), int(recorded["channels"])
+
+
+def decision(loaded) -> dict | None:
+    """The decision rule a session's metadata records (None: the most probable class; older files have none)."""
+    return json.loads(loaded.get_modelmeta().custom_metadata_map.get("decision", "null"))
 
 
 def predict(loaded, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

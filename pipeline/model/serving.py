@@ -128,7 +128,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         attention = out.attention.float().numpy()
         ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         answer = {
-            "class": np.array([self.info.classes[i] for i in probabilities.argmax(1)]),
+            "class": np.array([self.info.classes[i] for i in self.info.rule.classes(probabilities, self.info.classes)]),
             "probabilities": probabilities,
             "top_k": [
                 [{"class": self.info.classes[i], "probability": float(row[i])} for i in order]

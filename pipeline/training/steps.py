@@ -20,6 +20,8 @@ from pipeline.training.distributed import ONE_PROCESS, Ranks
 from pipeline.training.plan import Plan, plan_training
 from pipeline.training.runtime import Runtime, predict_batches
 
+SCORING_BATCH = 1024  # images per forward pass when the train stage scores a split
+
 
 def make_optimizer(model: AttentionCNN, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """The optimizer at `lr` × `lr_scale`; with `train.backbone_lr`, the feature extractor learns at
@@ -92,10 +94,13 @@ def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
-    logits, _ = predict_batches(training.model, split.images, 1024, runtime)
+    logits, _ = predict_batches(training.model, split.images, SCORING_BATCH, runtime)
     labels, weight = split.labels.cpu(), training.loss_fn.weight
     loss = nn.functional.cross_entropy(
-        logits, labels, weight=None if weight is None else weight.cpu(), label_smoothing=training.loss_fn.label_smoothing
+        logits,
+        labels,
+        weight=None if weight is None else weight.cpu(),
+        label_smoothing=training.loss_fn.label_smoothing,
     )
     return loss.item(), (logits.argmax(1) == labels).float().mean().item()
 

@@ -1,0 +1,87 @@
+"""How class probabilities become one answer. By default the most probable class; for a task with a
+positive class (`data.positive_class`: the defect, the lesion), that class whenever its probability
+reaches a threshold, chosen by the train stage on the validation split as the highest that still
+finds `train.positive_recall` of its positive images. The rule travels in the model file and in the
+ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.core.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The rule, and what it gave on the validation split. No positive class: the most probable one."""
+
+    positive_class: str | None = None
+    threshold: float | None = None
+    target_recall: float | None = None
+    val_recall: float | None = None
+    val_precision: float | None = None
+    val_positives: int | None = None
+
+    def classes(self, probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
+        """The decided class index of each row of `probabilities` (N×classes)."""
+        if self.positive_class is None:
+            return probabilities.argmax(1)
+        index = classes.index(self.positive_class)
+        others = probabilities.copy()
+        others[:, index] = -np.inf
+        return np.where(probabilities[:, index] >= self.threshold, index, others.argmax(1))
+
+    def as_dict(self) -> dict | None:
+        return asdict(self) if self.positive_class is not None else None
+
+    def describe(self) -> str:
+        if self.positive_class is None:
+            return "the most probable class"
+        return (
+            f"{self.positive_class} when its probability ≥ {self.threshold:.4g} (validation: recall "
+            f"{self.val_recall:.1%} of {self.val_positives}, precision {self.val_precision:.1%}; "
+            f"target {self.target_recall:.0%})"
+        )
+
+    @classmethod
+    def from_dict(cls, recorded: dict | None) -> Decision:
+        return cls(**recorded) if recorded else cls()
+
+
+def check_positive_class(positive_class: str | None, classes: list[str]) -> None:
+    """Stop early when `data.positive_class` names no class of the data."""
+    if positive_class is not None and positive_class not in classes:
+        raise PipelineError(
+            f"params.yaml: data.positive_class {positive_class!r} is not a class of the data ({', '.join(classes)}); "
+            "name one of them, or null for the most probable class"
+        )
+
+
+def choose_threshold(
+    probabilities: np.ndarray, labels: np.ndarray, classes: list[str], positive_class: str, target_recall: float
+) -> Decision:
+    """The highest threshold on the positive class's probability that flags at least `target_recall`
+    of the positive images among `probabilities` (the validation split's), with its recall and precision."""
+    index = classes.index(positive_class)
+    positive = labels == index
+    scores = probabilities[:, index]
+    if not positive.any():
+        raise PipelineError(
+            f"data.positive_class {positive_class!r}: no image of it in the validation split, so no threshold "
+            "can be chosen; add images of it or raise data.val_fraction"
+        )
+    ranked = np.sort(scores[positive])[::-1]
+    threshold = float(ranked[math.ceil(target_recall * len(ranked)) - 1])
+    flagged = scores >= threshold
+    return Decision(
+        positive_class=positive_class,
+        threshold=threshold,
+        target_recall=target_recall,
+        val_recall=float((flagged & positive).sum() / positive.sum()),
+        val_precision=float((flagged & positive).sum() / flagged.sum()),
+        val_positives=int(positive.sum()),
+    )

@@ -1,0 +1,142 @@
+"""The positive class's threshold: chosen for a recall on the validation split, and obeyed alike by
+evaluate, predict (PyTorch and ONNX), the served model and the registry's comparison."""
+
+import csv
+import dataclasses
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline import evaluate, export, preprocess, train, validate
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data.splits import load_split
+from pipeline.model import onnx_file
+from pipeline.model.decision import Decision, check_positive_class, choose_threshold
+from pipeline.model.model_file import load_model, save_model
+from pipeline.model.serving import AttentionClassifier
+from pipeline.training.runtime import predict_batches, select_runtime
+from tests.synthetic import CLASSES, small_params, write_dataset
+
+POSITIVE = "squares"
+
+
+def imbalanced_scores(rng: np.random.Generator, count: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Two-class probabilities where the rare positive class (1) scores higher but mostly below 0.5."""
+    labels = (rng.random(count) < 0.2).astype(int)
+    positive = np.clip(rng.normal(0.25 + 0.25 * labels, 0.12), 0, 1)
+    return np.stack([1 - positive, positive], axis=1), labels
+
+
+def test_the_threshold_is_the_highest_that_reaches_the_target_recall():
+    probabilities, labels = imbalanced_scores(np.random.default_rng(0))
+    decision = choose_threshold(probabilities, labels, ["good", "defective"], "defective", 0.9)
+    flagged = decision.classes(probabilities, ["good", "defective"]) == 1
+    recall = flagged[labels == 1].mean()
+    assert recall >= 0.9 and decision.val_recall == pytest.approx(recall)
+    assert decision.val_precision == pytest.approx(labels[flagged].mean())
+    higher = probabilities[:, 1] > decision.threshold  # any higher threshold misses the target
+    assert higher[labels == 1].mean() < 0.9
+    argmax_recall = (probabilities.argmax(1) == 1)[labels == 1].mean()
+    assert argmax_recall < 0.6  # the most probable class finds far fewer of the rare class
+
+
+def test_below_the_threshold_the_answer_is_the_best_other_class():
+    rule = Decision(positive_class="b", threshold=0.7, target_recall=0.9, val_recall=0.9, val_precision=0.5)
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.05, 0.75, 0.2], [0.5, 0.2, 0.3]])
+    assert rule.classes(probabilities, ["a", "b", "c"]).tolist() == [2, 1, 0]  # b at 0.6 is not enough
+    assert Decision().classes(probabilities, ["a", "b", "c"]).tolist() == [1, 1, 0]  # no rule: argmax
+
+
+def test_a_positive_class_the_data_lacks_or_the_validation_split_misses_is_refused():
+    with pytest.raises(PipelineError, match=r"data.positive_class 'square' is not a class .*bars, columns"):
+        check_positive_class("square", list(CLASSES))
+    probabilities = np.full((4, 3), 1 / 3)
+    with pytest.raises(PipelineError, match="no image of it in the validation split"):
+        choose_threshold(probabilities, np.array([0, 0, 1, 1]), list(CLASSES), POSITIVE, 0.9)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained with `data.positive_class`, then given a threshold that overrules the
+    most probable class on many test images (so that obeying the rule shows), and exported."""
+    root = tmp_path_factory.mktemp("decision")
+    images = write_dataset(root / "images", {"train": 30, "test": 20})
+    project = root / "project"
+    project.mkdir()
+    settings = {"positive_recall": 1.0, "precision": "fp32", "epochs": 4}  # fp32: evaluate scores as this test does
+    params = small_params(str(images), data={"positive_class": POSITIVE}, train=settings)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_ROOT", str(project))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cfg = load_config()
+        validate.run(cfg)
+        preprocess.run(cfg)
+        result = train.run(cfg)
+        chosen, run_params = load_model(cfg.paths.model_file)[1].rule, mlflow.get_run(result.run_id).data.params
+        model, info = load_model(cfg.paths.model_file)
+        test = load_split(cfg.paths.processed / "test.pt")
+        probabilities = probabilities_of(model, test.images)
+        index = info.classes.index(POSITIVE)
+        low = float(np.quantile(probabilities[:, index], 0.4))  # well below 0.5: overrules the argmax often
+        rule = dataclasses.replace(chosen, threshold=low)
+        save_model(cfg.paths.model_file, model, dataclasses.replace(info, decision=rule.as_dict()))
+        evaluate.run(cfg)
+        export.run(cfg)
+    return cfg, chosen, run_params, rule, test, probabilities
+
+
+def probabilities_of(model, images: torch.Tensor) -> np.ndarray:
+    logits, _ = predict_batches(model, images, 256, select_runtime("cpu", "fp32"))
+    return logits.softmax(1).numpy()
+
+
+def test_train_chooses_the_threshold_on_the_validation_split_and_records_it(trained):
+    _, chosen, run_params, _, _, _ = trained
+    assert chosen.positive_class == POSITIVE and chosen.target_recall == 1.0
+    assert chosen.val_recall == 1.0 and chosen.val_positives > 0  # every positive validation image flagged
+    assert float(run_params["decision.threshold"]) == pytest.approx(chosen.threshold)
+
+
+def test_evaluate_predict_onnx_and_the_served_model_answer_by_the_rule(trained, tmp_path):
+    cfg, _, _, rule, test, probabilities = trained
+    classes = list(CLASSES)
+    expected = [classes[i] for i in rule.classes(probabilities, classes)]
+    argmax = [classes[i] for i in probabilities.argmax(1)]
+    assert sum(e != a for e, a in zip(expected, argmax, strict=True)) >= 3  # the rule changes answers
+
+    with (cfg.paths.metrics / "predictions.csv").open() as handle:
+        assert [row["predicted"] for row in csv.DictReader(handle)] == expected
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, image in enumerate(test.images):
+        Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{i:03d}.png")
+    for model in (cfg.paths.model_file, cfg.paths.onnx_file):
+        out = tmp_path / f"{model.suffix}.csv"
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.predict", str(folder), "--out", str(out), "--model", str(model),
+             "--precision", "fp32"] if model.suffix == ".pt" else
+            [sys.executable, "-m", "pipeline.predict", str(folder), "--out", str(out), "--model", str(model)],
+            cwd=cfg.root, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with out.open() as handle:
+            answered = {row["path"]: row["class"] for row in csv.DictReader(handle)}
+        labels = [answered[str(folder / f"{i:03d}.png")] for i in range(len(test.images))]
+        agree = np.mean([a == e for a, e in zip(labels, expected, strict=True)])
+        assert agree >= 0.95, (model.suffix, agree)  # ONNX and PyTorch round alike but for ties at the threshold
+
+    assert onnx_file.decision(onnx_file.session(cfg.paths.onnx_file)) == rule.as_dict()
+    served = AttentionClassifier()
+    served.model, served.info = load_model(cfg.paths.model_file)
+    answer = served.predict(None, test.images.numpy())
+    assert answer["class"].tolist() == expected
