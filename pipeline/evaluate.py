@@ -84,12 +84,12 @@ def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 
 
 def attention_metrics(
-    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, fill: list[float]
+    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, mean: list[float]
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """The attention checks on the test split, beside Grad-CAM's (`pipeline/model/gradcam.py`) on
     `evaluate.faithfulness_images` of its images (seeded): deletion curves in the attention's,
     Grad-CAM's and a random order, and, where boxes are known, Grad-CAM's localisation figures.
-    `fill` is the training mean (0..1)."""
+    `mean` is the training mean (0..1), the `mean` fill."""
     grid = tuple(attention.shape[1:])
     size = tuple(test.images.shape[-2:])
     count = cfg.evaluate.faithfulness_images
@@ -116,13 +116,13 @@ def attention_metrics(
     def probabilities(images: torch.Tensor) -> torch.Tensor:
         return predict_batches(model, images, batch, runtime)[0].softmax(1)
 
-    colour = torch.tensor(fill) * 255
+    replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(mean) * 255
     orders = {
         "attention": checks.map_order(attention[chosen]),
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, batch)),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
-    curves = {name: checks.deletion_curve(probabilities, images, order, grid, colour) for name, order in orders.items()}
+    curves = {name: checks.deletion_curve(probabilities, images, order, grid, replacement) for name, order in orders.items()}
     result["faithfulness_images"] = len(chosen)
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
     return result, curves
@@ -182,7 +182,7 @@ def run(cfg: Config) -> dict:
                 **{f"test_recall_{name}": m["recall"] for name, m in metrics["per_class"].items()},
                 "inference_images_per_second": metrics["inference_images_per_second"],
                 **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
-                **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS},
+                **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS if checked[key] is not None},
                 **{f"deletion_auc_{name}": value for name, value in checked.get("deletion_auc", {}).items()},
                 **{f"localisation_{key}": value for key, value in checked.get("localisation", {}).items()},
             }
@@ -192,12 +192,16 @@ def run(cfg: Config) -> dict:
         mlflow.log_artifact(str(paths.plots / "roc_pr.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "deletion_curves.png"), "plots")
+    empty = (
+        "mostly no uniform background: near-empty cells not measured" if checked["near_empty_cell_share"] is None else
+        f"{100 * checked['near_empty_attention_mass']:.1f} % of it on near-empty cells "
+        f"({100 * checked['near_empty_cell_share']:.1f} % of the cells)"
+    )  # fmt: skip
     log.info(
-        "evaluate: test accuracy %.4f, macro-F1 %.4f, %.0f images/s; attention %s, %.1f %% of it on near-empty "
-        "cells (%.1f %% of the cells), deletion AUC %s (MLflow run %s)",
-        metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"],
-        100 * checked["near_empty_attention_mass"], 100 * checked["near_empty_cell_share"],
-        checked.get("deletion_auc"), info.run_id,
+        "evaluate: test accuracy %.4f, macro-F1 %.4f, %.0f images/s; attention %s, %s, deletion AUC (%s fill) %s "
+        "(MLflow run %s)",
+        metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"], empty,
+        cfg.evaluate.deletion_fill, checked.get("deletion_auc"), info.run_id,
     )  # fmt: skip
     return metrics
 

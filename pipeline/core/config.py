@@ -118,6 +118,7 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(512, ge=1)
     overlay_images: int = Field(16, ge=1, le=64)
     faithfulness_images: int = Field(500, ge=0)
+    deletion_fill: Literal["blur", "mean"] = "blur"  # what a deleted cell becomes: the image blurred, or the mean
 
 
 class ExportConfig(_Section):

@@ -35,6 +35,33 @@ def test_attention_on_the_background_or_on_the_object_is_told_apart():
     assert both["near_empty_peak_share"] == 0.5
 
 
+def test_near_empty_figures_are_measured_only_where_backgrounds_are_uniform():
+    rng = np.random.default_rng(0)
+    garments = square_on(0, 200).expand(4, -1, -1, -1)
+    texture = torch.from_numpy(rng.integers(0, 256, (4, 1, 8, 8), dtype=np.uint8))  # a field, a cell, a fabric
+    attention = torch.full((4, 2, 2), 0.25)
+    assert checks.uniform_background(garments).all() and not checks.uniform_background(texture).any()
+    on_garments = checks.near_empty_figures(garments, attention)
+    assert on_garments["near_empty_images"] == 4 and on_garments["near_empty_cell_share"] == 0.75
+    on_texture = checks.near_empty_figures(texture, attention)
+    assert on_texture["near_empty_images"] == 0
+    assert all(on_texture[key] is None for key in checks.NEAR_EMPTY_KEYS)  # "empty" means nothing there
+    mixed = checks.near_empty_figures(torch.cat([garments[:1], texture]), torch.full((5, 2, 2), 0.25))
+    assert mixed["near_empty_images"] == 1 and mixed["near_empty_cell_share"] is None  # 1 of 5: not the data
+
+
+def test_the_blur_fill_removes_detail_and_keeps_brightness():
+    rng = np.random.default_rng(0)
+    cracks = torch.full((2, 1, 28, 28), 150, dtype=torch.uint8)
+    cracks[:, :, 5:23, 14] = 20  # a thin dark line on a lit surface
+    cracks[1] = torch.from_numpy(rng.integers(100, 200, (1, 28, 28), dtype=np.uint8))
+    blurred = checks.blurred(cracks)
+    assert blurred.dtype == torch.uint8 and blurred.shape == cracks.shape
+    assert blurred[0, 0, 5:23, 14].float().mean() > 110  # the line is gone: what the fill deletes is the detail
+    assert (blurred.float().mean() - cracks.float().mean()).abs() < 3  # not a new grey patch
+    assert blurred[1].float().std() < 0.25 * cracks[1].float().std()
+
+
 def test_deleting_in_order_replaces_the_cells_first_in_the_order():
     image = square_on(0, 200)
 
