@@ -124,6 +124,7 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
         **{f"recall_{label}": m["recall"] for label, m in evaluated["per_class"].items()},
         **checked["localisation"],
         **{f"deletion_auc_{order}": auc for order, auc in checked.get("deletion_auc", {}).items()},
+        "deletion_fill": params["evaluate"]["deletion_fill"],
     }  # fmt: skip
 
 
@@ -137,7 +138,7 @@ def markdown(output: dict) -> str:
     rows = [
         "| defaults | seed | batch × epochs (steps) | test accuracy | balanced accuracy | recall crown / open "
         "| pointing game: attention / Grad-CAM (centre) | mass in box: attention / Grad-CAM (area) "
-        "| deletion AUC: attention / Grad-CAM (random) | train |",
+        "| deletion AUC: attention / Grad-CAM (random), fill | train |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in output["runs"]:
@@ -147,7 +148,8 @@ def markdown(output: dict) -> str:
             f"| {r['recall_crown']:.1%} / {r['recall_open']:.1%} "
             f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
             f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
-            f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}) "
+            f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}), "
+            f"{r['deletion_fill']} "
             f"| {r['train_seconds']:.0f} s |"
         )
     return head + "\n\n" + "\n".join(rows)

@@ -63,15 +63,19 @@ class Registry:
         return [a for a in ("champion", "challenger") if a in aliases] + [f"version {v}" for v in reversed(versions)]
 
     def get(self, choice: str):
-        """The pyfunc model and its description for a choice of `choices()`."""
-        from pipeline.serve import load
+        """The pyfunc model and its description for a choice of `choices()`; an alias is looked up
+        on every call, so a promotion shows at the next upload."""
+        from pipeline.serve import describe, load
 
         reference = f"models:/{self.name}/{choice.removeprefix('version ')}" if choice.startswith("version ") else (
             f"models:/{self.name}@{choice}"
         )  # fmt: skip
-        if reference not in self.loaded:
-            self.loaded[reference] = load(self.cfg, reference)
-        return self.loaded[reference]
+        described = describe(reference)
+        version = described["version"]
+        if version not in self.loaded:
+            self.loaded[version] = load(self.cfg, f"models:/{self.name}/{version}")
+        model, about = self.loaded[version]
+        return model, {**about, **described}  # as the registry says now (aliases)
 
 
 def describe(about: dict) -> str:

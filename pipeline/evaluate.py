@@ -122,7 +122,9 @@ def attention_metrics(
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, batch)),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
-    curves = {name: checks.deletion_curve(probabilities, images, order, grid, replacement) for name, order in orders.items()}
+    curves = {
+        name: checks.deletion_curve(probabilities, images, order, grid, replacement) for name, order in orders.items()
+    }
     result["faithfulness_images"] = len(chosen)
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
     return result, curves

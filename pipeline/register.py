@@ -53,7 +53,8 @@ from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
-_REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pydantic", "pyyaml", "pillow", "mlflow")
+# what the registered model's code imports (tests/test_register.py checks); overlays need matplotlib
+_REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pydantic", "pyyaml", "pillow", "mlflow", "matplotlib")
 
 
 @dataclass(frozen=True)

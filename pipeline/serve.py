@@ -1,30 +1,109 @@
 """Serve a registered model over HTTP: image files in; classes, the top k and attention maps out.
 
-    python -m pipeline.serve [--model models:/NAME@champion] [--host 127.0.0.1] [--port 5001]   (make serve)
+    python -m pipeline.serve [--model models:/NAME@champion] [--host 127.0.0.1] [--port 5001]
+                             [--workers 2] [--queue 8] [--timeout 30]                    (make serve)
 
     POST /invocations  {"inputs": ["<base64 image file>", ...], "params": {"top_k": 5, "overlay": true}}
                        or {"inputs": <uint8 images N×C×H×W>}: the body `mlflow models serve` takes
     GET  /ping         200 once the model is loaded
-    GET  /version      which model answers: name, version, alias, test accuracy, classes, input
+    GET  /version      which model answers: name, version, aliases, test accuracy, classes, input
 
 The model is the registry's MLflow model (`pipeline/model/serving.py`: the same decoding as
-training), loaded once. A request it cannot answer gets a 4xx and `{"error": "<one line>"}`: 400
-(not JSON, no inputs, not an image, a decompression bomb, a wrong shape), 413 (a body over
-`MAX_BYTES` or more than `MAX_IMAGES` images), 415 (not JSON); the server goes on serving.
+training), resolved once to a version (`/version` names the version that answers) and loaded in
+each of `--workers` worker processes before the server opens. No one client can take the server:
+- the body is counted as it arrives (declared length or not) and refused past `MAX_BYTES`;
+- the images' declared pixels are summed from their headers before any is decoded and refused
+  past the per-request budget (`serving.REQUEST_PIXELS`);
+- parsing, decoding and the model run in the worker processes, so the server's own process only
+  moves bytes: `/ping` and `/version` answer at once, whatever the load (threads would share the
+  GIL with the JSON and image work); `--queue` more requests may wait; beyond that, 503 with
+  `Retry-After`; a request not answered within `--timeout` seconds gets 503 too (its worker
+  finishes it, and holds its place meanwhile).
+A request it cannot answer gets a 4xx and `{"error": "<one line>"}`: 400 (not JSON, no inputs, not
+an image, a decompression bomb, a wrong shape, params of the wrong type), 413 (a body over
+`MAX_BYTES`, more than `MAX_IMAGES` images, more pixels than the budget), 415 (not JSON).
 """
 
 import argparse
+import asyncio
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from io import StringIO
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 
 MAX_BYTES = 32 * 1024 * 1024
 MAX_IMAGES = 256
+RETRY_AFTER = "1"  # seconds, for a 503
+
+
+@dataclass
+class Limits:
+    """How many requests run the model at once, how many more may wait, and for how long."""
+
+    workers: int = 2
+    queue: int = 8
+    timeout: float = 30.0
+
+
+_model = None  # in a worker process: the loaded pyfunc model
+
+
+def _start_worker(uri: str, tracking_uri: str, registry_uri: str) -> None:
+    """A worker process's start: load the model once."""
+    global _model
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    _model = mlflow.pyfunc.load_model(uri)
+
+
+def _model_info() -> dict:
+    return model_about(_model)
+
+
+def _answer_in_worker(body: bytes) -> tuple[int, bytes]:
+    response = answer(_model, body)
+    return response.status_code, response.body
+
+
+@dataclass
+class Gate:
+    """The requests admitted (running or waiting) and the worker processes that answer them."""
+
+    limits: Limits
+    uri: str
+    admitted: int = 0
+    pool: ProcessPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        import mlflow
+
+        self.pool = ProcessPoolExecutor(
+            self.limits.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            initargs=(self.uri, mlflow.get_tracking_uri(), mlflow.get_registry_uri()),
+        )  # fmt: skip
+
+    def start(self) -> dict:
+        """Start every worker (each loads the model); what the model takes, from one of them."""
+        started = [self.pool.submit(_model_info) for _ in range(self.limits.workers)]
+        return [future.result() for future in started][0]
+
+    @property
+    def full(self) -> bool:
+        return self.admitted >= self.limits.workers + self.limits.queue
+
+
+class TooLarge(Exception):
+    """A body past MAX_BYTES."""
 
 
 def describe(reference: str) -> dict:
@@ -48,32 +127,106 @@ def describe(reference: str) -> dict:
     }  # fmt: skip
 
 
-def load(cfg: Config, reference: str):
-    """The registered MLflow model (pyfunc) and its description."""
-    import mlflow
-
+def resolve(cfg: Config, reference: str) -> dict:
+    """Connect to the project's MLflow store and describe `reference` (an alias resolved to its version)."""
     from pipeline.core.tracking import connect
 
     if not reference.startswith("models:/"):
         raise PipelineError(f"--model {reference}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     connect(cfg)
-    about = describe(reference)
-    model = mlflow.pyfunc.load_model(reference)
+    return describe(reference)
+
+
+def model_about(model) -> dict:
+    """What a loaded pyfunc model takes (classes, input) and how it decides."""
     info = model.unwrap_python_model().info
-    about.update(
-        classes=info.classes, image_size=info.image_size, channels=info.channels, decision=info.rule.describe()
-    )
-    return model, about
+    return {"classes": info.classes, "image_size": info.image_size, "channels": info.channels,
+            "decision": info.rule.describe()}  # fmt: skip
 
 
-def create_app(model, about: dict):
-    """The FastAPI app around a loaded pyfunc model."""
+def load(cfg: Config, reference: str):
+    """The registered MLflow model (pyfunc), loaded in this process, and its description; an alias
+    is resolved once and that version is loaded, so the description names the model that answers."""
+    import mlflow
+
+    about = resolve(cfg, reference)
+    model = mlflow.pyfunc.load_model(f"models:/{about['name']}/{about['version']}")
+    return model, {**about, **model_about(model)}
+
+
+def refuse(status: int, reason: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers or None)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, counted as it arrives: TooLarge as soon as it passes MAX_BYTES."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BYTES:
+        raise TooLarge(f"body of {int(declared):,} bytes, over {MAX_BYTES:,}: send fewer or smaller images")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BYTES:
+            raise TooLarge(f"body over {MAX_BYTES:,} bytes: send fewer or smaller images")
+    return bytes(body)
+
+
+def parse(body: bytes) -> tuple[object, dict] | JSONResponse:
+    """The request's inputs and params, or the 4xx that refuses it."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return refuse(400, f'body: not JSON ({type(error).__name__}); send {{"inputs": [...]}}')
+    inputs = payload.get("inputs", payload.get("instances")) if isinstance(payload, dict) else None
+    if inputs is None:
+        return refuse(400, 'body: no "inputs"; send {"inputs": ["<base64 image file>", ...]}')
+    count = len(inputs) if isinstance(inputs, list) else 1
+    if count > MAX_IMAGES:
+        return refuse(413, f"{count} images in one request, over {MAX_IMAGES}: split the batch")
+    params = payload.get("params") or {}
+    if not isinstance(params, dict) or set(params) - {"top_k", "overlay"}:
+        return refuse(400, "params: only top_k (integer) and overlay (true/false)")
+    top_k, overlay = params.get("top_k", 5), params.get("overlay", False)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        return refuse(400, f"params.top_k: {json.dumps(top_k)} is not a positive integer")
+    if not isinstance(overlay, bool):
+        return refuse(400, f"params.overlay: {json.dumps(overlay)} is not true or false")
+    return inputs, {"top_k": top_k, "overlay": overlay}
+
+
+def answer(model, body: bytes) -> Response:
+    """Parse, check and answer one request (in a worker thread: decoding and the model are slow)."""
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    app = FastAPI(title="attention-classifier", docs_url=None, redoc_url=None)
+    from pipeline.model import serving
 
-    def refuse(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"error": reason}, status_code=status)
+    parsed = parse(body)
+    if isinstance(parsed, Response):
+        return parsed
+    inputs, params = parsed
+    try:
+        if isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs):
+            # the budget is this server's, whatever version of the model's code answers
+            inputs = [serving.image_bytes(item, index) for index, item in enumerate(inputs)]
+            serving.check_pixels(inputs)
+        result = model.predict(inputs, params=params)
+    except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
+        status = getattr(error, "status", 400)  # 413: over the request's pixel budget
+        return refuse(status, (str(error).splitlines() or [type(error).__name__])[0][:300])
+    except TypeError as error:
+        return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}")
+    text = StringIO()
+    predictions_to_json(result, text)
+    return Response(text.getvalue(), media_type="application/json")
+
+
+def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving the MLflow model at `uri` (`models:/NAME/VERSION` or a path) from
+    worker processes, started here; `about` is what `/version` says, with the model's classes and input."""
+    app = FastAPI(title="attention-classifier", docs_url=None, redoc_url=None)
+    gate = Gate(limits or Limits(), uri)
+    about = {**about, **gate.start()}
+    app.router.on_shutdown.append(lambda: gate.pool.shutdown(wait=False, cancel_futures=True))
 
     @app.get("/ping")
     def ping() -> Response:
@@ -87,35 +240,30 @@ def create_app(model, about: dict):
     async def invocations(request: Request) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return refuse(415, 'send JSON: Content-Type: application/json with {"inputs": [...]}')
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BYTES:
-            return refuse(413, f"body of {int(declared):,} bytes, over {MAX_BYTES:,}: send fewer or smaller images")
-        body = await request.body()
-        if len(body) > MAX_BYTES:
-            return refuse(413, f"body of {len(body):,} bytes, over {MAX_BYTES:,}: send fewer or smaller images")
+        if gate.full:
+            busy = f"busy: {gate.limits.workers} requests running and {gate.limits.queue} waiting; retry shortly"
+            return refuse(503, busy, **{"Retry-After": RETRY_AFTER})
+        gate.admitted += 1
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return refuse(400, f'body: not JSON ({type(error).__name__}); send {{"inputs": [...]}}')
-        inputs = payload.get("inputs", payload.get("instances")) if isinstance(payload, dict) else None
-        if inputs is None:
-            return refuse(400, 'body: no "inputs"; send {"inputs": ["<base64 image file>", ...]}')
-        count = len(inputs) if isinstance(inputs, list) else 1
-        if count > MAX_IMAGES:
-            return refuse(413, f"{count} images in one request, over {MAX_IMAGES}: split the batch")
-        params = payload.get("params") or {}
-        if not isinstance(params, dict) or set(params) - {"top_k", "overlay"}:
-            return refuse(400, "params: only top_k (integer) and overlay (true/false)")
+            body = await read_body(request)
+        except (TooLarge, ClientDisconnect) as error:
+            gate.admitted -= 1
+            return refuse(413 if isinstance(error, TooLarge) else 400, str(error) or "the client went away")
+        except BaseException:
+            gate.admitted -= 1
+            raise
+        work = asyncio.get_running_loop().run_in_executor(gate.pool, _answer_in_worker, body)
+
+        def leave(_) -> None:
+            gate.admitted -= 1
+
+        work.add_done_callback(leave)  # a request past its time still holds its place until it ends
         try:
-            answer = model.predict(inputs, params={"top_k": int(params.get("top_k", 5)),
-                                                   "overlay": bool(params.get("overlay", False))})  # fmt: skip
-        except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
-            return refuse(400, (str(error).splitlines() or [type(error).__name__])[0][:300])
-        except TypeError as error:
-            return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}")
-        text = StringIO()
-        predictions_to_json(answer, text)
-        return Response(text.getvalue(), media_type="application/json")
+            status, content = await asyncio.wait_for(asyncio.shield(work), gate.limits.timeout)
+        except TimeoutError:
+            late = f"not answered within {gate.limits.timeout:g} s: send fewer or smaller images, or retry"
+            return refuse(503, late, **{"Retry-After": RETRY_AFTER})
+        return Response(content, status_code=status, media_type="application/json")
 
     return app
 
@@ -125,13 +273,20 @@ def main() -> None:
     parser.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: the champion)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--workers", type=int, default=Limits.workers, help="requests that run the model at once")
+    parser.add_argument("--queue", type=int, default=Limits.queue, help="requests that may wait beyond those")
+    parser.add_argument("--timeout", type=float, default=Limits.timeout, help="seconds a request may take")
     args = parser.parse_args()
+    if args.workers < 1 or args.queue < 0 or args.timeout <= 0:
+        raise PipelineError("--workers must be ≥ 1, --queue ≥ 0 and --timeout > 0")
     cfg = load_config()
-    model, about = load(cfg, args.model or f"models:/{cfg.registry.model_name}@champion")
+    about = resolve(cfg, args.model or f"models:/{cfg.registry.model_name}@champion")
     import uvicorn
 
+    limits = Limits(args.workers, args.queue, args.timeout)
+    app = create_app(f"models:/{about['name']}/{about['version']}", about, limits)
     print(f"serving {about['name']} version {about['version']} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(model, about), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

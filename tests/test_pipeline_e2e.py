@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import torch
@@ -65,8 +66,12 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         assert (repo / path).is_file(), path
     evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
     assert set(evaluation["per_class"]) == {"bars", "columns", "squares"}
-    assert 0 <= evaluation["accuracy"] <= 1 and evaluation["test_images"] == 30
-    assert 0 <= evaluation["balanced_accuracy"] <= 1 and 0 <= evaluation["roc_auc"] <= 1
+    predictions = pd.read_csv(repo / "metrics" / "predictions.csv")
+    assert evaluation["test_images"] == len(predictions) == 30
+    assert evaluation["accuracy"] == pytest.approx((predictions["actual"] == predictions["predicted"]).mean())
+    recalls = [m["recall"] for m in evaluation["per_class"].values()]
+    assert evaluation["balanced_accuracy"] == pytest.approx(sum(recalls) / 3)
+    assert 0 <= evaluation["roc_auc"] <= 1
     assert all(0 <= m["average_precision"] <= 1 for m in evaluation["per_class"].values())
 
 

@@ -11,12 +11,16 @@ from pipeline.preprocess import split_manifest
 
 def manifest(train_per_class: int, test_per_class: int = 0) -> pd.DataFrame:
     rows = [
-        {"path": f"{split}/{label}/{i}.png", "split": split, "label": label}
+        {"path": f"{split}/{label}/{i}.png", "split": split, "label": label, "sha256": f"{split}{label}{i}"}
         for split, count in (("train", train_per_class), ("test", test_per_class))
         for label in ("a", "b", "c")
         for i in range(count)
     ]
     return pd.DataFrame(rows)
+
+
+def membership(splits) -> dict[str, str]:
+    return {path: name for name, frame in splits.items() for path in frame["path"]}
 
 
 def test_same_seed_gives_the_same_split_and_another_seed_another():
@@ -35,10 +39,38 @@ def test_no_image_in_two_splits_and_test_kept_as_given():
     assert set(splits.test["split"]) == {"test"} and len(splits.test) == 30
 
 
-def test_validation_split_is_stratified():
-    splits = split_manifest(manifest(50), 0.2, 0.2, seed=0)
-    assert splits.val["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 8}
-    assert splits.test["label"].value_counts().to_dict() == {"a": 10, "b": 10, "c": 10}
+def test_each_class_gives_about_its_fraction_to_val_and_test():
+    splits = split_manifest(manifest(500), 0.2, 0.2, seed=0)
+    for held, expected in ((splits.test, 100), (splits.val, 80)):  # 20 % of 500, then 20 % of the rest
+        counts = held["label"].value_counts()
+        assert set(counts.index) == {"a", "b", "c"} and all(abs(n - expected) < 30 for n in counts), counts.to_dict()
+
+
+def test_a_growing_shrinking_or_reordered_folder_moves_no_image_between_splits():
+    before = membership(split_manifest(manifest(200), 0.1, 0.2, seed=0))
+    grown = membership(split_manifest(manifest(260).sample(frac=1, random_state=3), 0.1, 0.2, seed=0))
+    shrunk = membership(split_manifest(manifest(150), 0.1, 0.2, seed=0))
+    assert all(grown[path] == split for path, split in before.items())
+    assert all(before[path] == split for path, split in shrunk.items())
+    # what a draw over the whole folder (the rule before) does to the same growth: images move
+    import sklearn.model_selection
+
+    def drawn(frame):
+        train, test = sklearn.model_selection.train_test_split(frame, test_size=0.2, random_state=0,
+                                                               stratify=frame["label"])  # fmt: skip
+        return set(test["path"])
+
+    assert drawn(manifest(260)) - drawn(manifest(200)) & set(manifest(200)["path"])
+
+
+def test_copies_of_one_image_share_a_split_and_every_class_gets_a_val_image():
+    frame = manifest(30)
+    frame.loc[frame["label"] == "a", "sha256"] = "same picture"  # 30 copies of one image
+    splits = split_manifest(frame, 0.2, 0.2, seed=0)
+    places = {name for name, held in splits.items() if (held["label"] == "a").any()}
+    assert len(places) == 1
+    small = split_manifest(manifest(3), 0.01, 0.01, seed=0)  # fractions too small for 3 images
+    assert set(small.val["label"]) == {"a", "b", "c"} and set(small.test["label"]) == {"a", "b", "c"}
 
 
 def test_writes_uint8_tensors_and_training_statistics(project):
@@ -46,7 +78,8 @@ def test_writes_uint8_tensors_and_training_statistics(project):
     meta = preprocess.run(project)
     train = torch.load(project.paths.processed / "train.pt", weights_only=True)
     assert train["images"].dtype == torch.uint8 and train["images"].shape[1:] == (1, 16, 16)
-    assert meta["counts"] == {"train": 96, "val": 24, "test": 30}
+    counts = meta["counts"]
+    assert counts["train"] + counts["val"] == 120 and counts["test"] == 30 and 10 <= counts["val"] <= 40
     assert meta["classes"] == ["bars", "columns", "squares"]
     expected_mean = train["images"].float().div(255).mean().item()
     assert meta["mean"][0] == pytest.approx(expected_mean, rel=1e-4)

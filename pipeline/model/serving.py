@@ -10,6 +10,8 @@ Input (`model.predict(x, params)`, or `{"inputs": x, "params": {...}}` over HTTP
   decoded by the project's own rules (`pipeline/data/images.py`: EXIF rotation, 16-bit, alpha,
   palette, the pixel limit) and resized as the training images were; or
 - uint8 images N×C×H×W (or N×H×W) already at the model's size and channel count.
+Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`TooManyPixels`, 413
+over HTTP) before any is decoded.
 Params: `top_k` (default 5) and `overlay` (default false; true adds each image's attention over
 the image, at the image's own size, as a base64 PNG).
 Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
@@ -40,8 +42,29 @@ SIGNATURE = ModelSignature(
 )  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
 
 
+REQUEST_PIXELS = 64 * 2**20  # the pixels all images of one request may declare together (64 Mpx)
+
+
 class BadInput(ValueError):
-    """A request the model cannot answer, with a one-line reason for the caller."""
+    """A request the model cannot answer, with a one-line reason for the caller (HTTP `status`)."""
+
+    status = 400
+
+
+class TooManyPixels(BadInput):
+    """The request's images declare more pixels in all than REQUEST_PIXELS."""
+
+    status = 413
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixels an encoded image declares in its header (0 when the header is unreadable: decoding
+    then refuses it with its reason)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 def image_bytes(item: object, index: int) -> bytes:
@@ -60,12 +83,25 @@ def image_bytes(item: object, index: int) -> bytes:
     return data
 
 
+def check_pixels(files: list[bytes]) -> None:
+    """Refuse encoded images whose headers declare more than REQUEST_PIXELS in all (nothing decoded)."""
+    total = sum(declared_pixels(data) for data in files)
+    if total > REQUEST_PIXELS:
+        raise TooManyPixels(
+            f"the images declare {total:,} pixels in all, over the {REQUEST_PIXELS:,} one request may hold: "
+            "send fewer or smaller images"
+        )
+
+
 def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[Image.Image]]:
-    """Encoded image files as the model's input (N×C×H×W uint8), and each decoded image."""
+    """Encoded image files as the model's input (N×C×H×W uint8), and each decoded image; refused
+    before any is decoded when their headers declare more than REQUEST_PIXELS in all."""
+    files = [image_bytes(item, index) for index, item in enumerate(items)]
+    check_pixels(files)
     pictures = []
-    for index, item in enumerate(items):
+    for index, data in enumerate(files):
         try:
-            pictures.append(decode_image(image_bytes(item, index), channels, formats=FORMATS))
+            pictures.append(decode_image(data, channels, formats=FORMATS))
         except PipelineError as error:
             reason = str(error).removeprefix("image: ")
             raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
