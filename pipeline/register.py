@@ -40,11 +40,11 @@ from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import serving
 from pipeline.model.champion import (
     CHALLENGER,
-    CHAMPION,
     Comparison,
     champion_model,
     compare,
     current_champion,
+    move_champion,
     task_difference,
 )
 from pipeline.model.model_file import ModelInfo, load_model
@@ -100,8 +100,9 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
     version = str(champion.version)
     try:
         champion_net, champion_info = champion_model(cfg.registry.model_name, version)
-    except PipelineError as error:  # a champion file this code cannot read: never replace it unseen
-        return Decision(False, f"the champion (version {version}) cannot be scored here ({error})"), None
+    except Exception as error:  # any champion this code cannot load or read: never replace it unseen
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
     challenger = predicted_classes(model, info, test, cfg)
@@ -156,51 +157,69 @@ def run(cfg: Config) -> dict:
     return report
 
 
+MOVE_TRIES = 3  # decisions in a row that may find the champion moved before the move
+
+
+def own_version(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The version this run already registered (a retried registration), if it is complete."""
+    found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    ready = [int(v.version) for v in found if v.status == "READY"]
+    return str(max(ready)) if ready else None
+
+
 def _register(
     cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, accuracy: float,
     example: list[str], signature: ModelSignature,
 ) -> dict:  # fmt: skip
-    """Compare with the champion, log the model, register it as `challenger`, and move `champion` to
-    it (last) if it wins."""
+    """Log the model (once per run: a retry finds its version), register it as `challenger`, then
+    decide against the champion and move `champion` to it only from the champion decided against:
+    if another registration or a rollback moved it meanwhile, decide again against the new one."""
     name, paths = cfg.registry.model_name, cfg.paths
     code = Path(serving.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         client = MlflowClient()
-        champion = current_champion(client, name)  # before anything is written
-        decision, comparison = judge(cfg, model, info, test, champion, accuracy)
-        logged = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
-            artifacts={"model_file": os.path.relpath(paths.model_file), "onnx_model": os.path.relpath(paths.onnx_file)},
-            code_paths=[code.name],
-            signature=signature,
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            registered_model_name=name,
-        )
-        new_version = str(logged.registered_model_version)
-        previous_version = str(champion.version) if champion else None
-        data_changes = mlflow.get_run(active.info.run_id).data.tags.get("data_changes")  # the train stage's
-        tags = {
-            "test_accuracy": f"{accuracy:.6f}",
-            "data_version": info.data_version or "unknown",
-            **({"data_changes": data_changes} if data_changes else {}),
-            "decision": "promoted" if decision.promote else "not promoted",
-            "decision_reason": decision.reason,
-            **comparison_tags(comparison),
-        }
-        if decision.promote and previous_version:
-            tags["previous_champion"] = previous_version  # where `python -m pipeline.rollback` goes back to
-        for key, value in tags.items():
-            client.set_model_version_tag(name, new_version, key, value)
+        new_version = own_version(client, name, active.info.run_id)
+        if new_version is None:
+            logged = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
+                artifacts={"model_file": os.path.relpath(paths.model_file),
+                           "onnx_model": os.path.relpath(paths.onnx_file)},
+                code_paths=[code.name],
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=name,
+            )  # fmt: skip
+            new_version = str(logged.registered_model_version)
         client.set_registered_model_alias(name, CHALLENGER, new_version)
-        mlflow.set_tags({"registered_version": new_version, "registry_decision": tags["decision"],
+        data_changes = mlflow.get_run(active.info.run_id).data.tags.get("data_changes")  # the train stage's
+        for _ in range(MOVE_TRIES):
+            champion = current_champion(client, name)
+            previous_version = str(champion.version) if champion else None
+            if previous_version == new_version:  # a retry after its own move
+                decision, comparison = (
+                    Decision(False, f"version {new_version} of this run is already the champion"),
+                    None,
+                )
+                break
+            decision, comparison = judge(cfg, model, info, test, champion, accuracy)
+            tags = version_tags(accuracy, info, data_changes, decision, comparison, previous_version)
+            for key, value in tags.items():
+                client.set_model_version_tag(name, new_version, key, value)
+            if not decision.promote or move_champion(client, name, previous_version, new_version):
+                break
+            log.warning("register: the champion moved from version %s meanwhile; deciding again", previous_version)
+        else:
+            decision = Decision(False, f"the champion moved {MOVE_TRIES} times while deciding; run register again")
+            client.set_model_version_tag(name, new_version, "decision", "not promoted")
+            client.set_model_version_tag(name, new_version, "decision_reason", decision.reason)
+        verdict = "promoted" if decision.promote else "not promoted"
+        mlflow.set_tags({"registered_version": new_version, "registry_decision": verdict,
                          "registry_reason": decision.reason[:5000]})  # fmt: skip
         if comparison:
             mlflow.log_metrics({f"registry.{key}": float(value) for key, value in comparison.figures().items()})
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, new_version)
         return {
             "model_name": name,
             "version": new_version,
@@ -213,9 +232,27 @@ def _register(
             },
             "comparison": asdict(comparison) if comparison else None,
             "champion": new_version if decision.promote else previous_version,
-            "decision": tags["decision"],
+            "decision": verdict,
             **asdict(decision),
         }
+
+
+def version_tags(
+    accuracy: float, info: ModelInfo, data_changes: str | None, decision: Decision,
+    comparison: Comparison | None, previous_version: str | None,
+) -> dict[str, str]:  # fmt: skip
+    """What a registered version records about itself and the decision on it."""
+    tags = {
+        "test_accuracy": f"{accuracy:.6f}",
+        "data_version": info.data_version or "unknown",
+        **({"data_changes": data_changes} if data_changes else {}),
+        "decision": "promoted" if decision.promote else "not promoted",
+        "decision_reason": decision.reason,
+        **comparison_tags(comparison),
+    }
+    if decision.promote and previous_version:
+        tags["previous_champion"] = previous_version  # where `python -m pipeline.rollback` goes back to
+    return tags
 
 
 def comparison_tags(comparison: Comparison | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import write_json
 from pipeline.core.tracking import connect
-from pipeline.model.champion import CHAMPION, current_champion
+from pipeline.model.champion import current_champion, move_champion
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,12 @@ def rollback(cfg: Config, reason: str, to_version: str | None = None) -> dict:
     if str(target) == str(champion.version):
         raise PipelineError(f"{name} version {target} is already the champion")
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, CHAMPION, target)
+    if not move_champion(client, name, str(champion.version), str(target)):
+        now = current_champion(client, name)
+        raise PipelineError(
+            f"{name}: the champion moved to version {now.version if now else 'none'} while rolling back from "
+            f"{champion.version}; nothing changed: check it, then run the rollback again"
+        )
     client.set_model_version_tag(name, champion.version, "rolled_back", f"{when}: {reason}")
     client.set_model_version_tag(name, target, "restored_from", f"version {champion.version} at {when}: {reason}")
     report = {"model_name": name, "from_version": str(champion.version), "to_version": str(target),

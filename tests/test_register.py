@@ -1,4 +1,8 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -13,7 +17,7 @@ from pipeline import evaluate, export, preprocess, register, train, validate
 from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
-from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, task_difference
+from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, move_champion, task_difference
 from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
 from pipeline.rollback import rollback
@@ -184,14 +188,25 @@ def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorde
     assert mlflow.get_run(second["run_id"]).data.metrics["registry.mcnemar_p_value"] == pytest.approx(c["p_value"])
 
 
-def test_the_champion_registered_again_is_not_promoted(prepared):
+def test_a_registration_run_again_finds_its_own_version_and_registers_nothing_new(prepared):
     first = trained_and_registered(load_config(overrides=STRONG))
-    again = register.run(prepared)
-    c = again["comparison"]
-    assert not again["promote"] and again["champion"] == first["version"]
-    assert (c["only_challenger_right"], c["only_champion_right"], c["p_value"]) == (0, 0, 1.0)
-    assert "does not beat the champion" in again["reason"]
+    again = register.run(prepared)  # what a Prefect retry of the stage does
+    versions = MlflowClient().search_model_versions(f"name='{prepared.registry.model_name}'")
+    assert len(versions) == 1 and again["version"] == first["version"] == again["champion"]
+    assert not again["promote"] and "already the champion" in again["reason"]
     assert champion(MlflowClient(), prepared) == first["version"]
+
+
+def test_a_champion_that_cannot_be_loaded_is_recorded_not_a_crash(prepared):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    client = MlflowClient()
+    stored = list(prepared.paths.root.rglob("MLmodel"))  # the registered model's description: MLflow fails
+    assert stored, "the registry's stored model"
+    for description in stored:
+        description.unlink()
+    second = trained_and_registered(load_config(overrides={**STRONG, "train.seed": 3}))
+    assert not second["promote"] and "cannot be scored here" in second["reason"]
+    assert champion(client, prepared) == first["version"]
 
 
 def test_the_same_model_trained_with_another_seed_is_not_promoted(prepared):
@@ -265,8 +280,6 @@ def test_the_registered_model_requires_every_package_its_code_imports():
     code (the pipeline modules `serving.py` loads, and `overlay` on request) imports must be there."""
     import ast
     import importlib.metadata
-    import subprocess
-    import sys
 
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, pipeline.model.serving, pipeline.core.overlay; "
@@ -286,3 +299,39 @@ def test_the_registered_model_requires_every_package_its_code_imports():
     required = {requirement.split("==")[0].lower() for requirement in register._pip_requirements()}
     missing = {name for name in third_party if not {d.lower() for d in distributions[name]} & required}
     assert not missing, f"imported by the served model's code but not in its pip requirements: {missing}"
+
+
+def test_the_champion_moves_only_from_the_version_the_decision_was_made_against(project):
+    client = registry_with_versions(project, 3)  # champion: 3
+    name = project.registry.model_name
+    assert not move_champion(client, name, expected="2", version="1")  # decided against 2: someone moved it
+    assert champion(client, project) == "3"
+    assert move_champion(client, name, expected="3", version="1") and champion(client, project) == "1"
+
+
+def test_two_registrations_racing_against_one_store_move_the_champion_once_per_decision(prepared, tmp_path):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    racers = []
+    for seed in (1, 2):  # two equally good challengers, each in its own project copy, one store
+        cfg = load_config(overrides={**STRONG, "train.seed": seed})
+        for stage in (train, evaluate, export):
+            stage.run(cfg)
+        copy = tmp_path / f"racer{seed}"
+        shutil.copytree(prepared.root, copy, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
+        racers.append(copy)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{prepared.paths.mlflow_db}"}
+    running = [
+        subprocess.Popen([sys.executable, "-m", "pipeline.register"], cwd=copy, env={**env, "PIPELINE_ROOT": str(copy)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for copy in racers
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=300)[0] for process in running]
+    assert all(process.returncode == 0 for process in running), outputs
+    reports = [json.loads((copy / "reports" / "registration.json").read_text()) for copy in racers]
+    client = MlflowClient()
+    promoted = [r for r in reports if r["promote"]]
+    assert len(promoted) == 1, reports  # the second decision is taken against the first one's move
+    winner, loser = promoted[0]["version"], next(r for r in reports if not r["promote"])
+    assert champion(client, prepared) == winner
+    assert client.get_model_version(prepared.registry.model_name, winner).tags["previous_champion"] == first["version"]
+    assert loser["comparison"]["champion_version"] == winner and "does not beat" in loser["reason"]

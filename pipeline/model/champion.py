@@ -1,8 +1,10 @@
 """The champion against a challenger, fairly: the champion's own model file from the registry, the
-same-task check, and both models' answers on the same test images with an exact McNemar test."""
+same-task check, and both models' answers on the same test images with an exact McNemar test; and
+moving the `champion` alias only from the version a decision was made against (`move_champion`)."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
+from pipeline.core.locks import file_lock
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
 
@@ -151,3 +154,18 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         if missing:
             return None
         raise
+
+
+def move_champion(client: MlflowClient, name: str, expected: str | None, version: str) -> bool:
+    """Compare-and-set: point `champion` of `name` at `version` only if it still points at `expected`
+    (None: no champion); whether it moved. The re-read and
+    the move happen under a lock that every process on this machine takes for this registry, so two
+    registrations, or a registration and a rollback, never both move from the same champion. Across
+    machines sharing a tracking server the window is the few milliseconds between re-read and move."""
+    key = hashlib.sha256(f"{mlflow.get_registry_uri()}|{name}".encode()).hexdigest()[:16]
+    with file_lock(Path(tempfile.gettempdir()) / "attention-registry" / f"{key}.lock"):
+        current = current_champion(client, name)
+        if (str(current.version) if current else None) != expected:
+            return False
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return True
