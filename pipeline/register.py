@@ -5,8 +5,9 @@ model file and its ONNX export). It becomes `champion` only when
 - its test accuracy reaches `register.min_accuracy`;
 - it answers the champion's task: the same class names in the same order, input channels and
   image size (else it stays a challenger: another task belongs under another `register.model_name`);
-- on the same test images (this run's test split, scored by both models' own files), it beats the
-  champion in `register.metric` (accuracy, balanced_accuracy or macro_f1) by more than
+- on the same test images (this run's test split, less the images the champion trained or
+  validated on: its logged manifest split by the content rule; scored by both models' own files),
+  it beats the champion in `register.metric` (accuracy, balanced_accuracy or macro_f1) by more than
   `register.min_delta`, significantly: p < `register.max_p_value` (null: no test) in an exact
   McNemar test of the images only one of the two gets right (accuracy) or a paired permutation
   test of the metric (the others).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
+import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
@@ -45,6 +49,7 @@ from pipeline.model.champion import (
     compare,
     current_champion,
     move_champion,
+    seen_by,
     task_difference,
 )
 from pipeline.model.model_file import ModelInfo, load_model
@@ -105,10 +110,28 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
+    test, left_out = unseen_by(champion, test, cfg)
+    if not len(test.labels):
+        reason = (
+            f"the champion (version {version}) trained on every test image: no fair comparison; add new test images"
+        )
+        return Decision(False, reason), None
     challenger = predicted_classes(model, info, test, cfg)
     incumbent = predicted_classes(champion_net, champion_info, test, cfg)
     comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.registry.metric)
+    comparison = dataclasses.replace(comparison, left_out=left_out)
     return decide(accuracy, comparison, cfg.registry), comparison
+
+
+def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[TensorSplit, int | None]:
+    """The test images the champion never trained or validated on, and how many were left out (None:
+    the champion's training images are unknown, so none are)."""
+    seen = seen_by(MlflowClient(), champion.run_id)
+    if seen is None or test.paths is None:
+        return test, None
+    manifest = pd.read_csv(cfg.paths.manifest, usecols=["path", "sha256"]).set_index("path")["sha256"]
+    keep = torch.tensor([manifest[path] not in seen for path in test.paths], dtype=torch.bool)
+    return TensorSplit(test.images[keep], test.labels[keep]), int((~keep).sum())
 
 
 def _pip_requirements() -> list[str]:

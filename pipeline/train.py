@@ -28,6 +28,7 @@ from pipeline.core.files import atomic_path, write_json
 from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
+from pipeline.data.split_rule import SPLIT_RULE
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
@@ -122,7 +123,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
                 "plan.steps": training.plan.steps,
             })  # fmt: skip
             mlflow.set_tags({
-                "data_version": version, "git_commit": commit, "runtime": runtime.name,
+                "data_version": version, "git_commit": commit, "runtime": runtime.name, "split_rule": SPLIT_RULE,
                 "plan": training.plan.describe(),
             })  # fmt: skip
             dataset = log_training_data(cfg, version, commit)

@@ -6,7 +6,7 @@ import torch
 
 from pipeline import preprocess, validate
 from pipeline.core.config import load_config
-from pipeline.preprocess import split_manifest
+from pipeline.data.split_rule import split_manifest
 
 
 def manifest(train_per_class: int, test_per_class: int = 0) -> pd.DataFrame:

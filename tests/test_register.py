@@ -335,3 +335,21 @@ def test_two_registrations_racing_against_one_store_move_the_champion_once_per_d
     assert champion(client, prepared) == winner
     assert client.get_model_version(prepared.registry.model_name, winner).tags["previous_champion"] == first["version"]
     assert loser["comparison"]["champion_version"] == winner and "does not beat" in loser["reason"]
+
+
+def test_the_champion_is_never_scored_on_images_it_trained_on(prepared, tmp_path):
+    first = trained_and_registered(load_config(overrides=WEAK))
+    # the user moves some training images into the test folder, then retrains
+    images = prepared.source_path()
+    moved = sorted((images / "train" / "bars").glob("*.png"))[:12]
+    for path in moved:
+        path.rename(images / "test" / "bars" / f"moved_{path.name}")
+    validate.run(prepared)
+    preprocess.run(prepared)
+    second = trained_and_registered(load_config(overrides=STRONG))
+    comparison = second["comparison"]
+    assert comparison["champion_version"] == first["version"]
+    assert comparison["left_out"] == 12  # the champion trained or validated on every moved image
+    assert comparison["images"] == 30  # scored on the test images it never saw
+    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    assert tags["left_out_test_images"] == str(comparison["left_out"])

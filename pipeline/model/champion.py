@@ -47,6 +47,7 @@ class Comparison:
     only_champion_right: int
     p_value: float
     test: str  # what gave p: "McNemar" (exact, for accuracy) or "permutation" (paired, of another metric)
+    left_out: int | None = None  # test images left out because the champion trained on them (None: unknown)
 
     @property
     def gain(self) -> float:
@@ -60,6 +61,7 @@ class Comparison:
         }
         return {
             "shared_test_images": self.images,
+            **({"left_out_test_images": self.left_out} if self.left_out is not None else {}),
             "challenger_shared_accuracy": self.challenger_accuracy,
             "champion_shared_accuracy": self.champion_accuracy,
             **scores,
@@ -74,6 +76,7 @@ class Comparison:
             f"{self.champion_score:.4f} (version {self.champion_version}); only it right on "
             f"{self.only_challenger_right}, only the champion on {self.only_champion_right}; "
             f"{self.test} p = {self.p_value:.3g}"
+            + ("" if not self.left_out else f"; {self.left_out} test images left out: the champion trained on them")
         )
 
 
@@ -137,6 +140,23 @@ def champion_model(name: str, version: str) -> tuple[AttentionCNN, ModelInfo]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
         artifacts = mlflow.models.Model.load(local).flavors["python_function"]["artifacts"]
         return load_model(local / artifacts["model_file"]["path"])
+
+
+def seen_by(client: MlflowClient, run_id: str) -> set[str] | None:
+    """The sha256 of every image run `run_id` trained or validated on: its logged manifest, split as
+    that run split it. None when unknown (a run from before content splits, or without a manifest)."""
+    from pipeline.data.mlflow_dataset import training_manifest
+    from pipeline.data.split_rule import SPLIT_RULE, split_manifest
+
+    run = client.get_run(run_id)
+    manifest = training_manifest(run_id) if run.data.tags.get("split_rule") == SPLIT_RULE else None
+    if manifest is None:
+        return None
+    params = run.data.params
+    splits = split_manifest(
+        manifest, float(params["data.val_fraction"]), float(params["data.test_fraction"]), int(params["data.seed"])
+    )
+    return set(splits.train["sha256"]) | set(splits.val["sha256"])
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
