@@ -35,6 +35,7 @@ from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import attention_checks as checks
+from pipeline.model.calibration import calibration_error, reliability
 from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import load_model
 from pipeline.model.network import AttentionCNN
@@ -147,6 +148,11 @@ def run(cfg: Config) -> dict:
     predicted = torch.from_numpy(info.rule.classes(probabilities, classes))
     metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
     metrics["decision"] = info.rule.describe()
+    metrics["calibration"] = {
+        "temperature": info.temperature,
+        "ece": calibration_error(torch.from_numpy(probabilities), true),
+        "ece_uncalibrated": calibration_error((logits * info.temperature).softmax(1), true),
+    }
     ranking = ranking_metrics(true.numpy(), probabilities, classes)
     metrics["roc_auc"], metrics["average_precision"] = ranking["roc_auc"], ranking["average_precision"]
     for name, values in ranking["per_class"].items():
@@ -172,6 +178,11 @@ def run(cfg: Config) -> dict:
         None if test.boxes is None else test.boxes[chosen],
     )  # fmt: skip
     figures.deletion_curves(curves, paths.plots / "deletion_curves.png")
+    uncalibrated = (logits * info.temperature).softmax(1).numpy()
+    figures.reliability_diagram(
+        {"calibrated": reliability(probabilities, true.numpy()), "before": reliability(uncalibrated, true.numpy())},
+        paths.plots / "reliability.png",
+    )
     checked = metrics["attention"]
 
     with resume_run(cfg, info.run_id):
@@ -180,6 +191,8 @@ def run(cfg: Config) -> dict:
                 "test_accuracy": metrics["accuracy"],
                 "test_balanced_accuracy": metrics["balanced_accuracy"],
                 "test_macro_f1": metrics["macro_f1"],
+                "test_ece": metrics["calibration"]["ece"],
+                "test_ece_uncalibrated": metrics["calibration"]["ece_uncalibrated"],
                 **{f"test_{key}": metrics[key] for key in ("roc_auc", "average_precision") if metrics[key] is not None},
                 **{f"test_recall_{name}": m["recall"] for name, m in metrics["per_class"].items()},
                 "inference_images_per_second": metrics["inference_images_per_second"],
@@ -194,6 +207,7 @@ def run(cfg: Config) -> dict:
         mlflow.log_artifact(str(paths.plots / "roc_pr.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "deletion_curves.png"), "plots")
+        mlflow.log_artifact(str(paths.plots / "reliability.png"), "plots")
     empty = (
         "mostly no uniform background: near-empty cells not measured" if checked["near_empty_cell_share"] is None else
         f"{100 * checked['near_empty_attention_mass']:.1f} % of it on near-empty cells "

@@ -30,6 +30,7 @@ from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.split_rule import SPLIT_RULE
 from pipeline.data.splits import TensorSplit, load_split
+from pipeline.model.calibration import calibration_error, fit_temperature
 from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
 from pipeline.model.model_file import ModelInfo, save_model
@@ -168,6 +169,10 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
         mlflow.log_metric("peak_memory_mb", metrics["peak_memory_mb"])
+        if cfg.train.calibrate:
+            metrics["calibration"] = calibrate(model, val_data, runtime)
+            mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
+            mlflow.log_metrics({f"val_ece_{k}": v for k, v in metrics["calibration"].items() if k != "temperature"})
         decision = decision_rule(cfg, meta["classes"], model, val_data, runtime)
         if decision.positive_class is not None:
             metrics["decision"] = decision.as_dict()
@@ -180,6 +185,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
             channels=meta["channels"], mean=meta["mean"], std=meta["std"],
             run_id=active.info.run_id, data_version=version, decision=decision.as_dict(),
+            temperature=float(model.temperature),
         )  # fmt: skip
         save_model(paths.model_file, model, info)
         write_json(paths.metrics / "train.json", metrics)
@@ -191,6 +197,20 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     remove_checkpoints(paths.checkpoint)
     log.info("train: val accuracy %.4f -> %s (MLflow run %s)", metrics["val_accuracy"], paths.model_file, info.run_id)
     return TrainResult(info.run_id, frame, metrics)
+
+
+def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime) -> dict[str, float]:
+    """Fit the model's temperature on the validation split; it and the calibration error before and after."""
+    model.temperature.fill_(1.0)
+    logits, _ = predict_batches(model, val_data.images, SCORING_BATCH, runtime)
+    labels = val_data.labels.cpu()
+    temperature = fit_temperature(logits, labels)
+    model.temperature.fill_(temperature)
+    before = calibration_error(logits.softmax(1), labels)
+    after = calibration_error((logits / temperature).softmax(1), labels)
+    log.info("train: temperature %.3f, validation calibration error %.2f %% -> %.2f %%", temperature, 100 * before,
+             100 * after)  # fmt: skip
+    return {"temperature": temperature, "before": before, "after": after}
 
 
 def decision_rule(

@@ -103,6 +103,19 @@ def attention_overlays(
 LABELS = {"gradcam": "Grad-CAM"}
 
 
+def reliability_diagram(bins: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """Accuracy against confidence per bin, one line per set of probabilities; the diagonal is perfect."""
+    figure, axes = plt.subplots(figsize=(4.4, 4))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, figures_ in bins.items():
+        seen = figures_["share"] > 0
+        axes.plot(figures_["confidence"][seen], figures_["accuracy"][seen], marker="o", label=name)
+    axes.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title("Reliability (test)", fontsize=9)
+    axes.legend(fontsize=8)
+    _save(figure, path)
+
+
 def deletion_curves(curves: dict[str, np.ndarray], path: Path) -> None:
     """The predicted class's mean probability as image regions are deleted, one line per order."""
     figure, axes = plt.subplots(figsize=(5, 3.6))

@@ -33,6 +33,7 @@ class ModelInfo:
     run_id: str | None = None
     data_version: str | None = None
     decision: dict | None = None  # the positive class's threshold (pipeline/model/decision.py); None: argmax
+    temperature: float = 1.0  # divides the logits: calibrated probabilities (pipeline/model/calibration.py)
 
     @property
     def rule(self) -> Decision:
@@ -40,8 +41,10 @@ class ModelInfo:
         return Decision.from_dict(self.decision)
 
     def build(self) -> AttentionCNN:
-        """A fresh, untrained network of this architecture."""
-        return AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
+        """A fresh, untrained network of this architecture, with this model's temperature."""
+        model = AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
+        model.temperature.fill_(self.temperature)
+        return model
 
 
 def save_model(path: Path, model: AttentionCNN, info: ModelInfo) -> None:

@@ -73,6 +73,8 @@ class AttentionCNN(nn.Module):
         self.pool = SoftAttentionPool(channels, cfg.attention_dim) if cfg.attention == "soft" else AveragePool()
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(channels, num_classes)
+        # temperature scaling (pipeline/model/calibration.py): 1 while training, fitted after
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     def freeze_features(self, frozen: bool) -> None:
         """Freeze the feature extractor (no gradients, batch-norm statistics fixed) or release it."""
@@ -87,4 +89,4 @@ class AttentionCNN(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
             features = self.features(normalised)
         pooled, attention = self.pool(features)
-        return Prediction(self.classifier(self.dropout(pooled)), attention)
+        return Prediction(self.classifier(self.dropout(pooled)) / self.temperature, attention)
