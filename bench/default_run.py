@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
@@ -45,18 +47,24 @@ def run(root: Path, *args: str) -> tuple[float, str]:
 
 
 def copy_project(source: Path, target: Path) -> Path:
-    """The project's tracked and unignored files (the working tree, uncommitted changes included)
-    in a new git repository at `target`."""
+    """The project's tracked and unignored files (the working tree, uncommitted changes included),
+    and the data its `.dvc` files pin where the source has it (DVC-tracked, so git-ignored), in a
+    new git repository at `target`."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=source, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     if target.exists():
         shutil.rmtree(target)
-    for name in filter(None, listed.split("\0")):
-        if (source / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / name, target / name)
+    names = [name for name in listed.split("\0") if name and (source / name).is_file()]
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+    for name in (name for name in names if name.endswith(".dvc")):
+        for out in yaml.safe_load((source / name).read_text()).get("outs", []):
+            pinned = Path(name).parent / out["path"]
+            if (source / pinned).is_dir():
+                shutil.copytree(source / pinned, target / pinned, dirs_exist_ok=True)
     for args in (("git", "init", "-q"), ("git", "add", "-A"), ("git", "commit", "-qm", "benchmark copy")):
         run(target, *args)
     return target

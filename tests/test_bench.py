@@ -2,6 +2,7 @@
 (Timings are not asserted: the benchmark is `make bench`, not a test.)"""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -113,3 +114,18 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
     opened = np.asarray(Image.open(next((tmp_path / "out" / "test" / "open").iterdir())))
     test_rows = pixels[300:]  # the bottom quarter
     assert any((test_rows[y : y + 64, x : x + 64] == opened).all() for y in range(0, 37) for x in range(0, 237, 64))
+
+
+def test_the_benchmark_copy_holds_the_data_its_dvc_files_pin_so_the_stages_run_there(tmp_path):
+    """`make bench` right after `make run` on a fresh clone: the copy needs `data/fashion-mnist`, which
+    DVC tracks and git ignores."""
+    from bench.default_run import copy_project, run
+    from pipeline.core.paths import project_root
+
+    source = project_root() / "data" / "fashion-mnist"
+    copy = copy_project(project_root(), tmp_path / "copy")
+    assert sorted(p.name for p in (copy / "data" / "fashion-mnist").iterdir()) == sorted(
+        p.name for p in source.iterdir()
+    )
+    run(copy, sys.executable, "-m", "dvc", "repro", "validate")  # failed before: missing data 'source'
+    assert (copy / "data" / "manifest.csv").is_file()
