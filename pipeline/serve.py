@@ -29,6 +29,7 @@ import asyncio
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from io import StringIO
 
@@ -82,20 +83,32 @@ class Gate:
     limits: Limits
     uri: str
     admitted: int = 0
+    restarting: bool = False
     pool: ProcessPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         import mlflow
 
-        self.pool = ProcessPoolExecutor(
-            self.limits.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-            initargs=(self.uri, mlflow.get_tracking_uri(), mlflow.get_registry_uri()),
-        )  # fmt: skip
+        self.stores = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
 
     def start(self) -> dict:
         """Start every worker (each loads the model); what the model takes, from one of them."""
+        self.pool = ProcessPoolExecutor(
+            self.limits.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            initargs=(self.uri, *self.stores),
+        )  # fmt: skip
         started = [self.pool.submit(_model_info) for _ in range(self.limits.workers)]
-        return [future.result() for future in started][0]
+        try:
+            return [future.result() for future in started][0]
+        except Exception as error:  # the worker's own failure to load, in whatever type MLflow raised it
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise PipelineError(f"{self.uri}: the model does not load in a worker process ({reason})") from None
+
+    def restart(self) -> None:
+        """New workers after one died (killed for memory, say): the broken pool cannot run anything."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.start()
 
     @property
     def full(self) -> bool:
@@ -236,6 +249,16 @@ def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
     def version() -> dict:
         return about
 
+    async def replace_workers() -> JSONResponse:
+        """After a worker died (killed for memory, say): new workers, once; the request may retry."""
+        if not gate.restarting:
+            gate.restarting = True
+            try:
+                await asyncio.to_thread(gate.restart)
+            finally:
+                gate.restarting = False
+        return refuse(503, "a worker process died answering a request; retry", **{"Retry-After": RETRY_AFTER})
+
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -252,7 +275,11 @@ def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
         except BaseException:
             gate.admitted -= 1
             raise
-        work = asyncio.get_running_loop().run_in_executor(gate.pool, _answer_in_worker, body)
+        try:
+            work = asyncio.get_running_loop().run_in_executor(gate.pool, _answer_in_worker, body)
+        except BrokenProcessPool:
+            gate.admitted -= 1
+            return await replace_workers()
 
         def leave(_) -> None:
             gate.admitted -= 1
@@ -263,6 +290,8 @@ def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
         except TimeoutError:
             late = f"not answered within {gate.limits.timeout:g} s: send fewer or smaller images, or retry"
             return refuse(503, late, **{"Retry-After": RETRY_AFTER})
+        except BrokenProcessPool:
+            return await replace_workers()
         return Response(content, status_code=status, media_type="application/json")
 
     return app

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -64,6 +64,7 @@ def test_scanner_survives_arbitrary_bytes(data):
     st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
     st.integers(1, 10_000),
 )
+@example("PNG", [(35, 0)], 176)  # found by this test: PIL raised SyntaxError ("broken PNG file") past decoding
 def test_scanner_survives_damaged_images(format_name, flips, keep):
     data = bytearray(SEEDS[format_name][:keep])
     for position, value in flips:

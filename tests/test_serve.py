@@ -136,3 +136,20 @@ def test_a_slow_request_gets_a_503_in_time_holds_its_worker_and_the_server_keeps
     assert late.headers["Retry-After"] == serve.RETRY_AFTER
     assert busy.status_code == 503 and "busy" in busy.json()["error"] and busy.headers["Retry-After"]
     assert ping.status_code == 200 and version.json()["version"] == "1"
+
+
+def test_a_worker_killed_under_the_server_is_replaced_and_the_next_request_is_answered(pyfunc):
+    import psutil
+
+    def workers() -> set[int]:
+        return {p.pid for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())}
+
+    before = workers()  # other servers' workers
+    with Running(pyfunc, serve.Limits(workers=1, queue=2, timeout=60)) as server:
+        (worker,) = (psutil.Process(pid) for pid in workers() - before)
+        worker.kill()  # what the kernel does to a process over its memory limit
+        worker.wait(10)
+        died = server.post({"inputs": [png(16)]})
+        again = server.post({"inputs": [png(16)]})
+    assert died.status_code == 503 and "worker process died" in died.json()["error"]
+    assert again.status_code == 200 and len(again.json()["predictions"]["class"]) == 1

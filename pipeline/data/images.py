@@ -67,7 +67,13 @@ def decode_image(
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=formats) as image:
             check_size(image, max_pixels)
             return normalise(image, channels)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as error:  # PIL's broken-file types
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PipelineError(f"{name}: cannot decode image ({reason})") from None
 

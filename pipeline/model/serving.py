@@ -63,7 +63,7 @@ def declared_pixels(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             return image.width * image.height
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
         return 0
 
 
