@@ -148,10 +148,11 @@ def run(cfg: Config) -> dict:
     predicted = torch.from_numpy(info.rule.classes(probabilities, classes))
     metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
     metrics["decision"] = info.rule.describe()
+    uncalibrated = (logits * info.temperature).softmax(1)  # as the network answered before its temperature
     metrics["calibration"] = {
         "temperature": info.temperature,
         "ece": calibration_error(torch.from_numpy(probabilities), true),
-        "ece_uncalibrated": calibration_error((logits * info.temperature).softmax(1), true),
+        "ece_uncalibrated": calibration_error(uncalibrated, true),
     }
     ranking = ranking_metrics(true.numpy(), probabilities, classes)
     metrics["roc_auc"], metrics["average_precision"] = ranking["roc_auc"], ranking["average_precision"]
@@ -178,9 +179,11 @@ def run(cfg: Config) -> dict:
         None if test.boxes is None else test.boxes[chosen],
     )  # fmt: skip
     figures.deletion_curves(curves, paths.plots / "deletion_curves.png")
-    uncalibrated = (logits * info.temperature).softmax(1).numpy()
     figures.reliability_diagram(
-        {"calibrated": reliability(probabilities, true.numpy()), "before": reliability(uncalibrated, true.numpy())},
+        {
+            "calibrated": reliability(probabilities, true.numpy()),
+            "before": reliability(uncalibrated.numpy(), true.numpy()),
+        },
         paths.plots / "reliability.png",
     )
     checked = metrics["attention"]

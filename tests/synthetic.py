@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -71,3 +74,23 @@ def write_small_fashion_mnist(folder: Path, train: int, test: int) -> Path:
     from pipeline.data.fashion_mnist import write_subset
 
     return write_subset(PROJECT / "data" / "fashion-mnist", folder, train, test)
+
+
+@contextmanager
+def prepared_project(root: Path, per_class: dict[str, int], **sections: dict) -> Iterator:
+    """A project at `root/project` on a generated image folder (`root/images`) with `small_params`
+    changed by `sections`, validated and preprocessed; its config, with PIPELINE_ROOT set for the block."""
+    from pipeline import preprocess, validate
+    from pipeline.core.config import load_config
+
+    images = write_dataset(root / "images", per_class)
+    project = root / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images), **sections)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_ROOT", str(project))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cfg = load_config()
+        validate.run(cfg)
+        preprocess.run(cfg)
+        yield cfg

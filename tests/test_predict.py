@@ -5,30 +5,19 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from PIL import Image
 
-from pipeline import preprocess, train, validate
-from pipeline.core.config import load_config
-from tests.synthetic import small_params, write_dataset
+from pipeline import train
+from tests.synthetic import prepared_project
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model file trained on the generated dataset, and that dataset's folder."""
     root = tmp_path_factory.mktemp("predict")
-    images = write_dataset(root / "images", {"train": 40, "test": 10})
-    project = root / "project"
-    project.mkdir()
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_ROOT", str(project))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        cfg = load_config()
-        validate.run(cfg)
-        preprocess.run(cfg)
+    with prepared_project(root, {"train": 40, "test": 10}) as cfg:
         train.run(cfg)
-    return project, images
+    return cfg.root, root / "images"
 
 
 def predict(project, *args) -> subprocess.CompletedProcess:

@@ -11,30 +11,19 @@ import mlflow
 import pytest
 import requests
 import uvicorn
-import yaml
 from PIL import Image
 
-from pipeline import preprocess, serve, train, validate
-from pipeline.core.config import load_config
+from pipeline import serve, train
 from pipeline.model import serving
 from tests.servers import free_port
-from tests.synthetic import PROJECT, small_params, write_dataset
+from tests.synthetic import PROJECT, prepared_project
 
 
 @pytest.fixture(scope="module")
 def pyfunc(tmp_path_factory):
     """The served form of a tiny trained model (`pipeline/model/serving.py`), saved by MLflow: its path."""
     root = tmp_path_factory.mktemp("serve")
-    images = write_dataset(root / "images", {"train": 30, "test": 10})
-    project = root / "project"
-    project.mkdir()
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_ROOT", str(project))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        cfg = load_config()
-        validate.run(cfg)
-        preprocess.run(cfg)
+    with prepared_project(root, {"train": 30, "test": 10}) as cfg:
         train.run(cfg)
     saved = root / "pyfunc"
     mlflow.pyfunc.save_model(

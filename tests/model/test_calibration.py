@@ -6,16 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from pipeline import evaluate, export, preprocess, train, validate
-from pipeline.core.config import load_config
+from pipeline import evaluate, export, train
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
 from pipeline.model.calibration import calibration_error, fit_temperature, reliability
 from pipeline.model.model_file import load_model
 from pipeline.training.runtime import predict_batches, select_runtime
-from tests.synthetic import small_params, write_dataset
+from tests.synthetic import prepared_project
 
 
 def overconfident(temperature: float, count: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,17 +46,8 @@ def test_the_reliability_bins_hold_confidence_accuracy_and_share():
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibration")
-    images = write_dataset(root / "images", {"train": 40, "test": 20})
-    project = root / "project"
-    project.mkdir()
-    params = small_params(str(images), train={"epochs": 4, "batch_size": 16, "precision": "fp32"})
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_ROOT", str(project))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        cfg = load_config()
-        validate.run(cfg)
-        preprocess.run(cfg)
+    settings = {"epochs": 4, "batch_size": 16, "precision": "fp32"}
+    with prepared_project(root, {"train": 40, "test": 20}, train=settings) as cfg:
         trained = train.run(cfg)
         evaluate.run(cfg)
         export.run(cfg)

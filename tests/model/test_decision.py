@@ -10,10 +10,8 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from pipeline import evaluate, export, preprocess, train, validate
-from pipeline.core.config import load_config
+from pipeline import evaluate, export, train
 from pipeline.core.errors import PipelineError
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
@@ -21,7 +19,7 @@ from pipeline.model.decision import Decision, check_positive_class, choose_thres
 from pipeline.model.model_file import load_model, save_model
 from pipeline.model.serving import AttentionClassifier
 from pipeline.training.runtime import predict_batches, select_runtime
-from tests.synthetic import CLASSES, small_params, write_dataset
+from tests.synthetic import CLASSES, prepared_project
 
 POSITIVE = "squares"
 
@@ -66,18 +64,8 @@ def trained(tmp_path_factory):
     """A tiny model trained with `data.positive_class`, then given a threshold that overrules the
     most probable class on many test images (so that obeying the rule shows), and exported."""
     root = tmp_path_factory.mktemp("decision")
-    images = write_dataset(root / "images", {"train": 30, "test": 20})
-    project = root / "project"
-    project.mkdir()
     settings = {"positive_recall": 1.0, "precision": "fp32", "epochs": 4}  # fp32: evaluate scores as this test does
-    params = small_params(str(images), data={"positive_class": POSITIVE}, train=settings)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_ROOT", str(project))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        cfg = load_config()
-        validate.run(cfg)
-        preprocess.run(cfg)
+    with prepared_project(root, {"train": 30, "test": 20}, data={"positive_class": POSITIVE}, train=settings) as cfg:
         result = train.run(cfg)
         chosen, run_params = load_model(cfg.paths.model_file)[1].rule, mlflow.get_run(result.run_id).data.params
         model, info = load_model(cfg.paths.model_file)
