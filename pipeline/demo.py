@@ -3,7 +3,8 @@
     python -m pipeline.demo [--port 7860]      (make demo)
 
 Drop or upload images (or pick one of the test split's): each gets the model's answer (the most
-probable class, or with `data.positive_class` the threshold's verdict), a top-5 chart and the
+probable class, or with `data.positive_class` the threshold's verdict; "not sure" first when the
+image is unlike anything the model was trained on), a top-5 chart and the
 attention over the picture (small pictures enlarged) with an opacity slider. The page names the
 model that answers (name, version, aliases, test accuracy, decision rule) and switches between `champion`,
 `challenger` and any version. It loads the registry's MLflow model, as `make serve` does, and
@@ -37,6 +38,12 @@ class Answer:
     label: str  # the model's answer: its decision rule's class (pipeline/model/decision.py)
     top: dict[str, float]
     attention: np.ndarray
+    unknown: bool = False  # unlike anything the model was trained on (pipeline/model/novelty.py)
+
+    def headline(self) -> str:
+        if self.unknown:
+            return f"## Not sure: this does not look like anything I was trained on\nClosest answer: {self.label}"
+        return f"## Answer: {self.label}"
 
 
 class Registry:
@@ -94,14 +101,14 @@ def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     size, channels = about["image_size"], about["channels"]
     images = np.stack([model_input(picture.convert("L" if channels == 1 else "RGB"), size) for picture in pictures])
     out = model.predict(images)
+    unknown = out.get("unknown", [False] * len(paths))  # older registered versions have no detector
     answers = []
-    for path, picture, label, row, maps in zip(
-        paths, pictures, out["class"], out["probabilities"], out["attention"], strict=True
+    for path, picture, label, row, maps, flag in zip(
+        paths, pictures, out["class"], out["probabilities"], out["attention"], unknown, strict=True
     ):
         order = np.argsort(-row, kind="stable")[:5]
-        answers.append(
-            Answer(path.name, picture, str(label), {about["classes"][i]: float(row[i]) for i in order}, maps)
-        )
+        top = {about["classes"][i]: float(row[i]) for i in order}
+        answers.append(Answer(path.name, picture, str(label), top, maps, bool(flag)))
     return answers
 
 
@@ -141,12 +148,12 @@ def build(cfg: Config, registry: Registry, examples: list[str]):
         return overlay(picture, answer.attention, opacity)
 
     def answer_views(answers: list[Answer], opacity: float, selected: int):
-        items = [(shown(a, opacity), f"{a.name}: {a.label}") for a in answers]
+        items = [(shown(a, opacity), f"{a.name}: {'not sure · ' if a.unknown else ''}{a.label}") for a in answers]
         gallery = gr.Gallery(items, visible=len(answers) > 1)  # one image: the panel above is enough
         if not answers:
             return gallery, "", None, None
         chosen = answers[min(selected, len(answers) - 1)]
-        return gallery, f"## Answer: {chosen.label}", chosen.top, shown(chosen, opacity)
+        return gallery, chosen.headline(), chosen.top, shown(chosen, opacity)
 
     def run(files: list[str] | None, choice: str, opacity: float):
         model, about = registry.get(choice)

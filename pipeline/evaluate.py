@@ -7,7 +7,9 @@ the attention's order vs Grad-CAM's and a random order, and where boxes are know
 game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
 `plots/roc_pr.png` (ROC and precision-recall curves), `plots/attention_overlays.png` and
-`plots/deletion_curves.png`.
+`plots/deletion_curves.png`. With a detector, the "unknown" answer is checked on the test split and
+on out-of-distribution sets made here (`pipeline/data/outliers.py`): AUROC, FPR95 and the share
+flagged, beside the logit-only scores, in `eval.json` and `plots/novelty.png`.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.tracking import resume_run
+from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import attention_checks as checks
 from pipeline.model.calibration import calibration_error, reliability
 from pipeline.model.gradcam import gradcam_maps
-from pipeline.model.model_file import load_model
-from pipeline.model.network import AttentionCNN
+from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.model.network import AttentionCNN, Prediction
+from pipeline.model.novelty import logit_scores
+from pipeline.model.unknown import separation
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,33 @@ def ranking_metrics(true: np.ndarray, probabilities: np.ndarray, classes: list[s
     return {**means, "per_class": per_class}
 
 
+def unknown_metrics(
+    cfg: Config, model: AttentionCNN, runtime: Runtime, info: ModelInfo, test: Prediction
+) -> tuple[dict | None, dict[str, np.ndarray]]:
+    """The detector on the test split and on each out-of-distribution set (`pipeline/data/outliers.py`,
+    in the model's image format): AUROC, FPR95 and the share flagged "unknown", with the AUROC of the
+    logit-only scores beside; and the scores, for the histograms. None without a detector."""
+    detector = info.detector
+    if detector is None or test.novelty is None:
+        return None, {}
+    scores = {"test": test.novelty.numpy()}
+    baselines = logit_scores(test.logits)
+    result: dict = {"detector": detector.describe(), "threshold": detector.threshold,
+                    "test_flagged": float(detector.unknown(scores["test"]).mean()), "sets": {}}  # fmt: skip
+    for name in SETS:
+        images = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
+        out = predict_batches(model, images, cfg.evaluate.batch_size, runtime)
+        scores[name] = out.novelty.numpy()
+        result["sets"][name] = {
+            **separation(scores["test"], scores[name]),
+            "flagged": float(detector.unknown(scores[name]).mean()),
+            **{f"auroc_{key}": separation(baselines[key], value)["auroc"]
+               for key, value in logit_scores(out.logits).items()},
+        }  # fmt: skip
+    result["auroc_min"] = min(figures_["auroc"] for figures_ in result["sets"].values())
+    return result, scores
+
+
 def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """`count` of `indices`, seeded."""
     return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
@@ -115,7 +147,7 @@ def attention_metrics(
     images = test.images[chosen]
 
     def probabilities(images: torch.Tensor) -> torch.Tensor:
-        return predict_batches(model, images, batch, runtime)[0].softmax(1)
+        return predict_batches(model, images, batch, runtime).logits.softmax(1)
 
     replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(mean) * 255
     orders = {
@@ -140,8 +172,9 @@ def run(cfg: Config) -> dict:
     model = runtime.prepare(model)
     predict_batches(model, test.images[: cfg.evaluate.batch_size], cfg.evaluate.batch_size, runtime)  # warm-up
     start = time.perf_counter()
-    logits, attention = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime)
+    out = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime)
     seconds = time.perf_counter() - start
+    logits, attention = out.logits, out.attention
     true = test.labels
     classes = info.classes
     probabilities = torch.softmax(logits, 1).numpy()
@@ -162,6 +195,7 @@ def run(cfg: Config) -> dict:
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
     metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info.mean)
+    metrics["unknown"], novelty_scores = unknown_metrics(cfg, model, runtime, info, out)
 
     write_json(paths.metrics / "eval.json", metrics)
     names = pd.DataFrame({"actual": [classes[i] for i in true], "predicted": [classes[i] for i in predicted]})
@@ -186,7 +220,8 @@ def run(cfg: Config) -> dict:
         },
         paths.plots / "reliability.png",
     )
-    checked = metrics["attention"]
+    figures.novelty_histograms(novelty_scores, info.detector and info.detector.threshold, paths.plots / "novelty.png")
+    checked, unknown = metrics["attention"], metrics["unknown"] or {"sets": {}}
 
     with resume_run(cfg, info.run_id):
         mlflow.log_metrics(
@@ -203,6 +238,12 @@ def run(cfg: Config) -> dict:
                 **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS if checked[key] is not None},
                 **{f"deletion_auc_{name}": value for name, value in checked.get("deletion_auc", {}).items()},
                 **{f"localisation_{key}": value for key, value in checked.get("localisation", {}).items()},
+                **{f"unknown_{k}": unknown[k] for k in ("test_flagged", "auroc_min") if k in unknown},
+                **{
+                    f"unknown_{name}_{key}": value
+                    for name, figures_ in unknown["sets"].items()
+                    for key, value in figures_.items()
+                },
             }
         )
         mlflow.log_artifact(str(paths.metrics / "eval.json"), "metrics")
@@ -211,6 +252,7 @@ def run(cfg: Config) -> dict:
         mlflow.log_artifact(str(paths.plots / "attention_overlays.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "deletion_curves.png"), "plots")
         mlflow.log_artifact(str(paths.plots / "reliability.png"), "plots")
+        mlflow.log_artifact(str(paths.plots / "novelty.png"), "plots")
     empty = (
         "mostly no uniform background: near-empty cells not measured" if checked["near_empty_cell_share"] is None else
         f"{100 * checked['near_empty_attention_mass']:.1f} % of it on near-empty cells "
@@ -222,6 +264,12 @@ def run(cfg: Config) -> dict:
         metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"], empty,
         cfg.evaluate.deletion_fill, checked.get("deletion_auc"), info.run_id,
     )  # fmt: skip
+    if unknown["sets"]:
+        log.info(
+            "evaluate: unknown for %.1f %% of test images; out-of-distribution AUROC %s, flagged %s",
+            100 * unknown["test_flagged"], {k: round(v["auroc"], 3) for k, v in unknown["sets"].items()},
+            {k: f"{v['flagged']:.0%}" for k, v in unknown["sets"].items()},
+        )  # fmt: skip
     return metrics
 
 

@@ -1,7 +1,8 @@
 """Stage 5, export: the trained model as ONNX for edge devices, checked against PyTorch.
 
 Reads `models/model.pt` and the test split; writes `models/model.onnx` (a dynamic batch of uint8
-images N×C×H×W in; `logits` N×classes and `attention` N×h×w out) and `metrics/export.json`: the
+images N×C×H×W in; `logits` N×classes, `attention` N×h×w, `embedding` N×C and, with a detector,
+`novelty` N out) and `metrics/export.json`: the
 largest logit difference and the top-1 agreement with PyTorch over `export.parity_images` test
 images (a fixed random sample; 0: the whole split), run in onnxruntime, and both runtimes'
 throughput. Below `export.min_agreement` the stage fails and keeps no file. `export.quantize: true`
@@ -38,12 +39,13 @@ def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, pat
 
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
-        model.eval(), (example,), str(path), input_names=[onnx_file.INPUT], output_names=onnx_file.OUTPUTS,
+        model.eval(), (example,), str(path), input_names=[onnx_file.INPUT],
+        output_names=onnx_file.OUTPUTS[: 4 if model.novelty is not None else 3],
         dynamic_shapes={onnx_file.INPUT: {0: batch}}, dynamo=True, external_data=False, verbose=False,
     )  # fmt: skip
     proto = onnx.load(str(path))
     for key, value in onnx_file.metadata(
-        info.classes, info.image_size, info.channels, info.run_id, info.decision
+        info.classes, info.image_size, info.channels, info.run_id, info.decision, info.novelty
     ).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -61,7 +63,7 @@ def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: 
 
     with atomic_path(target) as temporary:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
-        logits, _ = onnx_file.predict(onnx_file.session(temporary), images, batch)
+        logits = onnx_file.predict(onnx_file.session(temporary), images, batch)[0]
     return float((logits.argmax(1) == labels).mean())
 
 
@@ -73,6 +75,18 @@ def parity_sample(split: TensorSplit, size: int) -> TensorSplit:
     return TensorSplit(split.images[chosen], split.labels[chosen])
 
 
+def novelty_parity(onnx_scores: np.ndarray | None, torch_scores: torch.Tensor | None, info: ModelInfo) -> dict:
+    """How far the ONNX file's novelty scores are from PyTorch's, and how often both say "unknown" alike."""
+    if onnx_scores is None or info.detector is None:
+        return {}
+    reference = torch_scores.numpy()
+    same = info.detector.unknown(onnx_scores) == info.detector.unknown(reference)
+    return {
+        "max_abs_novelty_difference": float(np.abs(onnx_scores - reference).max()),
+        "unknown_agreement": float(same.mean()),
+    }
+
+
 def run(cfg: Config) -> dict:
     """Export the model to ONNX, compare it with PyTorch on the test split, write the report."""
     paths, settings = cfg.paths, cfg.export
@@ -80,13 +94,13 @@ def run(cfg: Config) -> dict:
     test = parity_sample(load_split(paths.processed / "test.pt"), settings.parity_images)
     images, labels = test.images.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
-    (reference, _), torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)
-    reference = reference.numpy()
+    torch_out, torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)
+    reference = torch_out.logits.numpy()
 
     with atomic_path(paths.onnx_file) as temporary:
         export_onnx(model, info, test.images[:2], temporary)
         loaded = onnx_file.session(temporary)
-        (logits, attention), onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
+        (logits, attention, novelty), onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
         agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
         if agreement < settings.min_agreement:
             raise PipelineError(
@@ -101,6 +115,7 @@ def run(cfg: Config) -> dict:
         "top1_agreement": agreement,
         "attention_shape": list(attention.shape[1:]),
         "onnx_accuracy": float((logits.argmax(1) == labels).mean()),
+        **novelty_parity(novelty, torch_out.novelty, info),
         "onnx_images_per_second": round(len(labels) / onnx_seconds),
         "pytorch_fp32_images_per_second": round(len(labels) / torch_seconds),
     }

@@ -5,8 +5,9 @@
 
 Folders are read recursively; files are decoded in parallel processes (the one decoding function
 of validation and preprocessing), batch by batch, with a progress bar. Without `--out` each image
-is a tab-separated line on stdout (path, class, probability); with it, a CSV row (path, class,
-probability, the next classes of the top k with theirs, error). A file that cannot be read is
+is a tab-separated line on stdout (path, class, probability, the overlay's path with `--heatmap`,
+and "unknown" last when the image is unlike anything the model was trained on); with it, a CSV row (path, class,
+probability, novelty, unknown, the next classes of the top k with theirs, error). A file that cannot be read is
 listed with its reason, not fatal. A rerun with the same `--out` skips the files already in it:
 an interrupted run resumes, a finished one does nothing.
 
@@ -34,6 +35,7 @@ from pipeline.core.files import atomic_path
 from pipeline.data.image_batches import decoded_batches, list_files
 from pipeline.data.images import decode_image
 from pipeline.model.decision import Decision
+from pipeline.model.unknown import Novelty
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,14 @@ class ImagePrediction:
 @dataclass(frozen=True)
 class Classifier:
     """A model's image format and classes, and a function from uint8 images N×C×H×W to
-    (probabilities N×classes, attention N×h×w)."""
+    (probabilities N×classes, attention N×h×w, novelty scores N or None)."""
 
     classes: list[str]
     image_size: int
     channels: int
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     rule: Decision = Decision()  # how probabilities become the answered class
+    detector: Novelty | None = None  # when an image is "unknown" (None: a model without a detector)
 
 
 def onnx_classifier(path: Path) -> Classifier:
@@ -66,16 +69,17 @@ def onnx_classifier(path: Path) -> Classifier:
         loaded = onnx_file.session(path)
         classes, size, channels = onnx_file.image_format(loaded)
         rule = Decision.from_dict(onnx_file.decision(loaded))
+        detector = Novelty.from_dict(onnx_file.novelty(loaded))
     except Exception as error:  # onnxruntime raises its own types for foreign or damaged files
         reason = type(error).__name__
         raise PipelineError(f"{path}: not an ONNX export of this project ({reason}); rerun export") from None
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, attention = onnx_file.predict(loaded, images, len(images))
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        logits, attention, novelty = onnx_file.predict(loaded, images, len(images))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True), attention
+        return shifted / shifted.sum(axis=1, keepdims=True), attention, novelty
 
-    return Classifier(classes, size, channels, run, rule)
+    return Classifier(classes, size, channels, run, rule, detector)
 
 
 def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
@@ -106,11 +110,12 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
     runtime = select_runtime(cfg.train.device, precision)
     model = runtime.prepare(model)
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, attention = predict_batches(model, torch.from_numpy(images), len(images), runtime)
-        return logits.softmax(dim=1).numpy(), attention.numpy()
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        out = predict_batches(model, torch.from_numpy(images), len(images), runtime)
+        novelty = None if out.novelty is None else out.novelty.numpy()
+        return out.logits.softmax(dim=1).numpy(), out.attention.numpy(), novelty
 
-    return Classifier(info.classes, info.image_size, info.channels, run, info.rule)
+    return Classifier(info.classes, info.image_size, info.channels, run, info.rule, info.detector)
 
 
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
@@ -138,7 +143,7 @@ def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None =
 
 def csv_header(top_k: int) -> list[str]:
     ranks = [column for rank in range(2, top_k + 1) for column in (f"class_{rank}", f"probability_{rank}")]
-    return ["path", "class", "probability", *ranks, "error"]
+    return ["path", "class", "probability", "novelty", "unknown", *ranks, "error"]
 
 
 def done_paths(out: Path, header: list[str]) -> set[str]:
@@ -150,6 +155,14 @@ def done_paths(out: Path, header: list[str]) -> set[str]:
         if next(rows, None) != header:
             raise PipelineError(f"{out}: not a predictions file of this model and --top-k; choose another --out")
         return {row[0] for row in rows if row}
+
+
+def novelty_columns(detector: Novelty | None, novelty: np.ndarray | None, count: int) -> list[tuple[str, str]]:
+    """Each image's novelty score and "true"/"false" for unknown, as CSV text (empty without a detector)."""
+    if detector is None or novelty is None:
+        return [("", "")] * count
+    flags = detector.unknown(novelty)
+    return [(f"{score:.6f}", "true" if flag else "false") for score, flag in zip(novelty, flags, strict=True)]
 
 
 @dataclass
@@ -182,28 +195,29 @@ def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
         for batch in batches:
             rows = []
             if len(batch.images):
-                probabilities, attention = classifier.run(batch.images)
+                probabilities, attention, novelty = classifier.run(batch.images)
                 decided = classifier.rule.classes(probabilities, classifier.classes)
                 ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-                for file, row, answer, order, maps in zip(
-                    batch.readable, probabilities, decided, ranked, attention, strict=True
+                flags = novelty_columns(classifier.detector, novelty, len(decided))
+                for file, row, answer, order, maps, (score, unknown) in zip(
+                    batch.readable, probabilities, decided, ranked, attention, flags, strict=True
                 ):
                     label = classifier.classes[answer]
                     others = [i for i in order if i != answer][: top_k - 1]
                     tops = [value for i in others for value in (classifier.classes[i], f"{row[i]:.6f}")]
-                    rows.append([str(file.path), label, f"{row[answer]:.6f}", *tops, ""])
+                    rows.append([str(file.path), label, f"{row[answer]:.6f}", score, unknown, *tops, ""])
                     if not args.out:
                         line = f"{file.path}\t{label}\t{row[answer]:.4f}"
                         if args.heatmap:
                             prediction = ImagePrediction(file.path, label, float(row[answer]), maps)
                             line += f"\t{write_heatmap(prediction, args.heatmap, file.name)}"
-                        print(line)
+                        print(line + ("\tunknown" if unknown == "true" else ""))
                     elif args.heatmap:
                         write_heatmap(ImagePrediction(file.path, label, float(row[answer]), maps), args.heatmap,
                                       file.name)  # fmt: skip
             for file, reason in batch.unreadable:
                 tally.unreadable.append((str(file.path), reason))
-                rows.append([str(file.path), "", "", *[""] * (2 * (top_k - 1)), reason])
+                rows.append([str(file.path), "", "", "", "", *[""] * (2 * (top_k - 1)), reason])
                 if not args.out:
                     print(f"skipped {file.path}: {reason}", file=sys.stderr)
             tally.classified += len(batch.readable)

@@ -153,8 +153,9 @@ def resolve(cfg: Config, reference: str) -> dict:
 def model_about(model) -> dict:
     """What a loaded pyfunc model takes (classes, input) and how it decides."""
     info = model.unwrap_python_model().info
+    detector = getattr(info, "detector", None)  # older registered versions bring older code
     return {"classes": info.classes, "image_size": info.image_size, "channels": info.channels,
-            "decision": info.rule.describe()}  # fmt: skip
+            "decision": info.rule.describe(), "unknown": detector.describe() if detector else None}  # fmt: skip
 
 
 def load(cfg: Config, reference: str):

@@ -35,6 +35,8 @@ from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
 from pipeline.model.model_file import ModelInfo, save_model
 from pipeline.model.network import AttentionCNN
+from pipeline.model.novelty import bank_rows, unit_rows
+from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime, uses_cuda
@@ -181,11 +183,16 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
                 {"val_positive_recall": decision.val_recall, "val_positive_precision": decision.val_precision}
             )
             log.info("train: decides %s", decision.describe())
+        detector = None
+        if cfg.train.unknown.accept is not None:
+            detector = fit_detector(cfg, model, train_data, val_data, runtime)
+            metrics["unknown"] = detector.as_dict()
+            mlflow.log_params({f"unknown.{k}": v for k, v in detector.as_dict().items()})
         info = ModelInfo(
             model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
             channels=meta["channels"], mean=meta["mean"], std=meta["std"],
             run_id=active.info.run_id, data_version=version, decision=decision.as_dict(),
-            temperature=float(model.temperature),
+            temperature=float(model.temperature), novelty=detector and detector.as_dict(),
         )  # fmt: skip
         save_model(paths.model_file, model, info)
         write_json(paths.metrics / "train.json", metrics)
@@ -202,7 +209,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
 def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime) -> dict[str, float]:
     """Fit the model's temperature on the validation split; it and the calibration error before and after."""
     model.temperature.fill_(1.0)
-    logits, _ = predict_batches(model, val_data.images, SCORING_BATCH, runtime)
+    logits = predict_batches(model, val_data.images, SCORING_BATCH, runtime).logits
     labels = val_data.labels.cpu()
     temperature = fit_temperature(logits, labels)
     model.temperature.fill_(temperature)
@@ -220,11 +227,32 @@ def decision_rule(
     chosen on the validation split."""
     if cfg.data.positive_class is None:
         return Decision()
-    logits, _ = predict_batches(model, val_data.images, SCORING_BATCH, runtime)
+    logits = predict_batches(model, val_data.images, SCORING_BATCH, runtime).logits
     probabilities = logits.softmax(1).numpy()
     return choose_threshold(
         probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall
     )
+
+
+def fit_detector(
+    cfg: Config, model: AttentionCNN, train_data: TensorSplit, val_data: TensorSplit, runtime: Runtime
+) -> Novelty:
+    """Give the model its "unknown" detector: the features of `train.unknown.bank` training images
+    (seeded), and the threshold that accepts `train.unknown.accept` of the validation images."""
+    settings = cfg.train.unknown
+    rows = bank_rows(len(train_data.labels), settings.bank, cfg.train.seed).to(train_data.images.device)
+    features = predict_batches(model, train_data.images[rows], SCORING_BATCH, runtime).embedding
+    model.attach_novelty(len(features), settings.neighbours).bank.copy_(unit_rows(features))
+    scores = predict_batches(model, val_data.images, SCORING_BATCH, runtime).novelty.numpy()
+    detector = Novelty(
+        neighbours=model.novelty.neighbours, bank=len(features),
+        threshold=acceptance_threshold(scores, settings.accept), accept=settings.accept,
+    )  # fmt: skip
+    log.info(
+        "train: unknown beyond novelty %.4f (%d-th nearest of %d training images; accepts %.0f %% of validation)",
+        detector.threshold, detector.neighbours, detector.bank, 100 * settings.accept,
+    )  # fmt: skip
+    return detector
 
 
 def main() -> None:

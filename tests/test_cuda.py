@@ -60,9 +60,9 @@ def test_train_stage_on_the_gpu_writes_a_model_the_cpu_serves_alike(prepared):
 
     model, _ = load_model(cfg.paths.model_file)  # a CPU model from a GPU run
     test = load_split(cfg.paths.processed / "test.pt")
-    cpu_logits, cpu_attention = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32"))
+    cpu_logits, cpu_attention, _, _ = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32"))
     gpu = select_runtime("cuda", "bf16")
-    gpu_logits, gpu_attention = predict_batches(gpu.prepare(copy.deepcopy(model)), test.images, 64, gpu)
+    gpu_logits, gpu_attention, _, _ = predict_batches(gpu.prepare(copy.deepcopy(model)), test.images, 64, gpu)
     agreement = (cpu_logits.argmax(1) == gpu_logits.argmax(1)).float().mean().item()
     assert agreement >= 0.95, agreement
     assert (cpu_attention - gpu_attention).abs().max() < 0.05  # bf16 on the GPU, fp32 on the CPU

@@ -33,15 +33,18 @@ def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
     session = onnx_file.session(trained.paths.onnx_file)
     images = load_split(trained.paths.processed / "test.pt").images
     for batch in (1, 7, len(images)):
-        logits, attention = session.run(None, {"images": images[:batch].numpy()})
+        logits, attention, embedding, novelty = session.run(None, {"images": images[:batch].numpy()})
         with torch.no_grad():
             reference = model(images[:batch])
         np.testing.assert_allclose(logits, reference.logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(embedding, reference.embedding.numpy(), atol=1e-4)
+        np.testing.assert_allclose(novelty, reference.novelty.numpy(), atol=1e-5)
         np.testing.assert_allclose(attention, reference.attention.numpy(), atol=1e-5)
         np.testing.assert_allclose(attention.reshape(batch, -1).sum(1), 1, atol=1e-5)
     saved = json.loads((trained.paths.metrics / "export.json").read_text())
     assert saved == report and report["top1_agreement"] == 1.0 and report["test_images"] == len(images)
     assert report["max_abs_logit_difference"] < 1e-4 and trained.paths.quantized_onnx_file.is_file()
+    assert report["max_abs_novelty_difference"] < 1e-5 and report["unknown_agreement"] == 1.0
     assert sorted(p.name for p in trained.paths.models.iterdir()) == ["model.int8.onnx", "model.onnx", "model.pt"]
     assert report["int8_accuracy_change"] == pytest.approx(report["int8_accuracy"] - report["onnx_accuracy"])
 
@@ -50,8 +53,8 @@ def test_an_export_below_the_agreement_floor_keeps_no_file(trained, monkeypatch)
     real = onnx_file.predict
 
     def flipped(session, images, batch_size):  # an export that changes predictions
-        logits, attention = real(session, images, batch_size)
-        return -logits, attention
+        logits, attention, novelty = real(session, images, batch_size)
+        return -logits, attention, novelty
 
     monkeypatch.setattr(onnx_file, "predict", flipped)
     with pytest.raises(PipelineError, match=r"model\.onnx: the ONNX model agrees with PyTorch on only"):

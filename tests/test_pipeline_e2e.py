@@ -190,6 +190,8 @@ def test_the_champion_is_served_over_http_from_image_files_and_refuses_bad_reque
     served = whole_split.json()["predictions"]  # every test file: the same class and probability as predict's
     assert served["class"] == [line[1] for line in by_cli]
     assert [max(row) for row in served["probabilities"]] == pytest.approx([float(line[2]) for line in by_cli], abs=1e-4)
+    assert served["unknown"] == [line[-1] == "unknown" for line in by_cli] and len(served["novelty"]) == len(by_cli)
+    assert about["unknown"].startswith("novelty over ")  # /version says when the model answers "unknown"
     overlays = [Image.open(io.BytesIO(base64.b64decode(text))) for text in answer["overlay"]]
     assert [o.size for o in overlays] == [(16, 16), (40, 40)]  # each image's own size
     assert about["name"] == "attention-classifier" and "champion" in about["aliases"] and about["classes"]
@@ -209,7 +211,11 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     from playwright.sync_api import sync_playwright
 
     image = repo / "data" / "images" / "test" / "columns" / "003.png"
-    expected = run(repo, sys.executable, "-m", "pipeline.predict", str(image)).stdout.split("\t")[1]
+    cli = run(repo, sys.executable, "-m", "pipeline.predict", str(image)).stdout.rstrip().split("\t")
+    expected = cli[1]
+    flat = tmp_path / "flat.png"  # a plain grey square: nothing like bars, columns or squares on noise
+    Image.new("L", (16, 16), 128).save(flat)
+    assert run(repo, sys.executable, "-m", "pipeline.predict", str(flat)).stdout.rstrip().endswith("\tunknown")
     port = free_port()
     with make_target("demo", f"http://127.0.0.1:{port}/", tmp_path / "demo.log", timeout=180,
                      DEMO_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
@@ -225,11 +231,17 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
             about = page.inner_text("#model-info")
             overlay = page.locator("#overlay img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            known = page.inner_text("#answer")
+            page.set_input_files("#upload input[type=file]", str(flat))
+            page.wait_for_function("document.querySelector('#answer').innerText.includes('Not sure')", timeout=30_000)
+            unknown = page.inner_text("#answer")
             browser.close()
     assert top[1] == expected  # the headline class: the one pipeline.predict gives
     assert set(top) & {"bars", "columns", "squares"} == {"bars", "columns", "squares"}  # the top classes, charted
     assert "attention-classifier version 1 (" in about and "champion" in about and "test accuracy" in about
     assert overlay[0] > 0 and overlay[1] > 0  # the attention overlay was drawn
+    assert ("Not sure" in known) == (cli[-1] == "unknown")  # the page and predict agree on the test image
+    assert "does not look like anything I was trained on" in unknown
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 

@@ -47,9 +47,19 @@ def test_a_folder_is_classified_into_a_csv_listing_unreadable_files_and_a_rerun_
     assert done.returncode == 0, done.stderr
     written = rows(out)
     assert len(written) == 152 and len({row["path"] for row in written}) == 152
-    assert set(written[0]) == {"path", "class", "probability", "class_2", "probability_2", "error"}
+    assert list(written[0]) == [
+        "path",
+        "class",
+        "probability",
+        "novelty",
+        "unknown",
+        "class_2",
+        "probability_2",
+        "error",
+    ]
     classified = [row for row in written if not row["error"]]
     assert len(classified) == 150
+    assert all(float(row["novelty"]) >= 0 and row["unknown"] in {"true", "false"} for row in classified)
     assert all(row["class"] in {"bars", "columns", "squares"} for row in classified)
     assert all(float(row["probability"]) >= float(row["probability_2"]) for row in classified)
     unreadable = {row["path"]: row["error"] for row in written if row["error"]}

@@ -91,6 +91,12 @@ class AugmentConfig(_Section):
     erasing: float = Field(0.0, ge=0, le=1)  # share of images with one rectangle replaced by noise
 
 
+class UnknownConfig(_Section):
+    accept: float | None = Field(0.95, ge=0.5, lt=1)  # share of validation images the detector accepts (null: none)
+    neighbours: int = Field(5, ge=1)  # k: the distance to the k-th nearest training image's features
+    bank: int = Field(5000, ge=10)  # training images whose features the model keeps (a seeded random choice)
+
+
 class TrainConfig(_Section):
     epochs: int = Field(14, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -99,6 +105,7 @@ class TrainConfig(_Section):
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
     calibrate: bool = True  # fit a temperature on the validation split after training (calibrated probabilities)
     positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: its recall on the validation split
+    unknown: UnknownConfig = UnknownConfig()  # the "unknown" answer (pipeline/model/novelty.py)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)

@@ -128,3 +128,22 @@ def deletion_curves(curves: dict[str, np.ndarray], path: Path) -> None:
     else:
         axes.text(0.5, 0.5, "evaluate.faithfulness_images: 0", ha="center", transform=axes.transAxes)
     _save(figure, path)
+
+
+def novelty_histograms(scores: dict[str, np.ndarray], threshold: float | None, path: Path) -> None:
+    """Histograms of the novelty score: the test images beside each out-of-distribution set, with the
+    threshold beyond which the model answers "unknown"."""
+    figure, axes = plt.subplots(figsize=(6, 3.6))
+    if scores:
+        edges = np.histogram_bin_edges(np.concatenate(list(scores.values())), bins=60)
+        for name, values in scores.items():
+            axes.hist(values, bins=edges, density=True, histtype="step" if name != "test" else "stepfilled",
+                      alpha=0.35 if name == "test" else 0.9, label=name, linewidth=1.3)  # fmt: skip
+        if threshold is not None:
+            axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+        axes.legend(fontsize=7, ncols=2)
+    else:
+        axes.text(0.5, 0.5, "no detector (train.unknown.accept: null)", ha="center", transform=axes.transAxes)
+    axes.set(xlabel="novelty (cosine distance to the k-th nearest training image)", ylabel="density")
+    axes.set_title('Beyond the dashed line the model answers "unknown"', fontsize=9)
+    _save(figure, path)

@@ -16,6 +16,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_path
 from pipeline.model.decision import Decision
 from pipeline.model.network import AttentionCNN
+from pipeline.model.unknown import Novelty
 
 FORMAT_VERSION = 1
 
@@ -34,16 +35,25 @@ class ModelInfo:
     data_version: str | None = None
     decision: dict | None = None  # the positive class's threshold (pipeline/model/decision.py); None: argmax
     temperature: float = 1.0  # divides the logits: calibrated probabilities (pipeline/model/calibration.py)
+    novelty: dict | None = None  # the "unknown" detector's settings and threshold (pipeline/model/novelty.py)
 
     @property
     def rule(self) -> Decision:
         """How this model's probabilities become one class."""
         return Decision.from_dict(self.decision)
 
+    @property
+    def detector(self) -> Novelty | None:
+        """When this model answers "unknown" (None: a model trained without a detector)."""
+        return Novelty.from_dict(self.novelty)
+
     def build(self) -> AttentionCNN:
-        """A fresh, untrained network of this architecture, with this model's temperature."""
+        """A fresh, untrained network of this architecture, with this model's temperature (and an
+        empty detector bank of the recorded size, which the weights then fill)."""
         model = AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
         model.temperature.fill_(self.temperature)
+        if self.detector is not None:
+            model.attach_novelty(self.detector.bank, self.detector.neighbours)
         return model
 
 

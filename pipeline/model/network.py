@@ -1,7 +1,8 @@
 """The attention CNN: a convolutional feature extractor, soft attention pooling, a linear classifier.
 
 For the feature map F = {f_1..f_n} (n = H·W): e_i = wᵀ tanh(W_f f_i + b_f), α = softmax(e) over all
-n positions, v = Σ α_i f_i, logits = linear(v). α is returned as an H×W attention map.
+n positions, v = Σ α_i f_i, logits = linear(v). α is returned as an H×W attention map, v as the
+image's embedding and, once the model has a detector (`pipeline/model/novelty.py`), the novelty score.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from torch import nn
 
 from pipeline.core.config import ModelConfig
 from pipeline.model.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from pipeline.model.novelty import NearestNeighbours
 
 
 class Prediction(NamedTuple):
     logits: torch.Tensor  # B×classes
     attention: torch.Tensor  # B×H×W, each map sums to 1
+    embedding: torch.Tensor  # B×C, the pooled features v
+    novelty: torch.Tensor | None = None  # B, the out-of-distribution score (None: no detector)
 
 
 class SoftAttentionPool(nn.Module):
@@ -75,6 +79,13 @@ class AttentionCNN(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
         # temperature scaling (pipeline/model/calibration.py): 1 while training, fitted after
         self.register_buffer("temperature", torch.ones(()), persistent=False)
+        self.novelty: NearestNeighbours | None = None  # the "unknown" detector, fitted after training
+
+    def attach_novelty(self, size: int, neighbours: int) -> NearestNeighbours:
+        """Give the model a detector with an empty bank of `size` feature vectors (filled by training
+        or by loading a model file)."""
+        self.novelty = NearestNeighbours(size, self.classifier.in_features, neighbours).to(self.mean.device)
+        return self.novelty
 
     def freeze_features(self, frozen: bool) -> None:
         """Freeze the feature extractor (no gradients, batch-norm statistics fixed) or release it."""
@@ -89,4 +100,5 @@ class AttentionCNN(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
             features = self.features(normalised)
         pooled, attention = self.pool(features)
-        return Prediction(self.classifier(self.dropout(pooled)) / self.temperature, attention)
+        logits = self.classifier(self.dropout(pooled)) / self.temperature
+        return Prediction(logits, attention, pooled, None if self.novelty is None else self.novelty(pooled))

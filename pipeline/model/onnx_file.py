@@ -8,16 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-INPUT, OUTPUTS = "images", ["logits", "attention"]
+INPUT, OUTPUTS = "images", ["logits", "attention", "embedding", "novelty"]  # novelty: models with a detector
 
 
 def metadata(
-    classes: list[str], image_size: int, channels: int, run_id: str | None, decision: dict | None = None
-) -> dict[str, str]:
+    classes: list[str], image_size: int, channels: int, run_id: str | None, decision: dict | None = None,
+    novelty: dict | None = None,
+) -> dict[str, str]:  # fmt: skip
     """What the file records besides the network, as ONNX metadata (strings); `decision`: the positive
-    class's threshold (`pipeline/model/decision.py`), "null" for the most probable class."""
+    class's threshold (`pipeline/model/decision.py`), "null" for the most probable class; `novelty`:
+    the "unknown" detector's threshold (`pipeline/model/novelty.py`), "null" for none."""
     return {"classes": json.dumps(classes), "image_size": str(image_size), "channels": str(channels),
-            "mlflow_run_id": run_id or "", "decision": json.dumps(decision)}  # fmt: skip
+            "mlflow_run_id": run_id or "", "decision": json.dumps(decision),
+            "novelty": json.dumps(novelty)}  # fmt: skip
 
 
 def session(path: Path):
@@ -38,11 +41,15 @@ def decision(loaded) -> dict | None:
     return json.loads(loaded.get_modelmeta().custom_metadata_map.get("decision", "null"))
 
 
-def predict(loaded, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and attention maps for uint8 `images`, in batches."""
-    logits, attention = [], []
-    for start in range(0, len(images), batch_size):
-        out = loaded.run(OUTPUTS, {INPUT: images[start : start + batch_size]})
-        logits.append(out[0])
-        attention.append(out[1])
-    return np.concatenate(logits), np.concatenate(attention)
+def novelty(loaded) -> dict | None:
+    """The "unknown" detector a session's metadata records (None: none; older files have none)."""
+    return json.loads(loaded.get_modelmeta().custom_metadata_map.get("novelty", "null"))
+
+
+def predict(loaded, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Logits, attention maps and novelty scores (None without a detector) for uint8 `images`, in batches."""
+    names = [output.name for output in loaded.get_outputs() if output.name in ("logits", "attention", "novelty")]
+    starts = range(0, len(images), batch_size)
+    parts = [loaded.run(names, {INPUT: images[start : start + batch_size]}) for start in starts]
+    columns = dict(zip(names, (np.concatenate(column) for column in zip(*parts, strict=True)), strict=True))
+    return columns["logits"], columns["attention"], columns.get("novelty")

@@ -15,7 +15,9 @@ over HTTP) before any is decoded.
 Params: `top_k` (default 5) and `overlay` (default false; true adds each image's attention over
 the image, at the image's own size, as a base64 PNG).
 Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
-`attention` (N×h×w) and, on request, `overlay`.
+`attention` (N×h×w), for a model with a detector `novelty` (N scores) and `unknown` (N booleans:
+the image is unlike anything the model was trained on; its class is still given), and, on
+request, `overlay`.
 """
 
 from __future__ import annotations
@@ -172,6 +174,10 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
             ],
             "attention": attention,
         }
+        detector = self.info.detector
+        if detector is not None and out.novelty is not None:
+            answer["novelty"] = out.novelty.float().numpy()
+            answer["unknown"] = detector.unknown(answer["novelty"]).tolist()
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 

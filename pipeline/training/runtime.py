@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
+from pipeline.model.network import Prediction
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,13 @@ def select_runtime(device: str = "auto", precision: str = "auto", gpu: int = 0) 
 
 
 @torch.no_grad()
-def predict_batches(
-    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32) and attention maps for uint8 `images`, on the CPU, in batches."""
+def predict_batches(model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> Prediction:
+    """The model's outputs for uint8 `images` (float32, on the CPU), in batches."""
     model.eval()
-    logits, attention = [], []
+    parts: list[Prediction] = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(runtime.device, non_blocking=True)
         with runtime.autocast():
             out = model(batch.contiguous(memory_format=runtime.memory_format))
-        logits.append(out.logits.float().cpu())
-        attention.append(out.attention.float().cpu())
-    return torch.cat(logits), torch.cat(attention)
+        parts.append(Prediction(*(None if t is None else t.float().cpu() for t in out)))
+    return Prediction(*(None if column[0] is None else torch.cat(column) for column in zip(*parts, strict=True)))

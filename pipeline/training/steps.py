@@ -94,7 +94,7 @@ def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
-    logits, _ = predict_batches(training.model, split.images, SCORING_BATCH, runtime)
+    logits = predict_batches(training.model, split.images, SCORING_BATCH, runtime).logits
     labels, weight = split.labels.cpu(), training.loss_fn.weight
     loss = nn.functional.cross_entropy(
         logits,

@@ -95,7 +95,7 @@ def first_cell_drop(model, images: torch.Tensor, order: torch.Tensor) -> float:
     runtime = select_runtime("cpu", "fp32")
 
     def probabilities(batch):
-        return predict_batches(model, batch, 256, runtime)[0].softmax(1)
+        return predict_batches(model, batch, 256, runtime).logits.softmax(1)
 
     curve = checks.deletion_curve(probabilities, images, order, (4, 4), torch.tensor([30.0]))
     return curve[0] - curve[1]
@@ -104,7 +104,7 @@ def first_cell_drop(model, images: torch.Tensor, order: torch.Tensor) -> float:
 def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_uniform_map_cannot_tell(trained):
     rng = np.random.default_rng(7)
     images = torch.from_numpy(np.stack([synthetic_image(i % 3, 16, rng) for i in range(600)]))[:, None]
-    attention = predict_batches(trained, images, 256, select_runtime("cpu", "fp32"))[1]
+    attention = predict_batches(trained, images, 256, select_runtime("cpu", "fp32")).attention
     assert attention.shape[1:] == (4, 4)
     uniform = torch.full_like(attention, 1 / 16)
     random_drop = first_cell_drop(trained, images, checks.random_order(len(images), 16, seed=0))

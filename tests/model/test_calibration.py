@@ -61,11 +61,11 @@ def test_the_model_file_and_its_onnx_export_answer_with_the_fitted_temperature(c
     assert info.temperature == pytest.approx(fitted["temperature"]) and info.temperature != 1.0
     assert float(model.temperature) == pytest.approx(info.temperature)
     test = load_split(cfg.paths.processed / "test.pt")
-    logits, _ = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32"))
+    logits = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits
     model.temperature.fill_(1.0)
-    raw, _ = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32"))
+    raw = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits
     torch.testing.assert_close(logits, raw / info.temperature)  # the same classes, other confidence
-    onnx_logits, _ = onnx_file.predict(onnx_file.session(cfg.paths.onnx_file), test.images.numpy(), 64)
+    onnx_logits = onnx_file.predict(onnx_file.session(cfg.paths.onnx_file), test.images.numpy(), 64)[0]
     np.testing.assert_allclose(onnx_logits, logits.numpy(), atol=1e-3)
 
 

@@ -81,7 +81,7 @@ def trained(tmp_path_factory):
 
 
 def probabilities_of(model, images: torch.Tensor) -> np.ndarray:
-    logits, _ = predict_batches(model, images, 256, select_runtime("cpu", "fp32"))
+    logits = predict_batches(model, images, 256, select_runtime("cpu", "fp32")).logits
     return logits.softmax(1).numpy()
 
 

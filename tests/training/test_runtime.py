@@ -24,8 +24,8 @@ def test_batched_prediction_matches_one_pass_and_attention_sums_to_one(precision
     runtime = select_runtime("cpu", precision)
     model = runtime.prepare(AttentionCNN(ModelConfig(widths=[8, 16], attention_dim=8), 1, 3)).eval()
     images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
-    logits, attention = predict_batches(model, images, 4, runtime)
-    whole, _ = predict_batches(model, images, 10, runtime)
+    logits, attention, _, _ = predict_batches(model, images, 4, runtime)
+    whole = predict_batches(model, images, 10, runtime).logits
     assert logits.dtype == torch.float32 and logits.shape == (10, 3)
     torch.testing.assert_close(logits, whole, atol=0.05 if precision == "bf16" else 1e-5, rtol=0.05)
     torch.testing.assert_close(attention.flatten(1).sum(1), torch.ones(10))
