@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pipeline.core.config import load_config
 from pipeline.data.outliers import SETS, outlier_set
@@ -125,9 +126,12 @@ def near_set(root: Path, held_out: str) -> dict:
     meta = json.loads((cfg.paths.processed / "meta.json").read_text())
     gone = meta["classes"].index(held_out)
     work = Path(tempfile.mkdtemp(prefix="bench-unknown-"))
-    shutil.copy(root / "params.yaml", work / "params.yaml")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["path"] = str(cfg.source_path())  # the same data version, named from the copy
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
     processed = work / "data" / "processed"
     processed.mkdir(parents=True)
+    shutil.copy(cfg.paths.manifest, work / "data" / "manifest.csv")
     outliers = None
     for name in ("train", "val", "test"):
         split = load_split(cfg.paths.processed / f"{name}.pt")

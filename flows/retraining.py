@@ -1,5 +1,9 @@
 """The retraining flow: train again only when the data changed since the champion was trained.
 
+Started by its schedule, or by the monitoring flow with the reason (the served model's inputs
+drifted, too many "unknown" answers): its report then names that reason, and without new data it
+says what to do instead of retraining on the same images to the same model.
+
 The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
 the `data_version` tag of the registry's current champion. Before retraining, what changed since
 the champion's data (`pipeline.data_diff`) is published as the flow run's `data-changes` artifact.
@@ -37,21 +41,26 @@ def champion_data_version(model_name: str) -> str | None:
 
 
 @flow(name="retraining", log_prints=True)
-def retraining_flow(overrides: dict[str, Any] | None = None) -> State:
-    """If the source's data version differs from the champion's, run the training flow."""
+def retraining_flow(overrides: dict[str, Any] | None = None, reason: str | None = None) -> State:
+    """If the source's data version differs from the champion's, run the training flow; `reason`:
+    why it was started (by monitoring), named in its report."""
     cfg = load_config(project_root() / "params.yaml")
     current = data_version(cfg)
     connect(cfg)
     trained_on = champion_data_version(cfg.registry.model_name)
     logger = get_run_logger()
+    why = f"started by monitoring ({reason}); " if reason else ""
+    if reason:
+        logger.info("started by monitoring: %s", reason)
     if current == trained_on:
         logger.info("data version %s is the champion's: nothing to retrain", current)
-        return Completed(message=f"no new data (data version {current})")
+        advice = f": label examples of the new inputs and add them to {cfg.data.path}" if reason else ""
+        return Completed(message=f"{why}no new data (data version {current}){advice}")
     logger.info("data version %s differs from the champion's (%s): retraining", current, trained_on)
     changes = publish_changes(cfg) if trained_on else None
     summary = training_flow(overrides)
     what = f"{changes.summary()}; " if changes else ""
-    return Completed(message=f"retrained on new data ({current}: {what}){summary.decision}", data=summary)
+    return Completed(message=f"{why}retrained on new data ({current}: {what}){summary.decision}", data=summary)
 
 
 def publish_changes(cfg: Config) -> DataDiff | None:

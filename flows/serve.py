@@ -1,4 +1,5 @@
-"""Serve the retraining flow on the cron schedule and time zone of `schedule:` in params.yaml.
+"""Serve the retraining flow on the cron schedule and time zone of `schedule:` in params.yaml, and
+the monitoring flow on `monitoring.cron` (hourly by default; it starts retraining itself on drift).
 
 python -m flows.serve        # runs until stopped; uses PREFECT_API_URL, or a local server
 """
@@ -11,6 +12,7 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
+from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
@@ -25,10 +27,20 @@ def retraining_deployment(cfg: Config) -> RunnerDeployment:
     )
 
 
+def monitoring_deployment(cfg: Config) -> RunnerDeployment:
+    """The scheduled deployment of the monitoring flow."""
+    return monitoring_flow.to_deployment(
+        name="scheduled-monitoring",
+        schedules=[Cron(cfg.monitoring.cron, timezone=cfg.schedule.timezone)],
+        description=f"Judge the served model's recent inputs; cron '{cfg.monitoring.cron}' ({cfg.schedule.timezone})",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
     parser.parse_args()
-    serve(retraining_deployment(load_config()))
+    cfg = load_config()
+    serve(retraining_deployment(cfg), monitoring_deployment(cfg))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: 
 
     with atomic_path(target) as temporary:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
-        logits = onnx_file.predict(onnx_file.session(temporary), images, batch)[0]
+        logits = onnx_file.predict(onnx_file.session(temporary), images, batch)["logits"]
     return float((logits.argmax(1) == labels).mean())
 
 
@@ -100,7 +100,8 @@ def run(cfg: Config) -> dict:
     with atomic_path(paths.onnx_file) as temporary:
         export_onnx(model, info, test.images[:2], temporary)
         loaded = onnx_file.session(temporary)
-        (logits, attention, novelty), onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
+        outputs, onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
+        logits, attention, novelty = outputs["logits"], outputs["attention"], outputs.get("novelty")
         agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
         if agreement < settings.min_agreement:
             raise PipelineError(

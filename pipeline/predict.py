@@ -9,7 +9,8 @@ is a tab-separated line on stdout (path, class, probability, the overlay's path 
 and "unknown" last when the image is unlike anything the model was trained on); with it, a CSV row (path, class,
 probability, novelty, unknown, the next classes of the top k with theirs, error). A file that cannot be read is
 listed with its reason, not fatal. A rerun with the same `--out` skips the files already in it:
-an interrupted run resumes, a finished one does nothing.
+an interrupted run resumes, a finished one does nothing. Every answer also goes to the prediction log
+(`monitoring.log`; `--no-log`: not these), which the monitoring flow reads.
 
 The default model is the registry's champion (`register.model_name` in params.yaml), run like the
 evaluate stage runs it (`train.device`, `train.precision`: bf16 where the hardware computes it
@@ -48,15 +49,18 @@ class ImagePrediction:
 
 @dataclass(frozen=True)
 class Classifier:
-    """A model's image format and classes, and a function from uint8 images N×C×H×W to
-    (probabilities N×classes, attention N×h×w, novelty scores N or None)."""
+    """A model's image format and classes, and a function from uint8 images N×C×H×W to its outputs:
+    `probabilities` N×classes, `attention` N×h×w and, where the model has them, `novelty` N and
+    `embedding` N×C."""
 
     classes: list[str]
     image_size: int
     channels: int
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    run: Callable[[np.ndarray], dict[str, np.ndarray]]
     rule: Decision = Decision()  # how probabilities become the answered class
     detector: Novelty | None = None  # when an image is "unknown" (None: a model without a detector)
+    name: str = ""  # for the prediction log: the registered model's name (or the file's)
+    version: str | None = None  # and its version (None for a file)
 
 
 def onnx_classifier(path: Path) -> Classifier:
@@ -74,12 +78,13 @@ def onnx_classifier(path: Path) -> Classifier:
         reason = type(error).__name__
         raise PipelineError(f"{path}: not an ONNX export of this project ({reason}); rerun export") from None
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        logits, attention, novelty = onnx_file.predict(loaded, images, len(images))
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = onnx_file.predict(loaded, images, len(images))
+        logits = outputs.pop("logits")
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True), attention, novelty
+        return {"probabilities": shifted / shifted.sum(axis=1, keepdims=True), **outputs}
 
-    return Classifier(classes, size, channels, run, rule, detector)
+    return Classifier(classes, size, channels, run, rule, detector, path.name)
 
 
 def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
@@ -104,18 +109,25 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
                 f"{reference}: cannot load ({str(error).splitlines()[0]}); run the pipeline or pass --model PATH"
             ) from None
         model, info = wrapper.model, wrapper.info
+        from pipeline.serve import describe
+
+        about = describe(reference)
+        name, version = about["name"], about["version"]
     else:
         model, info = load_model(Path(reference))
+        name, version = Path(reference).name, None
 
     runtime = select_runtime(cfg.train.device, precision)
     model = runtime.prepare(model)
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
         out = predict_batches(model, torch.from_numpy(images), len(images), runtime)
-        novelty = None if out.novelty is None else out.novelty.numpy()
-        return out.logits.softmax(dim=1).numpy(), out.attention.numpy(), novelty
+        outputs = {"probabilities": out.logits.softmax(dim=1), "attention": out.attention, "embedding": out.embedding}
+        if out.novelty is not None:
+            outputs["novelty"] = out.novelty
+        return {key: value.numpy() for key, value in outputs.items()}
 
-    return Classifier(info.classes, info.image_size, info.channels, run, info.rule, info.detector)
+    return Classifier(info.classes, info.image_size, info.channels, run, info.rule, info.detector, name, version)
 
 
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
@@ -172,8 +184,25 @@ class Tally:
     skipped: int = 0
 
 
-def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
-    """Run the classifier over the files of `args.inputs`, writing lines or CSV rows as they come."""
+def log_batch(folder: Path, classifier: Classifier, batch, outputs: dict, decided: np.ndarray, keep: bool) -> None:
+    """Add a batch's answers to the prediction log (`pipeline/monitoring/prediction_log.py`)."""
+    from pipeline.monitoring.prediction_log import answer_records, input_hash, write
+
+    answer = {"class": [classifier.classes[i] for i in decided], **outputs}
+    if classifier.detector is not None and "novelty" in outputs:
+        answer["unknown"] = classifier.detector.unknown(outputs["novelty"])
+    files = [file.path.read_bytes() for file in batch.readable]
+    records = answer_records(answer, classifier.classes, [input_hash(data) for data in files])
+    for record, data in zip(records, files, strict=True):
+        record["image"] = data if keep else None
+    write(folder, records, "predict", classifier.name, classifier.version)
+
+
+def classify(
+    args: argparse.Namespace, classifier: Classifier, log_folder: Path | None = None, log_images: bool = False
+) -> Tally:
+    """Run the classifier over the files of `args.inputs`, writing lines or CSV rows as they come (and
+    each answer to the prediction log in `log_folder`)."""
     from tqdm import tqdm
 
     top_k = min(args.top_k, len(classifier.classes))
@@ -195,8 +224,12 @@ def classify(args: argparse.Namespace, classifier: Classifier) -> Tally:
         for batch in batches:
             rows = []
             if len(batch.images):
-                probabilities, attention, novelty = classifier.run(batch.images)
+                outputs = classifier.run(batch.images)
+                probabilities, attention = outputs["probabilities"], outputs["attention"]
+                novelty = outputs.get("novelty")
                 decided = classifier.rule.classes(probabilities, classifier.classes)
+                if log_folder is not None:
+                    log_batch(log_folder, classifier, batch, outputs, decided, log_images)
                 ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
                 flags = novelty_columns(classifier.detector, novelty, len(decided))
                 for file, row, answer, order, maps, (score, unknown) in zip(
@@ -253,15 +286,17 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5, help="classes per image in the CSV (default 5)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, help="decoding processes (default: one per two cores)")
+    parser.add_argument("--no-log", action="store_true", help="keep these answers out of the prediction log")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                         help="PyTorch models (default train.precision; auto: bf16 where native)")  # fmt: skip
     args = parser.parse_args()
     if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
         raise PipelineError("--top-k, --batch-size and --workers must be at least 1")
     list_files(args.inputs)  # a typo in a path fails before the model loads
-    classifier = load_classifier(load_config(), args.model, args.precision)
+    cfg = load_config()
+    classifier = load_classifier(cfg, args.model, args.precision)
     started = time.perf_counter()
-    tally = classify(args, classifier)
+    tally = classify(args, classifier, None if args.no_log else cfg.prediction_log(), cfg.monitoring.log_images)
     seconds = time.perf_counter() - started
     if args.out or tally.unreadable:
         print(summary(tally, seconds, args.out), file=sys.stderr)

@@ -19,6 +19,9 @@ each of `--workers` worker processes before the server opens. No one client can 
   GIL with the JSON and image work); `--queue` more requests may wait; beyond that, 503 with
   `Retry-After`; a request not answered within `--timeout` seconds gets 503 too (its worker
   finishes it, and holds its place meanwhile).
+Every answered image is appended to the prediction log (`monitoring.log`: class, probability,
+novelty, unknown, a compact embedding and the input's hash; `pipeline/monitoring/prediction_log.py`),
+buffered in the server's process and written every few seconds and at shutdown.
 A request it cannot answer gets a 4xx and `{"error": "<one line>"}`: 400 (not JSON, no inputs, not
 an image, a decompression bomb, a wrong shape, params of the wrong type), 413 (a body over
 `MAX_BYTES`, more than `MAX_IMAGES` images, more pixels than the budget), 415 (not JSON).
@@ -26,12 +29,14 @@ an image, a decompression bomb, a wrong shape, params of the wrong type), 413 (a
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from io import StringIO
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -40,6 +45,7 @@ from starlette.requests import ClientDisconnect
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 
+FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
 MAX_IMAGES = 256
 RETRY_AFTER = "1"  # seconds, for a 503
@@ -71,9 +77,9 @@ def _model_info() -> dict:
     return model_about(_model)
 
 
-def _answer_in_worker(body: bytes) -> tuple[int, bytes]:
-    response = answer(_model, body)
-    return response.status_code, response.body
+def _answer_in_worker(body: bytes, log: bool, log_images: bool) -> tuple[int, bytes, list[dict] | None]:
+    response, records = answer(_model, body, log, log_images)
+    return response.status_code, response.body, records
 
 
 @dataclass
@@ -208,39 +214,97 @@ def parse(body: bytes) -> tuple[object, dict] | JSONResponse:
     return inputs, {"top_k": top_k, "overlay": overlay}
 
 
-def answer(model, body: bytes) -> Response:
-    """Parse, check and answer one request (in a worker thread: decoding and the model are slow)."""
+def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> tuple[Response, list[dict] | None]:
+    """Parse, check and answer one request (in a worker process: decoding and the model are slow);
+    with `log`, also the prediction log's records of its images (`log_images`: with the files sent)."""
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
     from pipeline.model import serving
 
     parsed = parse(body)
     if isinstance(parsed, Response):
-        return parsed
+        return parsed, None
     inputs, params = parsed
     try:
         if isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs):
             # the budget is this server's, whatever version of the model's code answers
             inputs = [serving.image_bytes(item, index) for index, item in enumerate(inputs)]
             serving.check_pixels(inputs)
-        result = model.predict(inputs, params=params)
+        result = model.predict(inputs, params={**params, "embedding": True} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget
-        return refuse(status, (str(error).splitlines() or [type(error).__name__])[0][:300])
+        return refuse(status, (str(error).splitlines() or [type(error).__name__])[0][:300]), None
     except TypeError as error:
-        return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}")
+        return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}"), None
+    records = log_records(model, inputs, result, log_images) if log else None
+    result.pop("embedding", None)
     text = StringIO()
     predictions_to_json(result, text)
-    return Response(text.getvalue(), media_type="application/json")
+    return Response(text.getvalue(), media_type="application/json"), records
 
 
-def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
+def log_records(model, inputs: object, result: dict, keep_files: bool) -> list[dict]:
+    """The prediction log's records of one answered request (time, model and version added by the server)."""
+    import numpy as np
+
+    from pipeline.monitoring.prediction_log import answer_records, input_hash
+
+    if isinstance(inputs, list) and all(isinstance(item, bytes) for item in inputs):
+        files = inputs
+    else:
+        array = np.asarray(inputs)
+        files = [np.ascontiguousarray(image).tobytes() for image in (array if array.ndim == 4 else array[:, None])]
+    records = answer_records(result, model.unwrap_python_model().info.classes, [input_hash(f) for f in files])
+    for record, data in zip(records, files, strict=True):
+        record["image"] = data if keep_files else None
+    return records
+
+
+@dataclass
+class LogBuffer:
+    """Prediction log records waiting in the server's process; written every FLUSH_SECONDS, past
+    FLUSH_RECORDS, and at shutdown."""
+
+    folder: Path
+    model: str
+    version: str
+    records: list[dict] = field(default_factory=list)
+
+    async def flush(self) -> None:
+        """Write what is waiting, in a thread (the list is swapped here, on the event loop)."""
+        from pipeline.monitoring.prediction_log import write
+
+        waiting, self.records = self.records, []
+        await asyncio.to_thread(write, self.folder, waiting, "serve", self.model, self.version)
+
+
+def create_app(
+    uri: str, about: dict, limits: Limits | None = None, log_folder: Path | None = None, log_images: bool = False
+) -> FastAPI:
     """The FastAPI app serving the MLflow model at `uri` (`models:/NAME/VERSION` or a path) from
-    worker processes, started here; `about` is what `/version` says, with the model's classes and input."""
-    app = FastAPI(title="attention-classifier", docs_url=None, redoc_url=None)
+    worker processes, started here; `about` is what `/version` says, with the model's classes and
+    input. With `log_folder`, every answered image goes to the prediction log there."""
     gate = Gate(limits or Limits(), uri)
     about = {**about, **gate.start()}
-    app.router.on_shutdown.append(lambda: gate.pool.shutdown(wait=False, cancel_futures=True))
+    buffer = LogBuffer(log_folder, about["name"], about["version"]) if log_folder else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        async def flush_every() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                await buffer.flush()
+
+        writer = asyncio.create_task(flush_every()) if buffer else None
+        try:
+            yield
+        finally:
+            if writer:
+                writer.cancel()
+                await buffer.flush()
+            gate.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="attention-classifier", docs_url=None, redoc_url=None, lifespan=lifespan)
 
     @app.get("/ping")
     def ping() -> Response:
@@ -277,7 +341,9 @@ def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
             gate.admitted -= 1
             raise
         try:
-            work = asyncio.get_running_loop().run_in_executor(gate.pool, _answer_in_worker, body)
+            work = asyncio.get_running_loop().run_in_executor(
+                gate.pool, _answer_in_worker, body, buffer is not None, log_images
+            )
         except BrokenProcessPool:
             gate.admitted -= 1
             return await replace_workers()
@@ -287,12 +353,16 @@ def create_app(uri: str, about: dict, limits: Limits | None = None) -> FastAPI:
 
         work.add_done_callback(leave)  # a request past its time still holds its place until it ends
         try:
-            status, content = await asyncio.wait_for(asyncio.shield(work), gate.limits.timeout)
+            status, content, records = await asyncio.wait_for(asyncio.shield(work), gate.limits.timeout)
         except TimeoutError:
             late = f"not answered within {gate.limits.timeout:g} s: send fewer or smaller images, or retry"
             return refuse(503, late, **{"Retry-After": RETRY_AFTER})
         except BrokenProcessPool:
             return await replace_workers()
+        if records and buffer:
+            buffer.records.extend(records)
+            if len(buffer.records) >= FLUSH_RECORDS:
+                await buffer.flush()
         return Response(content, status_code=status, media_type="application/json")
 
     return app
@@ -314,7 +384,9 @@ def main() -> None:
     import uvicorn
 
     limits = Limits(args.workers, args.queue, args.timeout)
-    app = create_app(f"models:/{about['name']}/{about['version']}", about, limits)
+    app = create_app(
+        f"models:/{about['name']}/{about['version']}", about, limits, cfg.prediction_log(), cfg.monitoring.log_images
+    )
     print(f"serving {about['name']} version {about['version']} on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 

@@ -163,6 +163,24 @@ class ScheduleConfig(_Section):
         return self
 
 
+class MonitoringConfig(_Section):
+    log: str | None = "logs/predictions"  # the prediction log folder (null: nothing logged)
+    log_images: bool = False  # also keep each image as the model saw it
+    keep_days: int = Field(90, ge=1)  # retention: older day partitions are deleted by the monitoring run
+    window_hours: float = Field(24, gt=0)  # the recent window compared with the reference
+    min_records: int = Field(500, ge=10)  # fewer records in the window: no verdict
+    max_unknown_rate: float = Field(0.2, gt=0, le=1)  # a higher share of "unknown" answers calls for retraining
+    embedding_auc: float = Field(0.55, gt=0.5, lt=1)  # the domain classifier's ROC AUC above which embeddings drifted
+    retrain: bool = True  # start the retraining flow when drift or the unknown rate passes its threshold
+    cron: str = "0 * * * *"  # the monitoring deployment's schedule (python -m flows.serve), in schedule.timezone
+
+    @model_validator(mode="after")
+    def _five_fields(self) -> MonitoringConfig:
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs 5 fields: minute hour day month weekday")
+        return self
+
+
 class Config(_Section):
     """The whole of `params.yaml`. Unknown keys anywhere are errors.
 
@@ -179,6 +197,7 @@ class Config(_Section):
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     _root: Path = PrivateAttr(default_factory=project_root)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -192,6 +211,13 @@ class Config(_Section):
     def paths(self) -> ProjectPaths:
         """Where every stage reads and writes, resolved from the project root."""
         return ProjectPaths(self.root)
+
+    def prediction_log(self) -> Path | None:
+        """`monitoring.log` resolved against the project root (None: no log)."""
+        if self.monitoring.log is None:
+            return None
+        path = Path(self.monitoring.log).expanduser()
+        return path if path.is_absolute() else self.root / path
 
     def source_path(self) -> Path:
         """`data.path` resolved against the project root."""

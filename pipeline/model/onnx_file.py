@@ -46,10 +46,10 @@ def novelty(loaded) -> dict | None:
     return json.loads(loaded.get_modelmeta().custom_metadata_map.get("novelty", "null"))
 
 
-def predict(loaded, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Logits, attention maps and novelty scores (None without a detector) for uint8 `images`, in batches."""
-    names = [output.name for output in loaded.get_outputs() if output.name in ("logits", "attention", "novelty")]
+def predict(loaded, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """The outputs for uint8 `images`, in batches, by name: `logits`, `attention` and, where the file
+    has them, `embedding` and `novelty` (files written before the detector have neither)."""
+    names = [output.name for output in loaded.get_outputs() if output.name in OUTPUTS]
     starts = range(0, len(images), batch_size)
     parts = [loaded.run(names, {INPUT: images[start : start + batch_size]}) for start in starts]
-    columns = dict(zip(names, (np.concatenate(column) for column in zip(*parts, strict=True)), strict=True))
-    return columns["logits"], columns["attention"], columns.get("novelty")
+    return dict(zip(names, (np.concatenate(column) for column in zip(*parts, strict=True)), strict=True))

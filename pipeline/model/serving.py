@@ -12,8 +12,9 @@ Input (`model.predict(x, params)`, or `{"inputs": x, "params": {...}}` over HTTP
 - uint8 images N×C×H×W (or N×H×W) already at the model's size and channel count.
 Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`TooManyPixels`, 413
 over HTTP) before any is decoded.
-Params: `top_k` (default 5) and `overlay` (default false; true adds each image's attention over
-the image, at the image's own size, as a base64 PNG).
+Params: `top_k` (default 5), `overlay` (default false; true adds each image's attention over
+the image, at the image's own size, as a base64 PNG) and `embedding` (default false; true adds the
+pooled features N×C, for the prediction log).
 Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
 `attention` (N×h×w), for a model with a detector `novelty` (N scores) and `unknown` (N booleans:
 the image is unlike anything the model was trained on; its class is still given), and, on
@@ -40,7 +41,13 @@ from pipeline.model.model_file import ModelInfo, load_model
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 SIGNATURE = ModelSignature(
-    params=ParamSchema([ParamSpec("top_k", "integer", 5), ParamSpec("overlay", "boolean", False)])
+    params=ParamSchema(
+        [
+            ParamSpec("top_k", "integer", 5),
+            ParamSpec("overlay", "boolean", False),
+            ParamSpec("embedding", "boolean", False),
+        ]
+    )  # fmt: skip
 )  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
 
 
@@ -178,6 +185,8 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         if detector is not None and out.novelty is not None:
             answer["novelty"] = out.novelty.float().numpy()
             answer["unknown"] = detector.unknown(answer["novelty"]).tolist()
+        if params.get("embedding"):
+            answer["embedding"] = out.embedding.float().numpy()
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 

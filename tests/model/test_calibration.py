@@ -65,7 +65,7 @@ def test_the_model_file_and_its_onnx_export_answer_with_the_fitted_temperature(c
     model.temperature.fill_(1.0)
     raw = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits
     torch.testing.assert_close(logits, raw / info.temperature)  # the same classes, other confidence
-    onnx_logits = onnx_file.predict(onnx_file.session(cfg.paths.onnx_file), test.images.numpy(), 64)[0]
+    onnx_logits = onnx_file.predict(onnx_file.session(cfg.paths.onnx_file), test.images.numpy(), 64)["logits"]
     np.testing.assert_allclose(onnx_logits, logits.numpy(), atol=1e-3)
 
 

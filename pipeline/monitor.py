@@ -1,0 +1,163 @@
+"""Watch what the served model is asked: the recent window of the prediction log against a reference.
+
+    python -m pipeline.monitor            (one line; the flow around it: python -m flows.monitoring)
+
+The window is the last `monitoring.window_hours` of the log's answers by the registry's current
+champion (other versions' answers are left out: a new champion starts a fresh window). The
+reference is the validation split as that same model answers it. `pipeline/monitoring/drift.py`
+compares them (Evidently: answered classes, probabilities, novelty, embeddings) and the share of
+"unknown" answers is counted. The verdict:
+- `no verdict`: fewer than `monitoring.min_records` answers in the window;
+- `drift`: the embeddings drifted (domain classifier ROC AUC over `monitoring.embedding_auc`) or
+  the unknown rate passed `monitoring.max_unknown_rate`; the reasons are named;
+- `ok` otherwise (class, probability and novelty distances are reported either way).
+Writes `reports/monitoring.html` (the Evidently report) and `metrics/monitoring.json`, logs both to
+an MLflow run in the experiment `<tracking.experiment>-monitoring`, and deletes log partitions
+older than `monitoring.keep_days`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import atomic_path, write_json
+from pipeline.core.tracking import connect
+from pipeline.data.splits import load_split
+from pipeline.model.champion import current_champion
+from pipeline.monitoring import prediction_log
+from pipeline.monitoring.drift import compare
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verdict:
+    """What one monitoring run found."""
+
+    verdict: str  # no verdict | ok | drift
+    reasons: list[str]
+    model: str
+    version: str | None
+    window_start: str
+    window_end: str
+    records: int
+    unknown_rate: float | None = None
+    reference_unknown_rate: float | None = None
+    figures: dict = field(default_factory=dict)
+    pruned: int = 0
+    retraining: str | None = None  # what the monitoring flow started, if anything
+
+    @property
+    def drift(self) -> bool:
+        return self.verdict == "drift"
+
+    def line(self) -> str:
+        head = f"monitoring {self.model} version {self.version}: {self.verdict}"
+        if self.verdict == "no verdict":
+            return f"{head}: {self.reasons[0]}"
+        rate = f"unknown {self.unknown_rate:.1%} (reference {self.reference_unknown_rate:.1%})"
+        auc = self.figures.get("embedding_auc")
+        embedding = f", embedding drift ROC AUC {auc:.3f}" if auc is not None else ""
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"{head}{why} ({self.records} answers in the window; {rate}{embedding})"
+
+
+def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
+    """The validation split as the model at `uri` answers it, as log records."""
+    from pipeline.model.serving import as_images
+
+    val_path = cfg.paths.processed / "val.pt"
+    if not val_path.is_file():
+        raise PipelineError(f"{val_path}: no validation split for the reference; run 'dvc repro preprocess'")
+    wrapper = mlflow.pyfunc.load_model(uri)
+    info = wrapper.unwrap_python_model().info
+    images = load_split(val_path).images.numpy()
+    as_images(images[:1], info)  # the split must be in the model's format
+    answers = [wrapper.predict(images[i : i + 1024], params={"embedding": True}) for i in range(0, len(images), 1024)]
+    merged = {key: np.concatenate([np.asarray(a[key]) for a in answers]) for key in ("class", "probabilities")}
+    for key in ("novelty", "unknown", "embedding"):
+        if all(key in a for a in answers):
+            merged[key] = np.concatenate([np.asarray(a[key]) for a in answers])
+    return pd.DataFrame(prediction_log.answer_records(merged, info.classes, [""] * len(images)))
+
+
+def run(cfg: Config, now: datetime | None = None) -> Verdict:
+    """Judge the window ending `now` (default: now); write the report and figures, log them to MLflow."""
+    folder = cfg.prediction_log()
+    if folder is None:
+        raise PipelineError("params.yaml: monitoring.log is null, so nothing is logged to monitor; set a folder")
+    connect(cfg)
+    client = mlflow.MlflowClient()
+    name = cfg.registry.model_name
+    champion = current_champion(client, name)
+    if champion is None:
+        raise PipelineError(f"{name}: no champion in the registry to monitor; run the pipeline first ('make run')")
+    end = now or datetime.now(UTC)
+    start = end - timedelta(hours=cfg.monitoring.window_hours)
+    window = prediction_log.read(folder, start, end).to_pandas()
+    window = window[(window["model"] == name) & (window["version"] == str(champion.version))]
+    verdict = Verdict("no verdict", [], name, str(champion.version), start.isoformat(), end.isoformat(), len(window))
+    verdict.pruned = len(prediction_log.prune(folder, cfg.monitoring.keep_days, end.date()))
+    if len(window) < cfg.monitoring.min_records:
+        verdict.reasons.append(f"{len(window)} answers in the window, fewer than monitoring.min_records")
+    else:
+        judge(cfg, verdict, window, reference_records(cfg, f"models:/{name}/{champion.version}"))
+    write_json(cfg.paths.metrics / "monitoring.json", asdict(verdict))
+    tags = {"verdict": verdict.verdict, "model_version": verdict.version, "mlflow.source.name": "pipeline/monitor.py"}
+    with mlflow.start_run(experiment_id=monitoring_experiment(cfg), run_name=f"monitoring {end:%Y-%m-%d %H:%M}",
+                          tags=tags):  # fmt: skip
+        mlflow.log_metric("records", verdict.records)
+        if verdict.verdict != "no verdict":
+            numbers = {k: v for k, v in verdict.figures.items() if isinstance(v, float)}
+            mlflow.log_metrics({"unknown_rate": verdict.unknown_rate, **numbers})
+            mlflow.log_artifact(str(cfg.paths.reports / "monitoring.html"))
+        mlflow.log_dict(asdict(verdict), "monitoring.json")
+    log.info("%s", verdict.line())
+    return verdict
+
+
+def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Compare the window with the reference: figures, report, verdict and its reasons."""
+    settings = cfg.monitoring
+    report = compare(reference, window, settings.embedding_auc)
+    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cfg.paths.reports / "monitoring.html") as temporary:
+        temporary.write_text(report.html)
+    verdict.figures = report.figures
+    if window["unknown"].notna().all() and reference["unknown"].notna().all():
+        verdict.unknown_rate = float(window["unknown"].mean())
+        verdict.reference_unknown_rate = float(reference["unknown"].mean())
+        if verdict.unknown_rate > settings.max_unknown_rate:
+            verdict.reasons.append(
+                f"{verdict.unknown_rate:.1%} of answers were 'unknown' (monitoring.max_unknown_rate "
+                f"{settings.max_unknown_rate:.0%}; reference {verdict.reference_unknown_rate:.1%})"
+            )
+    auc = report.figures.get("embedding_auc")
+    if auc is not None and auc > settings.embedding_auc:
+        verdict.reasons.append(f"the inputs' embeddings drifted (domain classifier ROC AUC {auc:.3f} > "
+                               f"monitoring.embedding_auc {settings.embedding_auc})")  # fmt: skip
+    verdict.verdict = "drift" if verdict.reasons else "ok"
+
+
+def monitoring_experiment(cfg: Config) -> str:
+    """The MLflow experiment of monitoring runs (created on first use)."""
+    name = f"{cfg.tracking.experiment}-monitoring"
+    found = mlflow.get_experiment_by_name(name)
+    return found.experiment_id if found else mlflow.create_experiment(name)
+
+
+def main() -> None:
+    verdict = run(load_config())
+    print(verdict.line())
+
+
+if __name__ == "__main__":
+    run_cli(main)

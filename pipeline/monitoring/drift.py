@@ -1,0 +1,77 @@
+"""Has what the served model is asked moved away from what it was trained for? An Evidently report
+comparing a window of the prediction log with a reference (the validation split, as the same model
+answers it): the distribution of the answered classes (Jensen-Shannon distance), of the answered
+class's probability and of the novelty score (normed Wasserstein distance), and drift of the
+embeddings by a domain classifier (Evidently's model method: the ROC AUC of a classifier told to
+tell the window from the reference; 0.5 when it cannot). The "unknown" rate is counted beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DISTANCE = 0.1  # Evidently's default threshold for its distance methods
+
+
+def _evidently():
+    """Evidently's modules. Evidently 0.7.23 imports a pandas helper that pandas 3 removed, in a legacy
+    data-integrity test this project does not use: give it back (the identity) before importing."""
+    import pandas.core.dtypes.common as common
+
+    if not hasattr(common, "infer_dtype_from_object"):
+        common.infer_dtype_from_object = lambda dtype: dtype
+    import evidently
+    import evidently.metrics
+    import evidently.metrics.embeddings
+
+    return evidently, evidently.metrics, evidently.metrics.embeddings
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The figures the decision rests on, and the report a person reads."""
+
+    figures: dict
+    html: str
+
+
+def as_frame(records: pd.DataFrame) -> pd.DataFrame:
+    """Log records (or reference rows) with the embedding spread over columns e0, e1, …"""
+    frame = records[["class", "probability", "novelty"]].copy()
+    frame["class"] = frame["class"].astype(str)
+    embeddings = records["embedding"].dropna()
+    if len(embeddings) == len(records) and len(records):
+        matrix = np.stack(embeddings.to_numpy())
+        frame = pd.concat([frame, pd.DataFrame(matrix, columns=[f"e{i}" for i in range(matrix.shape[1])])], axis=1)
+    return frame
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float) -> DriftReport:
+    """Drift of `current` (log records) from `reference` (the same columns): per column and in the
+    embeddings, with `embedding_auc` the domain classifier's ROC AUC above which embeddings drifted."""
+    evidently, metrics, embeddings = _evidently()
+    reference, current = as_frame(reference.reset_index(drop=True)), as_frame(current.reset_index(drop=True))
+    vectors = [c for c in reference.columns if c.startswith("e") and c[1:].isdigit() and c in current.columns]
+    numbers = [c for c in ("probability", "novelty") if reference[c].notna().all() and current[c].notna().all()]
+    definition = evidently.DataDefinition(
+        numerical_columns=numbers, categorical_columns=["class"], embeddings={"embedding": vectors} if vectors else None
+    )
+    checks = [metrics.ValueDrift(column="class", method="jensenshannon", threshold=DISTANCE)]
+    checks += [metrics.ValueDrift(column=c, method="wasserstein", threshold=DISTANCE) for c in numbers]
+    if vectors:
+        method = embeddings.ModelDriftMethod(threshold=embedding_auc)
+        checks.append(metrics.EmbeddingsDrift(embeddings_name="embedding", drift_method=method))
+    snapshot = evidently.Report(checks).run(
+        evidently.Dataset.from_pandas(current, data_definition=definition),
+        evidently.Dataset.from_pandas(reference, data_definition=definition),
+    )
+    values = [metric["value"] for metric in snapshot.dict()["metrics"]]
+    figures = {f"{column}_distance": float(value) for column, value in zip(["class", *numbers], values, strict=False)}
+    figures["embedding_auc"] = float(values[-1]) if vectors else None
+    figures["drifted"] = [c for c in ["class", *numbers] if figures[f"{c}_distance"] >= DISTANCE]
+    if vectors and figures["embedding_auc"] > embedding_auc:
+        figures["drifted"].append("embedding")
+    return DriftReport(figures, snapshot.get_html_str(as_iframe=False))

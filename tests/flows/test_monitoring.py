@@ -1,0 +1,116 @@
+"""Closing the loop as it would happen: the champion served, traffic like its training images, then a
+switched input stream; the monitoring flow (Prefect's test harness) judges each window from the
+prediction log the server wrote, and starts the retraining flow on drift."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import requests
+import uvicorn
+from PIL import Image
+from prefect.artifacts import Artifact
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.monitoring import monitoring_flow
+from pipeline import evaluate, export, monitor, register, serve, train
+from pipeline.core.config import load_config
+from pipeline.core.tracking import connect
+from pipeline.data.outliers import outlier_set
+from pipeline.monitoring import prediction_log
+from tests.servers import free_port
+from tests.synthetic import prepared_project, synthetic_image
+
+SETTINGS = {
+    "train": {"epochs": 6, "batch_size": 32, "precision": "fp32", "unknown": {"accept": 0.95, "neighbours": 5,
+              "bank": 400}},
+    "data": {"val_fraction": 0.4},
+    # a test-sized window: at 0.55 a small window's domain classifier is noise (see the guide)
+    "monitoring": {"min_records": 300, "embedding_auc": 0.6},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitoring")
+    with prepared_project(root, {"train": 200, "test": 50}, **SETTINGS) as cfg:
+        train.run(cfg)
+        evaluate.run(cfg)
+        export.run(cfg)
+        report = register.run(cfg)
+        with prefect_test_harness(server_startup_timeout=90):
+            yield cfg, report["version"]
+
+
+def png(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze()).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def like_training(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [png(synthetic_image(index % 3, 16, rng)) for index in range(count)]
+
+
+def unlike_training(count: int) -> list[str]:
+    photos = outlier_set("photos", 16, 1, count // 2, seed=5)
+    textures = outlier_set("textures", 16, 1, count - count // 2, seed=6)
+    return [png(image) for image in np.concatenate([photos, textures])]
+
+
+def send(cfg, version: str, batches: list[list[str]]) -> None:
+    """Serve the champion (as `make serve` does: logging to `monitoring.log`), post the batches, stop."""
+    connect(cfg)
+    uri = f"models:/{cfg.registry.model_name}/{version}"
+    app = serve.create_app(uri, {"name": cfg.registry.model_name, "version": version}, serve.Limits(1, 4, 60),
+                           cfg.prediction_log(), cfg.monitoring.log_images)  # fmt: skip
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        for batch in batches:
+            answered = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": batch}, timeout=60)
+            assert answered.ok, answered.text
+            assert "embedding" not in answered.json()["predictions"]  # logged, not sent back
+    finally:
+        server.should_exit = True  # the shutdown writes what the server still holds
+        thread.join(30)
+
+
+def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(champion):
+    cfg, version = champion
+    send(cfg, version, [like_training(100, seed) for seed in range(10, 16)])
+    logged = prediction_log.read(cfg.prediction_log(), datetime.now(UTC) - timedelta(hours=1))
+    assert len(logged) == 600 and set(logged["version"].to_pylist()) == {version}
+    calm = monitoring_flow()
+    assert calm.verdict == "ok" and calm.retraining is None, calm.line()
+    assert calm.unknown_rate < 0.15 and calm.figures["embedding_auc"] < 0.6, calm.line()
+
+    send(cfg, version, [unlike_training(100) for _ in range(6)])
+    caught = monitoring_flow()
+    assert caught.verdict == "drift" and caught.records == 1200, caught.line()
+    assert caught.unknown_rate > 0.4 > calm.unknown_rate + 0.2  # the detector, not only the embeddings
+    assert any("unknown" in reason for reason in caught.reasons)
+    assert any("embeddings drifted" in reason for reason in caught.reasons)
+    assert caught.retraining.startswith("completed: started by monitoring (")  # the reason travels with it
+    assert "label examples of the new inputs" in caught.retraining  # same data: it says what to do instead
+    report = Artifact.get("monitoring-report")
+    assert report is not None and "drift" in report.data and (cfg.paths.reports / "monitoring.html").is_file()
+
+    again = monitoring_flow()  # the drift lasts: no second retraining within the window
+    assert again.verdict == "drift" and again.retraining.startswith("already started at ")
+
+
+def test_a_window_with_too_few_answers_gives_no_verdict(champion):
+    verdict = monitor.run(load_config(overrides={"monitoring.min_records": 10**6}))
+    assert verdict.verdict == "no verdict" and "fewer than monitoring.min_records" in verdict.line()
