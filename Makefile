@@ -28,7 +28,7 @@ SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
 
-.PHONY: setup debian-fashion-mnist demo run run-gpu repro test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -65,6 +65,10 @@ run-gpu: setup
 
 repro: setup
 	dvc repro
+
+tune: setup
+	dvc repro preprocess
+	python -m pipeline.tune $(TUNE_ARGS)
 
 test: setup $(CHROMIUM)
 	$(BIN)/pytest

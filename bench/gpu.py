@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from bench import default_run, machine
-from flows.params_file import apply_overrides, read_preset
 from flows.training import parse_overrides
+from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
 
 PROJECT = project_root()

@@ -22,11 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_stage import StageFailed, reproduce
-from flows.params_file import apply_overrides, read_preset
 from flows.report import RunSummary, bad_files
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError, skip_final_collection
 from pipeline.core.locks import LockHeld, file_lock
+from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
 
 STAGES = ("validate", "preprocess", "train", "evaluate", "export", "register")

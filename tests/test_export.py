@@ -76,9 +76,13 @@ def test_predict_runs_the_onnx_file_without_pytorch_and_agrees_with_it(trained, 
         "try: runpy.run_module('pipeline.predict', run_name='__main__')\n"
         "finally: print(sorted({'torch', 'mlflow', 'pandas'} & sys.modules.keys()) or 'neither')"
     )
-    done = subprocess.run([sys.executable, "-c", classify_only, str(images[0]), "--model", "models/model.onnx"],
-                          cwd=trained.root, capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip().endswith("neither"), done.stdout + done.stderr
+    for logged in (False, True):  # the prediction log needs pyarrow, which imports pandas where it is installed
+        extra = [] if logged else ["--no-log"]
+        done = subprocess.run([sys.executable, "-c", classify_only, str(images[0]), "--model", "models/model.onnx",
+                               *extra], cwd=trained.root, capture_output=True, text=True)  # fmt: skip
+        imported = done.stdout.strip().splitlines()[-1]
+        assert done.returncode == 0 and imported == ("['pandas']" if logged else "neither"), done.stdout + done.stderr
+    assert len(list((trained.root / "logs" / "predictions").rglob("*.parquet"))) >= 2  # these runs' answers
 
 
 def predict_cli(cfg, images, model, *extra) -> list[list[str]]:

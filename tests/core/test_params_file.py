@@ -6,9 +6,9 @@ import sys
 import pytest
 import yaml
 
-from flows.params_file import apply_overrides, read_preset
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
+from pipeline.core.params_file import apply_overrides, read_preset
 from tests.synthetic import PROJECT
 
 

@@ -1,0 +1,168 @@
+"""Search the training settings on the validation split: a bounded Optuna study.
+
+    python -m pipeline.tune [--trials 20] [--minutes 30] [--epochs N] [--write]      (make tune)
+
+Each trial trains the model of params.yaml, with settings drawn from SPACE, on the preprocessed
+training split, with the train stage's own steps, and is scored on the validation split alone by the
+registry's metric (`register.metric`); the test split is never read. Optuna's TPE sampler draws the
+settings (seeded by `train.seed`), its median pruner stops a trial that falls behind the others
+after an epoch, and the study stops after `--trials` or `--minutes`, whichever comes first (a trial
+running at the deadline is stopped too). Each trial is a nested MLflow run, with its settings and
+its score per epoch, under one parent run in the experiment `<tracking.experiment>-tuning`; the
+parent records the best. `reports/tuning.json` lists every trial. `--write` puts the best settings
+into params.yaml (comments kept), where the next `dvc repro` trains with them; without it, the line
+to try them as a DVC experiment is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import mlflow
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.files import write_json
+from pipeline.core.params_file import apply_overrides
+from pipeline.core.tracking import connect
+from pipeline.data.splits import TensorSplit, load_split
+from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.training.steps import SCORING_BATCH, build_training, train_epoch
+
+log = logging.getLogger(__name__)
+
+# param: (kind, low, high); "log": log-uniform, "float": uniform, "int": integers (inclusive)
+SPACE = {
+    "train.lr": ("log", 5e-4, 2e-2),
+    "train.weight_decay": ("log", 1e-5, 5e-3),
+    "train.label_smoothing": ("float", 0.0, 0.2),
+    "model.dropout": ("float", 0.0, 0.4),
+    "train.augment.erasing": ("float", 0.0, 0.5),
+    "train.augment.max_shift": ("int", 0, None),  # None: an eighth of the image side
+}
+
+
+def score(labels: np.ndarray, predicted: np.ndarray, metric: str) -> float:
+    """The registry's metric (`register.metric`) of predictions."""
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(labels, predicted))
+    if metric == "macro_f1":
+        return float(f1_score(labels, predicted, average="macro"))
+    return float((labels == predicted).mean())
+
+
+def draw(trial, image_size: int) -> dict:
+    """A trial's settings, drawn from SPACE."""
+    settings = {}
+    for name, (kind, low, high) in SPACE.items():
+        if kind == "int":
+            settings[name] = trial.suggest_int(name, low, high if high is not None else max(image_size // 8, 1))
+        else:
+            settings[name] = trial.suggest_float(name, low, high, log=kind == "log")
+    return settings
+
+
+def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: TensorSplit, epochs: int | None,
+              deadline: float, parent: mlflow.ActiveRun):  # fmt: skip
+    """The function Optuna calls for each trial: train with its settings, return the validation score."""
+    import optuna
+
+    def run_trial(trial: optuna.Trial) -> float:
+        overrides = draw(trial, meta["image_size"])
+        if epochs is not None:
+            overrides.update({"train.epochs": epochs, "train.min_steps": 0})
+        trial_cfg = load_config(cfg.root / "params.yaml", overrides)
+        runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision)
+        training = build_training(trial_cfg, meta, runtime, train_data.labels)
+        labels, plan = val_data.labels.numpy(), training.plan
+        with mlflow.start_run(run_name=f"trial {trial.number}", experiment_id=parent.info.experiment_id, nested=True):
+            mlflow.log_params({**overrides, "plan.epochs": plan.epochs, "plan.batch_size": plan.batch_size})
+            for epoch in range(1, plan.epochs + 1):
+                train_epoch(training, train_data, trial_cfg.train, runtime, epoch)
+                logits = predict_batches(training.model, val_data.images, SCORING_BATCH, runtime).logits
+                value = score(labels, logits.argmax(1).numpy(), cfg.registry.metric)
+                mlflow.log_metric(f"val_{cfg.registry.metric}", value, step=epoch)
+                trial.report(value, epoch)
+                pruned = trial.should_prune()
+                if epoch < plan.epochs and (pruned or time.monotonic() > deadline):
+                    mlflow.set_tag("stopped", "pruned" if pruned else "time budget")
+                    raise optuna.TrialPruned()
+        log.info("tune: trial %d: val %s %.4f with %s", trial.number, cfg.registry.metric, value, overrides)
+        return value  # the last epoch's: the model the train stage would keep
+
+    return run_trial
+
+
+def run(cfg: Config, trials: int = 20, minutes: float = 30, epochs: int | None = None, write: bool = False) -> dict:
+    """Run the study; the best settings and score (written to params.yaml with `write`)."""
+    import optuna
+
+    meta_path = cfg.paths.processed / "meta.json"
+    if not meta_path.is_file():
+        raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
+    meta = json.loads(meta_path.read_text())
+    train_data, val_data = (load_split(cfg.paths.processed / f"{name}.pt") for name in ("train", "val"))
+    connect(cfg)
+    experiment = f"{cfg.tracking.experiment}-tuning"
+    found = mlflow.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )  # fmt: skip
+    deadline = time.monotonic() + 60 * minutes
+    with mlflow.start_run(experiment_id=experiment_id, run_name="tuning",
+                          tags={"mlflow.source.name": "pipeline/tune.py"}) as parent:  # fmt: skip
+        mlflow.log_params({"trials": trials, "minutes": minutes, "metric": cfg.registry.metric, "epochs": epochs})
+        study.optimize(objective(cfg, meta, train_data, val_data, epochs, deadline, parent),
+                       n_trials=trials, timeout=60 * minutes)  # fmt: skip
+        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not finished:
+            raise PipelineError(f"no trial finished within {minutes:g} minutes; give more --minutes or fewer --epochs")
+        best = study.best_trial
+        result = {
+            "metric": f"val_{cfg.registry.metric}",
+            "best_value": best.value,
+            "best_params": best.params,
+            "trials": [
+                {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
+            ],  # fmt: skip
+        }
+        mlflow.log_metric(f"best_val_{cfg.registry.metric}", best.value)
+        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+        mlflow.log_dict(result, "tuning.json")
+    write_json(cfg.paths.reports / "tuning.json", result)
+    if write:
+        apply_overrides(cfg.root, {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in best.params.items()})
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="at most this many trials (default 20)")
+    parser.add_argument("--minutes", type=float, default=30, help="and at most this long (default 30)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: as params.yaml's plan)")
+    parser.add_argument("--write", action="store_true", help="write the best settings into params.yaml")
+    args = parser.parse_args()
+    if args.trials < 1 or args.minutes <= 0 or (args.epochs is not None and args.epochs < 1):
+        raise PipelineError("--trials and --epochs must be at least 1, --minutes more than 0")
+    cfg = load_config()
+    result = run(cfg, args.trials, args.minutes, args.epochs, args.write)
+    best = result["best_params"]
+    settings = " ".join(f"-S {k}={v:.6g}" if isinstance(v, float) else f"-S {k}={v}" for k, v in best.items())
+    done = sum(t["state"] == "COMPLETE" for t in result["trials"])
+    then = "written to params.yaml; run dvc repro" if args.write else f"try it: dvc exp run {settings}"
+    print(
+        f"best {result['metric']} {result['best_value']:.4f}, {done} of {len(result['trials'])} trials finished "
+        f"({then})"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

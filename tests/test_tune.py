@@ -1,0 +1,55 @@
+"""`python -m pipeline.tune`: a bounded Optuna study on the validation split, tracked in MLflow,
+whose best settings land in params.yaml."""
+
+import json
+
+import mlflow
+import pytest
+
+from pipeline import tune
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from tests.synthetic import prepared_project
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    with prepared_project(root, {"train": 30, "test": 10}, train={"precision": "fp32"}) as cfg:
+        (cfg.paths.processed / "test.pt").unlink()  # tuning must never need the test split
+        params = cfg.root / "params.yaml"
+        params.write_text("# my notes on this dataset\n" + params.read_text())
+        result = tune.run(cfg, trials=4, minutes=10, epochs=2, write=True)
+        yield cfg, result, load_config()
+
+
+def test_the_best_settings_of_the_trials_are_written_to_params_yaml_with_its_comments(tuned):
+    cfg, result, after = tuned
+    assert len(result["trials"]) == 4 and result["metric"] == "val_accuracy"
+    finished = [t for t in result["trials"] if t["state"] == "COMPLETE"]
+    assert result["best_value"] == max(t["value"] for t in finished)
+    for name, (_, low, high) in tune.SPACE.items():
+        value = result["best_params"][name]
+        assert low <= value <= (high if high is not None else 2)  # 16-px images: shifts up to 2
+    assert after.train.lr == pytest.approx(result["best_params"]["train.lr"], rel=1e-3)  # 4 significant digits
+    assert after.model.dropout == pytest.approx(result["best_params"]["model.dropout"], rel=1e-3)
+    assert after.train.augment.max_shift == result["best_params"]["train.augment.max_shift"]
+    assert (cfg.root / "params.yaml").read_text().startswith("# my notes on this dataset\n")  # comments kept
+    assert json.loads((cfg.paths.reports / "tuning.json").read_text()) == result
+
+
+def test_every_trial_is_a_nested_mlflow_run_under_one_parent(tuned):
+    cfg, result, _ = tuned
+    experiment = mlflow.get_experiment_by_name(f"{cfg.tracking.experiment}-tuning")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    assert parents[0].data.metrics["best_val_accuracy"] == pytest.approx(result["best_value"])
+    assert all("train.lr" in child.data.params for child in children)
+
+
+def test_a_study_that_runs_out_of_time_says_so(tuned):
+    cfg, _, _ = tuned
+    with pytest.raises(PipelineError, match=r"no trial finished within 0\.001 minutes"):
+        tune.run(cfg, trials=2, minutes=0.001, epochs=3)
