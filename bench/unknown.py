@@ -30,9 +30,9 @@ import yaml
 from pipeline.core.config import load_config
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import load_split
+from pipeline.evaluate import separation
 from pipeline.model.model_file import load_model
 from pipeline.model.novelty import logit_scores, unit_rows
-from pipeline.model.unknown import separation
 from pipeline.training.runtime import predict_batches, select_runtime
 
 BANKS, NEIGHBOURS = (1000, 5000, 20000, None), (1, 5, 10, 50)

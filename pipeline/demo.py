@@ -92,6 +92,7 @@ def describe(about: dict) -> str:
         f"**{about['name']}** version {about['version']}{aliases} · test accuracy {accuracy} · "
         f"{len(about['classes'])} classes · input {about['image_size']}×{about['image_size']}, "
         f"{about['channels']} channel(s) · answers {about['decision']}"
+        + (' · says "not sure" for pictures unlike its training images' if about.get("unknown") else "")
     )
 
 

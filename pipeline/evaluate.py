@@ -43,7 +43,6 @@ from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN, Prediction
 from pipeline.model.novelty import logit_scores
-from pipeline.model.unknown import separation
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,14 @@ def ranking_metrics(true: np.ndarray, probabilities: np.ndarray, classes: list[s
         values = [m[key] for m in per_class.values() if m[key] is not None]
         means[key] = float(np.mean(values)) if values else None
     return {**means, "per_class": per_class}
+
+
+def separation(known: np.ndarray, outliers: np.ndarray) -> dict[str, float]:
+    """How well scores (higher: more novel) tell `outliers` from `known` images: AUROC, and FPR95, the
+    share of outliers still accepted where 95 % of the known images are (lower is better)."""
+    labels = np.r_[np.zeros(len(known)), np.ones(len(outliers))]
+    accepted_at_95 = float(np.mean(outliers <= np.quantile(known, 0.95)))
+    return {"auroc": float(roc_auc_score(labels, np.r_[known, outliers])), "fpr95": accepted_at_95}
 
 
 def unknown_metrics(

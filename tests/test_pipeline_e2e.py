@@ -126,9 +126,11 @@ def test_metrics_plots_and_dag_work(repo, first_repro):
 def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tmp_path):
     image = repo / "data" / "images" / "test" / "bars" / "000.png"
     done = run(repo, sys.executable, "-m", "pipeline.predict", str(image), "--heatmap", str(tmp_path))
-    path, label, probability, heatmap = done.stdout.strip().split("\t")
+    path, label, probability, heatmap, *unknown = done.stdout.strip().split("\t")
     assert path == str(image) and label in {"bars", "columns", "squares"} and 0 < float(probability) <= 1
-    assert Path(heatmap).is_file()
+    assert Path(heatmap).is_file() and unknown in ([], ["unknown"])  # "unknown" last, when the model says so
+    logged = pd.read_parquet(repo / "logs" / "predictions")  # the prediction log has the answer
+    assert (logged["source"] == "predict").any() and set(logged["class"]) <= {"bars", "columns", "squares"}
 
 
 def b64(data: bytes) -> str:
@@ -232,6 +234,8 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
             overlay = page.locator("#overlay img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             known = page.inner_text("#answer")
+            page.goto(f"http://127.0.0.1:{port}/")  # a fresh page: the upload holds one file again
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
             page.set_input_files("#upload input[type=file]", str(flat))
             page.wait_for_function("document.querySelector('#answer').innerText.includes('Not sure')", timeout=30_000)
             unknown = page.inner_text("#answer")

@@ -42,13 +42,3 @@ class Novelty:
 def acceptance_threshold(val_scores: np.ndarray, accept: float) -> float:
     """The score that `accept` of the validation images do not exceed."""
     return float(np.quantile(val_scores, accept, method="inverted_cdf"))
-
-
-def separation(known: np.ndarray, outliers: np.ndarray) -> dict[str, float]:
-    """How well scores (higher: more novel) tell `outliers` from `known` images: AUROC, and FPR95, the
-    share of outliers still accepted where 95 % of the known images are (lower is better)."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.r_[np.zeros(len(known)), np.ones(len(outliers))]
-    accepted_at_95 = float(np.mean(outliers <= np.quantile(known, 0.95)))
-    return {"auroc": float(roc_auc_score(labels, np.r_[known, outliers])), "fpr95": accepted_at_95}

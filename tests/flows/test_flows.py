@@ -42,7 +42,8 @@ def repo(tmp_path_factory) -> Path:
 @pytest.fixture
 def in_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PIPELINE_ROOT", str(repo))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # what another test's MLflow set
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(repo)
     return repo
 

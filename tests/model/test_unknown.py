@@ -11,9 +11,10 @@ from torch import nn
 from pipeline import evaluate, train
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import load_split
+from pipeline.evaluate import separation
 from pipeline.model.model_file import load_model
 from pipeline.model.novelty import NearestNeighbours, bank_rows
-from pipeline.model.unknown import Novelty, acceptance_threshold, separation
+from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.runtime import predict_batches, select_runtime
 from tests.synthetic import prepared_project
 
