@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-# Shared servers (see "Scaling out" in docs/guide.md); all listen on 127.0.0.1 only.
+# Shared servers (see docs/scaling.md); all listen on 127.0.0.1 only.
 MLFLOW_SERVER_PORT  ?= 5050
 MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
 PREFECT_PORT        ?= 4200
@@ -28,7 +28,7 @@ SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
 
-.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench docs mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -75,6 +75,9 @@ test: setup $(CHROMIUM)
 
 bench: setup
 	python -m bench.run
+
+docs: setup
+	mkdocs serve -a 127.0.0.1:8000
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

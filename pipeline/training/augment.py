@@ -3,7 +3,7 @@
 For objects photographed upright (garments, products, animals) the defaults: horizontal flips and
 shifts. For top-down images (aerial tiles, scans, microscopy, inspection of flat parts) also
 `vflip` and `rot90`; for photos taken at varying distances and angles `zoom` and `rotate`; for
-varying light `brightness` and `contrast`; `erasing` as a regulariser (docs/guide.md, "Your own images").
+varying light `brightness` and `contrast`; `erasing` as a regulariser (docs/your-own-images.md).
 The order of the draws keeps runs with only the first three reproducible across versions.
 """
 
