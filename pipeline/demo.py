@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.overlay import overlay
-from pipeline.data.images import decode_image, model_input
+from pipeline.data.images import decode_image, load_image
 
 EXAMPLES = 10
 SHOWN = 336  # smaller pictures are enlarged (nearest neighbour) for the page, so the map can be seen
@@ -98,9 +98,8 @@ def describe(about: dict) -> str:
 
 def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     """Predictions for image files, through the registered model."""
-    pictures = [decode_image(path, 3) for path in paths]
-    size, channels = about["image_size"], about["channels"]
-    images = np.stack([model_input(picture.convert("L" if channels == 1 else "RGB"), size) for picture in pictures])
+    pictures = [decode_image(path, 3) for path in paths]  # shown at their own size
+    images = np.stack([load_image(path, about["image_size"], about["channels"]) for path in paths])  # as served
     out = model.predict(images)
     unknown = out.get("unknown", [False] * len(paths))  # older registered versions have no detector
     answers = []

@@ -58,14 +58,20 @@ def normalise(image: Image.Image, channels: int) -> Image.Image:
 
 
 def decode_image(
-    source: Path | bytes, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] | None = None
-) -> Image.Image:
+    source: Path | bytes, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] | None = None,
+    at_least: int | None = None,
+) -> Image.Image:  # fmt: skip
     """Decode an image file (its path, or its bytes) to an upright 8-bit image of `channels` at its
-    own size; `formats` (PIL's names, e.g. ("PNG", "JPEG")) limits what is opened."""
+    own size; `formats` (PIL's names, e.g. ("PNG", "JPEG")) limits what is opened. With `at_least`
+    (the side the model needs), a JPEG is decoded at the smallest of its 1/8, 1/4 and 1/2 scales
+    that still covers `at_least`×`at_least` (PIL's draft mode: the decoder skips the detail, a
+    4000×3000 photo for a 128-px model costs 1/64 of the pixels); other formats at their own size."""
     name = source if isinstance(source, Path) else "image"
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=formats) as image:
             check_size(image, max_pixels)
+            if at_least is not None and image.format == "JPEG":
+                image.draft(image.mode, (at_least, at_least))
             return normalise(image, channels)
     except (
         OSError,
@@ -86,6 +92,10 @@ def model_input(image: Image.Image, size: int) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def load_image(source: Path | bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file (path or bytes) to a `channels`×`size`×`size` uint8 array."""
-    return model_input(decode_image(source, channels, max_pixels), size)
+def load_image(
+    source: Path | bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Decode an image file (path or bytes) to the model's input, a `channels`×`size`×`size` uint8
+    array: the one way validation, preprocessing, prediction, the server and the demo all make it."""
+    return model_input(decode_image(source, channels, max_pixels, formats, at_least=size), size)

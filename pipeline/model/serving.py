@@ -36,7 +36,7 @@ from mlflow.types import ParamSchema, ParamSpec
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.images import decode_image, model_input
+from pipeline.data.images import decode_image, load_image
 from pipeline.model.model_file import ModelInfo, load_model
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
@@ -102,23 +102,23 @@ def check_pixels(files: list[bytes]) -> None:
         )
 
 
-def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[Image.Image]]:
-    """Encoded image files as the model's input (N×C×H×W uint8), and each decoded image; refused
-    before any is decoded when their headers declare more than REQUEST_PIXELS in all."""
+def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[bytes]]:
+    """Encoded image files as the model's input (N×C×H×W uint8, decoded no larger than it needs),
+    and the files; refused before any is decoded when their headers declare more than REQUEST_PIXELS in all."""
     files = [image_bytes(item, index) for index, item in enumerate(items)]
     check_pixels(files)
-    pictures = []
+    images = []
     for index, data in enumerate(files):
         try:
-            pictures.append(decode_image(data, channels, formats=FORMATS))
+            images.append(load_image(data, size, channels, formats=FORMATS))
         except PipelineError as error:
             reason = str(error).removeprefix("image: ")
             raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
-    return np.stack([model_input(picture, size) for picture in pictures]), pictures
+    return np.stack(images), files
 
 
-def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[Image.Image] | None]:
-    """The request's images as uint8 N×C×H×W, and the decoded files (None for arrays)."""
+def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[bytes] | None]:
+    """The request's images as uint8 N×C×H×W, and the encoded files (None for arrays)."""
     if isinstance(model_input_, bytes | str):
         model_input_ = [model_input_]
     if isinstance(model_input_, list) and all(isinstance(item, bytes | bytearray | str) for item in model_input_):
@@ -166,7 +166,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:  # MLflow: no schema
         params = params or {}
         top_k = min(max(int(params.get("top_k", 5)), 1), len(self.info.classes))
-        images, pictures = as_images(model_input, self.info)
+        images, files = as_images(model_input, self.info)
         with torch.no_grad():
             out = self.model(torch.from_numpy(images))
         probabilities = out.logits.float().softmax(dim=1).numpy()
@@ -190,7 +190,10 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 
-            shown = pictures or [as_picture(image) for image in images]
+            if files:  # the files at their own size, for the overlays
+                shown = [decode_image(data, self.info.channels, formats=FORMATS) for data in files]
+            else:
+                shown = [as_picture(image) for image in images]
             answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
         return answer
 
