@@ -1,6 +1,6 @@
 """Search the training settings on the validation split: a bounded Optuna study.
 
-    python -m pipeline.tune [--trials 20] [--minutes 30] [--epochs N] [--write]      (make tune)
+    python -m pipeline.tune [--trials 20] [--minutes 30] [--epochs N] [--fixed KEY ...] [--write]   (make tune)
 
 Each trial trains the model of params.yaml, with settings drawn from SPACE, on the preprocessed
 training split, with the train stage's own steps, and is scored on the validation split alone by the
@@ -9,7 +9,8 @@ settings (seeded by `train.seed`), its median pruner stops a trial that falls be
 after an epoch, and the study stops after `--trials` or `--minutes`, whichever comes first (a trial
 running at the deadline is stopped too). Each trial is a nested MLflow run, with its settings and
 its score per epoch, under one parent run in the experiment `<tracking.experiment>-tuning`; the
-parent records the best. `reports/tuning.json` lists every trial. `--write` puts the best settings
+parent records the best. `reports/tuning.json` lists every trial. The search knows only the score:
+`--fixed train.augment.max_shift` keeps the shift that the attention checks asked for. `--write` puts the best settings
 into params.yaml (comments kept), where the next `dvc repro` trains with them; without it, the line
 to try them as a DVC experiment is printed.
 """
@@ -56,10 +57,12 @@ def score(labels: np.ndarray, predicted: np.ndarray, metric: str) -> float:
     return float((labels == predicted).mean())
 
 
-def draw(trial, image_size: int) -> dict:
-    """A trial's settings, drawn from SPACE."""
+def draw(trial, image_size: int, fixed: frozenset[str] = frozenset()) -> dict:
+    """A trial's settings, drawn from SPACE (but for the `fixed` ones, left as params.yaml has them)."""
     settings = {}
     for name, (kind, low, high) in SPACE.items():
+        if name in fixed:
+            continue
         if kind == "int":
             settings[name] = trial.suggest_int(name, low, high if high is not None else max(image_size // 8, 1))
         else:
@@ -68,12 +71,12 @@ def draw(trial, image_size: int) -> dict:
 
 
 def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: TensorSplit, epochs: int | None,
-              deadline: float, parent: mlflow.ActiveRun):  # fmt: skip
+              deadline: float, parent: mlflow.ActiveRun, fixed: frozenset[str]):  # fmt: skip
     """The function Optuna calls for each trial: train with its settings, return the validation score."""
     import optuna
 
     def run_trial(trial: optuna.Trial) -> float:
-        overrides = draw(trial, meta["image_size"])
+        overrides = draw(trial, meta["image_size"], fixed)
         if epochs is not None:
             overrides.update({"train.epochs": epochs, "train.min_steps": 0})
         trial_cfg = load_config(cfg.root / "params.yaml", overrides)
@@ -98,10 +101,16 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
     return run_trial
 
 
-def run(cfg: Config, trials: int = 20, minutes: float = 30, epochs: int | None = None, write: bool = False) -> dict:
-    """Run the study; the best settings and score (written to params.yaml with `write`)."""
+def run(
+    cfg: Config, trials: int = 20, minutes: float = 30, epochs: int | None = None, write: bool = False,
+    fixed: frozenset[str] = frozenset(),
+) -> dict:  # fmt: skip
+    """Run the study; the best settings and score (written to params.yaml with `write`); `fixed`:
+    settings of SPACE left as params.yaml has them."""
     import optuna
 
+    if unknown := fixed - SPACE.keys():
+        raise PipelineError(f"--fixed {', '.join(sorted(unknown))}: not searched; the search covers {', '.join(SPACE)}")
     meta_path = cfg.paths.processed / "meta.json"
     if not meta_path.is_file():
         raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
@@ -120,7 +129,7 @@ def run(cfg: Config, trials: int = 20, minutes: float = 30, epochs: int | None =
     with mlflow.start_run(experiment_id=experiment_id, run_name="tuning",
                           tags={"mlflow.source.name": "pipeline/tune.py"}) as parent:  # fmt: skip
         mlflow.log_params({"trials": trials, "minutes": minutes, "metric": cfg.registry.metric, "epochs": epochs})
-        study.optimize(objective(cfg, meta, train_data, val_data, epochs, deadline, parent),
+        study.optimize(objective(cfg, meta, train_data, val_data, epochs, deadline, parent, fixed),
                        n_trials=trials, timeout=60 * minutes)  # fmt: skip
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not finished:
@@ -149,11 +158,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30, help="and at most this long (default 30)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: as params.yaml's plan)")
     parser.add_argument("--write", action="store_true", help="write the best settings into params.yaml")
+    parser.add_argument("--fixed", action="append", default=[], metavar="KEY",
+                        help="leave a searched setting as params.yaml has it (repeatable)")  # fmt: skip
     args = parser.parse_args()
     if args.trials < 1 or args.minutes <= 0 or (args.epochs is not None and args.epochs < 1):
         raise PipelineError("--trials and --epochs must be at least 1, --minutes more than 0")
     cfg = load_config()
-    result = run(cfg, args.trials, args.minutes, args.epochs, args.write)
+    result = run(cfg, args.trials, args.minutes, args.epochs, args.write, frozenset(args.fixed))
     best = result["best_params"]
     settings = " ".join(f"-S {k}={v:.6g}" if isinstance(v, float) else f"-S {k}={v}" for k, v in best.items())
     done = sum(t["state"] == "COMPLETE" for t in result["trials"])

@@ -19,7 +19,7 @@ def tuned(tmp_path_factory):
         (cfg.paths.processed / "test.pt").unlink()  # tuning must never need the test split
         params = cfg.root / "params.yaml"
         params.write_text("# my notes on this dataset\n" + params.read_text())
-        result = tune.run(cfg, trials=4, minutes=10, epochs=2, write=True)
+        result = tune.run(cfg, trials=4, minutes=10, epochs=2, write=True, fixed=frozenset({"train.augment.erasing"}))
         yield cfg, result, load_config()
 
 
@@ -28,7 +28,10 @@ def test_the_best_settings_of_the_trials_are_written_to_params_yaml_with_its_com
     assert len(result["trials"]) == 4 and result["metric"] == "val_accuracy"
     finished = [t for t in result["trials"] if t["state"] == "COMPLETE"]
     assert result["best_value"] == max(t["value"] for t in finished)
+    assert "train.augment.erasing" not in result["best_params"] and after.train.augment.erasing == 0.0  # --fixed
     for name, (_, low, high) in tune.SPACE.items():
+        if name == "train.augment.erasing":
+            continue
         value = result["best_params"][name]
         assert low <= value <= (high if high is not None else 2)  # 16-px images: shifts up to 2
     assert after.train.lr == pytest.approx(result["best_params"]["train.lr"], rel=1e-3)  # 4 significant digits
@@ -51,5 +54,7 @@ def test_every_trial_is_a_nested_mlflow_run_under_one_parent(tuned):
 
 def test_a_study_that_runs_out_of_time_says_so(tuned):
     cfg, _, _ = tuned
+    with pytest.raises(PipelineError, match=r"--fixed train\.lrr: not searched"):
+        tune.run(cfg, fixed=frozenset({"train.lrr"}))
     with pytest.raises(PipelineError, match=r"no trial finished within 0\.001 minutes"):
         tune.run(cfg, trials=2, minutes=0.001, epochs=3)
