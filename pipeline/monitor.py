@@ -108,6 +108,11 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
     verdict.pruned = len(prediction_log.prune(folder, cfg.monitoring.keep_days, end.date()))
     if len(window) < cfg.monitoring.min_records:
         verdict.reasons.append(f"{len(window)} answers in the window, fewer than monitoring.min_records")
+    elif window["unknown"].isna().all() and window["embedding"].isna().all():
+        verdict.reasons.append(
+            f"version {champion.version} logs neither 'unknown' nor embeddings (a model from before them): "
+            "retrain it to monitor it"
+        )
     else:
         judge(cfg, verdict, window, reference_records(cfg, f"models:/{name}/{champion.version}"))
     write_json(cfg.paths.metrics / "monitoring.json", asdict(verdict))

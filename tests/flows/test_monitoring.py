@@ -114,3 +114,13 @@ def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(ch
 def test_a_window_with_too_few_answers_gives_no_verdict(champion):
     verdict = monitor.run(load_config(overrides={"monitoring.min_records": 10**6}))
     assert verdict.verdict == "no verdict" and "fewer than monitoring.min_records" in verdict.line()
+
+
+def test_a_champion_from_before_the_detector_gives_no_verdict_rather_than_a_false_ok(champion, tmp_path):
+    cfg, version = champion
+    old = [{"class": "bars", "probability": 0.9, "novelty": None, "unknown": None, "embedding": None,
+            "input_sha256": f"{i:016x}", "image": None} for i in range(20)]  # fmt: skip
+    prediction_log.write(tmp_path, old, "serve", cfg.registry.model_name, version)
+    overrides = {"monitoring.log": str(tmp_path), "monitoring.min_records": 10}
+    verdict = monitor.run(load_config(overrides=overrides))
+    assert verdict.verdict == "no verdict" and "logs neither 'unknown' nor embeddings" in verdict.line()
