@@ -72,15 +72,12 @@ class Verdict:
 
 def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
     """The validation split as the model at `uri` answers it, as log records."""
-    from pipeline.model.serving import as_images
-
     val_path = cfg.paths.processed / "val.pt"
     if not val_path.is_file():
         raise PipelineError(f"{val_path}: no validation split for the reference; run 'dvc repro preprocess'")
     wrapper = mlflow.pyfunc.load_model(uri)
     info = wrapper.unwrap_python_model().info
     images = load_split(val_path).images.numpy()
-    as_images(images[:1], info)  # the split must be in the model's format
     answers = [wrapper.predict(images[i : i + 1024], params={"embedding": True}) for i in range(0, len(images), 1024)]
     merged = {key: np.concatenate([np.asarray(a[key]) for a in answers]) for key in ("class", "probabilities")}
     for key in ("novelty", "unknown", "embedding"):
@@ -94,7 +91,7 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
     folder = cfg.prediction_log()
     if folder is None:
         raise PipelineError("params.yaml: monitoring.log is null, so nothing is logged to monitor; set a folder")
-    connect(cfg)
+    experiment_id = connect(cfg, f"{cfg.tracking.experiment}-monitoring")
     client = mlflow.MlflowClient()
     name = cfg.registry.model_name
     champion = current_champion(client, name)
@@ -117,7 +114,7 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
         judge(cfg, verdict, window, reference_records(cfg, f"models:/{name}/{champion.version}"))
     write_json(cfg.paths.metrics / "monitoring.json", asdict(verdict))
     tags = {"verdict": verdict.verdict, "model_version": verdict.version, "mlflow.source.name": "pipeline/monitor.py"}
-    with mlflow.start_run(experiment_id=monitoring_experiment(cfg), run_name=f"monitoring {end:%Y-%m-%d %H:%M}",
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitoring {end:%Y-%m-%d %H:%M}",
                           tags=tags):  # fmt: skip
         mlflow.log_metric("records", verdict.records)
         if verdict.verdict != "no verdict":
@@ -150,13 +147,6 @@ def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.Dat
         verdict.reasons.append(f"the inputs' embeddings drifted (domain classifier ROC AUC {auc:.3f} > "
                                f"monitoring.embedding_auc {settings.embedding_auc})")  # fmt: skip
     verdict.verdict = "drift" if verdict.reasons else "ok"
-
-
-def monitoring_experiment(cfg: Config) -> str:
-    """The MLflow experiment of monitoring runs (created on first use)."""
-    name = f"{cfg.tracking.experiment}-monitoring"
-    found = mlflow.get_experiment_by_name(name)
-    return found.experiment_id if found else mlflow.create_experiment(name)
 
 
 def main() -> None:

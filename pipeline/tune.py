@@ -116,10 +116,7 @@ def run(
         raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
     meta = json.loads(meta_path.read_text())
     train_data, val_data = (load_split(cfg.paths.processed / f"{name}.pt") for name in ("train", "val"))
-    connect(cfg)
-    experiment = f"{cfg.tracking.experiment}-tuning"
-    found = mlflow.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    experiment_id = connect(cfg, f"{cfg.tracking.experiment}-tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),

@@ -48,6 +48,7 @@ def test_every_trial_is_a_nested_mlflow_run_under_one_parent(tuned):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 4
+    assert parents[0].info.artifact_uri.startswith(cfg.paths.mlflow_artifacts.as_uri())  # the project's store
     assert parents[0].data.metrics["best_val_accuracy"] == pytest.approx(result["best_value"])
     assert all("train.lr" in child.data.params for child in children)
 

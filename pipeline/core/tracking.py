@@ -39,8 +39,9 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(cfg: Config) -> str:
-    """Point MLflow at the project's store and make sure the experiment exists; return its id.
+def connect(cfg: Config, experiment: str | None = None) -> str:
+    """Point MLflow at the project's store and make sure the experiment exists (`tracking.experiment`,
+    or `experiment`: the monitoring and tuning runs keep their own); return its id.
 
     Fails fast, with a PipelineError naming the URI, when the store cannot be reached.
     """
@@ -55,7 +56,7 @@ def connect(cfg: Config) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     if not user_registry:
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    name = cfg.tracking.experiment
+    name = experiment or cfg.tracking.experiment
     try:
         with _store_creation_lock(uri):
             experiment = mlflow.get_experiment_by_name(name)

@@ -16,6 +16,7 @@ with `monitoring.log_images: true`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -37,13 +38,19 @@ SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
+@functools.cache
+def _projection(channels: int) -> np.ndarray:
+    """The fixed (seeded) random projection of `channels`-long embeddings, made once per process."""
+    projection = np.random.default_rng(0).standard_normal((channels, EMBEDDING_SIZE), dtype=np.float32)
+    return projection / np.sqrt(EMBEDDING_SIZE)
+
+
 def compact(embedding: np.ndarray) -> np.ndarray:
-    """Embeddings N×C as N×min(C, EMBEDDING_SIZE): a fixed (seeded) random projection when longer."""
+    """Embeddings N×C as N×min(C, EMBEDDING_SIZE): a fixed random projection when longer."""
     embedding = np.asarray(embedding, dtype=np.float32)
     if embedding.shape[1] <= EMBEDDING_SIZE:
         return embedding
-    projection = np.random.default_rng(0).standard_normal((embedding.shape[1], EMBEDDING_SIZE), dtype=np.float32)
-    return embedding @ (projection / np.sqrt(EMBEDDING_SIZE))
+    return embedding @ _projection(embedding.shape[1])
 
 
 def input_hash(data: bytes) -> str:
