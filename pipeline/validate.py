@@ -2,7 +2,8 @@
 
 Reads the source in place (`data.path`: Fashion-MNIST's IDX files or a folder of class
 sub-folders). Writes `data/manifest.csv` (the accepted files), `reports/validation.json` (every rule, pass or
-fail, with the offending files) and Great Expectations Data Docs under `reports/data_docs/`.
+fail, with the offending files) and Great Expectations Data Docs under `reports/data_docs/`, which
+open with no network (their scripts and styles are copied in beside them).
 Only reads the images: nothing of the user's data is modified, moved or deleted.
 """
 
@@ -21,6 +22,7 @@ from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.versions import data_version
 from pipeline.data import sources
+from pipeline.data.data_docs_offline import make_offline
 from pipeline.data.image_folder import BOXES_FILE
 from pipeline.data.manifest import BOX, Scan, upright_size
 
@@ -200,8 +202,8 @@ def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], doc
 
 
 def build_docs(context, results: dict, docs: DataDocs) -> None:
-    """Data Docs for the validation results. GX's page header reads the data asset's name from a
-    field its fluent data sources leave empty ("Data asset: None"): fill it in first."""
+    """Data Docs for the validation results, made to work offline. GX's page header reads the data
+    asset's name from a field its fluent data sources leave empty ("Data asset: None"): fill it in first."""
     context.add_data_docs_site(
         site_name="validation",
         site_config={
@@ -215,6 +217,7 @@ def build_docs(context, results: dict, docs: DataDocs) -> None:
         result.meta.setdefault("batch_spec", {})["data_asset_name"] = f"{docs.source}: {asset}"
         context.validation_results_store.set(key, result)
     context.build_data_docs(site_names=["validation"])
+    make_offline(docs.folder)
 
 
 def _describe_files(files: pd.DataFrame, paths: list[str]) -> list[str]:

@@ -127,3 +127,42 @@ def test_users_data_is_never_modified(project, dataset):
     failure(project)
     run_validation(load_config(overrides={"validate.on_error": "skip"}))
     assert tree_checksum(dataset) == before
+
+
+def test_data_docs_list_the_runs_and_are_styled_with_the_network_off(project):
+    """GX's pages load their scripts and styles from CDNs; the stage's copies must stand in for all
+    of them: the index's table of validation runs is filled by bootstrap-table, a result page is
+    laid out by Bootstrap, and the browser asks the web for nothing."""
+    from playwright.sync_api import sync_playwright
+
+    run_validation(project)
+    index = project.paths.reports / "data_docs" / "index.html"
+    web, failed = [], []
+
+    def offline(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            web.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        context = browser.new_context()
+        context.route("**/*", offline)
+        page = context.new_page()
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto(index.as_uri(), wait_until="load")
+        runs = page.locator(".ge-index-page-validation-results-table tbody tr[data-href]")
+        listed = runs.all_inner_texts()
+        if listed:
+            runs.first.click()  # a row opens its result page
+            page.wait_for_url("**/validations/**", wait_until="load")
+        style = "e => [getComputedStyle(e).display, getComputedStyle(e).position]"
+        navbar = page.locator("nav.navbar").first.evaluate(style)
+        result_rows = page.locator("table tbody tr").count()
+        browser.close()
+    assert len(listed) == 2 and sorted("files" in run for run in listed) == [False, True], listed  # files, classes
+    assert navbar == ["flex", "sticky"]  # Bootstrap's .navbar and .sticky-top (unstyled: block, static)
+    assert result_rows > 0
+    assert web == [] and failed == []
