@@ -28,7 +28,7 @@ SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
 
-.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench docs mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup lint debian-fashion-mnist demo run run-gpu repro tune test bench docs mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -70,7 +70,12 @@ tune: setup
 	dvc repro preprocess
 	python -m pipeline.tune $(TUNE_ARGS)
 
-test: setup $(CHROMIUM)
+# What the project says it enforces, CI fails on: lint rules and the formatter (pyproject.toml), then the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup $(CHROMIUM) lint
 	$(BIN)/pytest
 
 bench: setup

@@ -175,7 +175,7 @@ def run(cfg: Config) -> dict:
     paths = cfg.paths
     model, info = load_model(paths.model_file)
     test = load_split(paths.processed / "test.pt")
-    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(model)
     predict_batches(model, test.images[: cfg.evaluate.batch_size], cfg.evaluate.batch_size, runtime)  # warm-up
     start = time.perf_counter()

@@ -117,7 +117,7 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
         model, info = load_model(Path(reference))
         name, version = Path(reference).name, None
 
-    runtime = select_runtime(cfg.train.device, precision)
+    runtime = select_runtime(cfg.train.device, precision, backbone=info.model_config["backbone"])
     model = runtime.prepare(model)
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:

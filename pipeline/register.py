@@ -92,7 +92,7 @@ def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | N
 
 def predicted_classes(model: AttentionCNN, info: ModelInfo, test: TensorSplit, cfg: Config) -> np.ndarray:
     """The class `model` gives each test image by its own rule, on the device and precision evaluation uses."""
-    runtime = select_runtime(cfg.train.device, cfg.train.precision)
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(copy.deepcopy(model))
     logits = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime).logits
     return info.rule.classes(logits.softmax(1).numpy(), info.classes)

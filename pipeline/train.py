@@ -84,7 +84,7 @@ def run(cfg: Config) -> TrainResult | None:
 def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     paths = cfg.paths
     experiment_id = connect(cfg) if ranks.is_main else None  # fail fast, before any training
-    runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank)
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank, cfg.model.backbone)
     train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
     train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
@@ -115,6 +115,8 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
         version,
         training.plan.describe(),
     )
+    for line in cfg.chosen:
+        log.info("train: auto %s", line)
     # MLflow would tag a new run with this machine's absolute path of the script
     source_tag = None if run_id else {"mlflow.source.name": "pipeline/train.py"}
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, tags=source_tag) as active:
@@ -127,7 +129,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             })  # fmt: skip
             mlflow.set_tags({
                 "data_version": version, "git_commit": commit, "runtime": runtime.name, "split_rule": SPLIT_RULE,
-                "plan": training.plan.describe(),
+                "plan": training.plan.describe(), "auto": "; ".join(cfg.chosen) or "none",
             })  # fmt: skip
             dataset = log_training_data(cfg, version, commit)
             champion = current_champion(mlflow.MlflowClient(), cfg.registry.model_name)

@@ -80,7 +80,7 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
         if epochs is not None:
             overrides.update({"train.epochs": epochs, "train.min_steps": 0})
         trial_cfg = load_config(cfg.root / "params.yaml", overrides)
-        runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision)
+        runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision, backbone=trial_cfg.model.backbone)
         training = build_training(trial_cfg, meta, runtime, train_data.labels)
         labels, plan = val_data.labels.numpy(), training.plan
         with mlflow.start_run(run_name=f"trial {trial.number}", experiment_id=parent.info.experiment_id, nested=True):

@@ -10,12 +10,13 @@ config are relative to the project root (or absolute) and resolved through `Conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from pipeline.core import recipe
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import ProjectPaths, project_root
 
@@ -55,26 +56,30 @@ class ValidateConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["seed_cnn", "resnet18", "vgg11_bn", "efficientnet_lite0"] = "seed_cnn"
-    pretrained: bool = False
+    """`auto` keys are filled by `load_config` from the data (pipeline/core/recipe.py)."""
+
+    backbone: Literal["auto", "seed_cnn", "resnet18", "vgg11_bn", "efficientnet_lite0"] = "auto"
+    pretrained: bool | Literal["auto"] = "auto"
     pretrained_weights: str | None = None
     widths: list[int] = Field([32, 64, 128], min_length=1)
     convs_per_block: int = Field(2, ge=1, le=4)
-    output_stride: Literal[1, 2, 4, 8, 16, 32] | None = 4  # the attention map's stride; null: the backbone's own
+    output_stride: Literal["auto", 1, 2, 4, 8, 16, 32] | None = "auto"  # the attention map's; null: the backbone's
     attention: Literal["soft", "none"] = "soft"
     attention_dim: int = Field(128, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _weights_available(self) -> ModelConfig:
-        if self.pretrained and self.backbone == "seed_cnn":
+        if self.pretrained is True and self.backbone == "seed_cnn":
             raise ValueError("seed_cnn has no pretrained weights; use efficientnet_lite0, resnet18 or vgg11_bn")
-        if self.pretrained and self.backbone in {"resnet18", "vgg11_bn"} and not self.pretrained_weights:
+        if self.pretrained is True and self.backbone in {"resnet18", "vgg11_bn"} and not self.pretrained_weights:
             raise ValueError(
                 f"torchvision cannot download {self.backbone}'s ImageNet weights offline: download torchvision's "
                 f"{self.backbone} file where there is internet and set model.pretrained_weights to its path"
             )
-        if self.pretrained_weights and (not self.pretrained or self.backbone not in {"resnet18", "vgg11_bn"}):
+        if self.pretrained_weights and (
+            self.pretrained is False or self.backbone not in {"auto", "resnet18", "vgg11_bn"}
+        ):
             raise ValueError("pretrained_weights is only for resnet18 or vgg11_bn with pretrained: true")
         return self
 
@@ -117,8 +122,8 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     processes: int = Field(1, ge=1)
-    freeze_epochs: int = Field(0, ge=0)
-    backbone_lr: float | None = Field(None, gt=0)
+    freeze_epochs: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # fine-tuning: epochs of the head alone
+    backbone_lr: Annotated[float, Field(gt=0)] | Literal["auto"] | None = "auto"  # fine-tuning; null: lr
     checkpoint_seconds: float = Field(60, ge=0)  # a checkpoint after an epoch once this long since the last
 
 
@@ -199,6 +204,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     _root: Path = PrivateAttr(default_factory=project_root)
+    _chosen: tuple[str, ...] = PrivateAttr(default=())
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -206,6 +212,11 @@ class Config(_Section):
     def root(self) -> Path:
         """The project root that relative paths are resolved against."""
         return self._root
+
+    @property
+    def chosen(self) -> tuple[str, ...]:
+        """What the `auto` keys became and why, one line each (empty when none was `auto`)."""
+        return self._chosen
 
     @property
     def paths(self) -> ProjectPaths:
@@ -260,6 +271,36 @@ def flatten(sections: dict) -> dict[str, object]:
     return flat
 
 
+def fill_auto(config: Config) -> tuple[dict, tuple[str, ...]]:
+    """`config`'s settings with every `auto` key of the model and fine-tuning filled from the data
+    (pipeline/core/recipe.py), and what each became, with why."""
+    model, train, size = config.model, config.train, config.data.image_size
+    chosen = []
+    name, weights, stride = model.backbone, model.pretrained, model.output_stride
+    if name == "auto":
+        name, why = recipe.backbone(size)
+        chosen.append(f"model.backbone {name}: {why}")
+    if weights == "auto":
+        weights = recipe.pretrained(name, model.pretrained_weights)
+        chosen.append(f"model.pretrained {str(weights).lower()}")
+    if stride == "auto":
+        stride = recipe.output_stride(name, weights, model.widths, size)
+        side = -(-size // stride)
+        chosen.append(f"model.output_stride {stride}: an attention map of {side}×{side} cells")
+    freeze, backbone_lr = train.freeze_epochs, train.backbone_lr
+    if freeze == "auto":
+        freeze = recipe.freeze_epochs(weights)
+        chosen.append(f"train.freeze_epochs {freeze}")
+    if backbone_lr == "auto":
+        backbone_lr = recipe.backbone_lr(weights, train.lr)
+        chosen.append(f"train.backbone_lr {backbone_lr:g} (lr / {recipe.BACKBONE_LR_DIVISOR})" if backbone_lr else
+                      "train.backbone_lr null (lr)")  # fmt: skip
+    raw = config.model_dump(by_alias=True)
+    raw["model"].update(backbone=name, pretrained=weights, output_stride=stride)
+    raw["train"].update(freeze_epochs=freeze, backbone_lr=backbone_lr)
+    return raw, tuple(chosen)
+
+
 def read_sections(path: Path, missing: str) -> dict:
     """A YAML file of sections like params.yaml's, or PipelineError in one line (`missing`: what to
     say when there is no such file)."""
@@ -299,10 +340,12 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> Conf
             section = section.setdefault(part, {})
         section[leaf] = value
     try:
-        config = Config.model_validate(raw)
+        filled, chosen = fill_auto(Config.model_validate(raw))
+        config = Config.model_validate(filled)
     except ValidationError as error:
         count = error.error_count()
         more = f" (+{count - 1} more)" if count > 1 else ""
         raise PipelineError(f"{path.name}: {_describe(error)}{more}; fix it in {path}") from None
     config._root = path.resolve().parent
+    config._chosen = chosen
     return config

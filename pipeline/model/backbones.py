@@ -119,6 +119,8 @@ def _load(net: nn.Module, state: dict, name: str, path: str) -> None:
 def build_backbone(cfg: ModelConfig, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
     """The feature extractor for `cfg.backbone` and its output channels; with ImageNet weights when
     `pretrained` (the input is then 3 channels in ImageNet normalisation)."""
+    if "auto" in (cfg.backbone, cfg.pretrained, cfg.output_stride):
+        raise PipelineError("model: 'auto' keys are filled by load_config from the data; load params with it")
     stride = cfg.output_stride
     if cfg.backbone == "seed_cnn":
         pools = len(cfg.widths) - _halvings(stride, 2 ** len(cfg.widths), cfg.backbone)

@@ -84,12 +84,14 @@ def test_torchvision_backbones_load_a_users_weights_file(tmp_path):
 
 
 def test_a_missing_or_wrong_weights_file_is_named(tmp_path):
-    missing = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(tmp_path / "none.pth"))
+    missing = ModelConfig(
+        backbone="resnet18", pretrained=True, pretrained_weights=str(tmp_path / "none.pth"), output_stride=None
+    )
     with pytest.raises(PipelineError, match=r"model.pretrained_weights: .*none.pth does not exist; download https://"):
         AttentionCNN(missing, 3, 3, pretrained=True)
     other = tmp_path / "vgg.pth"
     torch.save(torchvision.models.vgg11_bn().features.state_dict(), other)
-    wrong = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(other))
+    wrong = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(other), output_stride=None)
     with pytest.raises(PipelineError, match="holds no resnet18 weights"):
         AttentionCNN(wrong, 3, 3, pretrained=True)
 
@@ -116,7 +118,9 @@ def tiny_training(train: TrainConfig):
 
 
 def test_frozen_epochs_train_the_head_only_then_the_backbone_learns(project):
-    train = TrainConfig(epochs=2, batch_size=16, freeze_epochs=1, augment={"hflip": False, "max_shift": 0})
+    train = TrainConfig(
+        epochs=2, batch_size=16, freeze_epochs=1, backbone_lr=None, augment={"hflip": False, "max_shift": 0}
+    )
     training, runtime = tiny_training(train)
     data_split = TensorSplit(torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8), torch.randint(0, 2, (64,)))
     features = {k: v.clone() for k, v in training.model.features.state_dict().items()}
@@ -130,7 +134,9 @@ def test_frozen_epochs_train_the_head_only_then_the_backbone_learns(project):
 
 
 def test_the_backbone_gets_its_own_learning_rate(project):
-    model = AttentionCNN(ModelConfig(widths=[4], attention_dim=4, output_stride=None), 1, 2)
+    model = AttentionCNN(
+        ModelConfig(backbone="seed_cnn", pretrained=False, widths=[4], attention_dim=4, output_stride=None), 1, 2
+    )
     optimizer = make_optimizer(model, TrainConfig(lr=0.01, backbone_lr=0.001))
     head, backbone = optimizer.param_groups
     assert (head["lr"], backbone["lr"]) == (0.01, 0.001)
@@ -138,11 +144,11 @@ def test_the_backbone_gets_its_own_learning_rate(project):
     assert len(head["params"]) + len(backbone["params"]) == len(list(model.parameters()))
 
 
-def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
+def test_images_of_128_px_are_fine_tuned_from_imagenet_weights_by_default(project):
     params = yaml.safe_load((project.root / "params.yaml").read_text())
-    params["data"]["image_size"] = 64
-    params["model"].update(backbone="efficientnet_lite0", pretrained=True, output_stride=16)  # dilated: a 4×4 map
-    params["train"].update(epochs=2, freeze_epochs=1, backbone_lr=0.001)
+    params["data"]["image_size"] = 128
+    params["model"] = {key: "auto" for key in ("backbone", "pretrained", "output_stride")}
+    params["train"].update(epochs=2, min_steps=0, freeze_epochs="auto", backbone_lr="auto")
     (project.root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config()
     validate.run(cfg)
@@ -150,10 +156,13 @@ def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
     result = train.run(cfg)
     evaluate.run(cfg)
     model, info = load_model(cfg.paths.model_file)
-    assert info.model_config["pretrained"]
+    assert info.model_config["backbone"] == "efficientnet_lite0" and info.model_config["pretrained"]
     torch.testing.assert_close(model.mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
+    assert model(torch.zeros(1, 1, 128, 128, dtype=torch.uint8)).attention.shape[-2:] == (4, 4)  # stride 32
     assert json.loads((cfg.paths.metrics / "eval.json").read_text())["accuracy"] >= 0
-    assert mlflow.get_run(result.run_id).data.params["model.backbone"] == "efficientnet_lite0"
+    run = mlflow.get_run(result.run_id).data
+    assert (run.params["model.backbone"], run.params["train.freeze_epochs"]) == ("efficientnet_lite0", "2")
+    assert run.params["train.backbone_lr"] == str(cfg.train.lr / 8) and "ImageNet" in run.tags["auto"]
 
 
 @pytest.mark.parametrize(
@@ -169,7 +178,7 @@ def test_the_stages_fine_tune_a_pretrained_backbone_and_evaluate_it(project):
     ],
 )
 def test_output_stride_keeps_a_finer_attention_map(model, size, side):
-    net = AttentionCNN(ModelConfig(**model), 1, 3).eval()
+    net = AttentionCNN(ModelConfig(**{"pretrained": False, **model}), 1, 3).eval()
     with torch.no_grad():
         attention = net(torch.zeros(2, 1, size, size)).attention
     assert attention.shape == (2, side, side)
@@ -185,4 +194,4 @@ def test_output_stride_keeps_a_finer_attention_map(model, size, side):
 )
 def test_an_output_stride_a_backbone_cannot_keep_is_one_line(model, message):
     with pytest.raises(PipelineError, match=message):
-        AttentionCNN(ModelConfig(**model), 1, 3)
+        AttentionCNN(ModelConfig(**{"pretrained": False, **model}), 1, 3)

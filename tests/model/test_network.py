@@ -9,7 +9,13 @@ from pipeline.model.network import AttentionCNN, SoftAttentionPool
 
 def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
     cfg = ModelConfig(  # each backbone at its own stride
-        backbone=backbone, widths=[8, 16], attention=attention, attention_dim=8, dropout=0.0, output_stride=None
+        backbone=backbone,
+        pretrained=False,
+        widths=[8, 16],
+        attention=attention,
+        attention_dim=8,
+        dropout=0.0,
+        output_stride=None,
     )
     return AttentionCNN(cfg, channels, classes)
 
@@ -87,7 +93,7 @@ def test_one_batch_can_be_overfit():
 
 
 def test_normalisation_uses_the_given_statistics():
-    cfg = ModelConfig(widths=[4], attention_dim=2, output_stride=None)
+    cfg = ModelConfig(backbone="seed_cnn", pretrained=False, widths=[4], attention_dim=2, output_stride=None)
     model = AttentionCNN(cfg, 1, 2, mean=[0.5], std=[0.25])
     assert model.mean.item() == pytest.approx(127.5)
     assert model.std.item() == pytest.approx(63.75)

@@ -12,6 +12,9 @@ def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_it():
     assert (runtime.amp_dtype == torch.bfloat16) == native_cpu_bf16()
     assert select_runtime("cpu", "fp32").amp_dtype is None
     assert select_runtime("cpu", "bf16").amp_dtype == torch.bfloat16
+    # EfficientNet's depthwise convolutions are slower in bf16 on the CPU: auto keeps fp32 for it
+    assert select_runtime("cpu", "auto", backbone="efficientnet_lite0").amp_dtype is None
+    assert select_runtime("cpu", "bf16", backbone="efficientnet_lite0").amp_dtype == torch.bfloat16
 
 
 def test_allocator_tuning_takes_effect_on_glibc():
@@ -22,7 +25,11 @@ def test_allocator_tuning_takes_effect_on_glibc():
 def test_batched_prediction_matches_one_pass_and_attention_sums_to_one(precision):
     torch.manual_seed(0)
     runtime = select_runtime("cpu", precision)
-    model = runtime.prepare(AttentionCNN(ModelConfig(widths=[8, 16], attention_dim=8), 1, 3)).eval()
+    model = runtime.prepare(
+        AttentionCNN(
+            ModelConfig(backbone="seed_cnn", pretrained=False, widths=[8, 16], attention_dim=8, output_stride=4), 1, 3
+        )
+    ).eval()
     images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
     logits, attention, _, _ = predict_batches(model, images, 4, runtime)
     whole = predict_batches(model, images, 10, runtime).logits

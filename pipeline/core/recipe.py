@@ -1,0 +1,68 @@
+"""What `auto` means for the keys that pick the network and how to fine-tune it.
+
+One params file must serve 28-px centred garments and 300-px inspection photographs. `auto` keys are
+filled from `data.image_size` (and from each other), and a key given a value keeps it:
+- `model.backbone`: images under 128 px get the small seed CNN, trained from scratch; from 128 px
+  on, EfficientNet-Lite0 with ImageNet weights, the strongest start on small sets of real images
+  (photos, scans, inspection images), whose weights come installed with the project;
+- `model.pretrained`: true for EfficientNet-Lite0, and for resnet18 / vgg11_bn when a weights file
+  is given; false for the seed CNN;
+- `model.output_stride`: 4 for the seed CNN; for an ImageNet backbone, the coarsest stride it
+  allows that still leaves an attention map of at least 4 cells a side: its own 32 from 128 px
+  (4×4 at 128 px, 7×7 at 224 px). The finer strides dilate the last stages, whose depthwise
+  convolutions then train about 9× slower on the CPU (measured: 63 → 7 images/s at 128 px);
+- `train.freeze_epochs`: 2 with pretrained weights (the new head learns first, so its random
+  gradients do not wreck the weights), else 0;
+- `train.backbone_lr`: with pretrained weights, the head's rate / 8, else the head's rate (null).
+"""
+
+from __future__ import annotations
+
+PRETRAINED_FROM_PX = 128
+MIN_MAP_CELLS = 4
+SEED_CNN_STRIDE = 4
+FREEZE_EPOCHS = 2
+BACKBONE_LR_DIVISOR = 8
+
+
+def backbone(image_size: int) -> tuple[str, str]:
+    """The backbone for images of `image_size` px, and why."""
+    if image_size < PRETRAINED_FROM_PX:
+        return "seed_cnn", f"{image_size}-px images are under {PRETRAINED_FROM_PX} px: the small CNN from scratch"
+    return "efficientnet_lite0", f"{image_size}-px images: an ImageNet-pretrained backbone fine-tuned"
+
+
+def pretrained(name: str, weights_file: str | None) -> bool:
+    """Whether `name` starts from ImageNet weights: the ones that come installed, or a given file."""
+    return name == "efficientnet_lite0" or (name in {"resnet18", "vgg11_bn"} and weights_file is not None)
+
+
+def strides(name: str, is_pretrained: bool, widths: list[int]) -> list[int]:
+    """The output strides `name` can give, coarsest first."""
+    if name == "seed_cnn":
+        native, finest = 2 ** len(widths), 1
+    elif name == "efficientnet_lite0":
+        native, finest = 32, 8  # dilating beyond its last two stages is not offered
+    elif name == "resnet18":
+        native = 32 if is_pretrained else 8  # from scratch: a 3×3 stride-1 stem, no max-pool
+        finest = native // 8  # its last three stages can keep their input's size
+    else:
+        native, finest = 32, 1
+    return [native >> shift for shift in range(native.bit_length()) if native >> shift >= finest]
+
+
+def output_stride(name: str, is_pretrained: bool, widths: list[int], image_size: int) -> int:
+    """The attention map's stride: the seed CNN's 4 (or its own, if coarser blocks are fewer); else
+    the coarsest that leaves `MIN_MAP_CELLS` cells a side (the finest allowed if none does)."""
+    allowed = strides(name, is_pretrained, widths)
+    if name == "seed_cnn":
+        return min(SEED_CNN_STRIDE, allowed[0])
+    return next((s for s in allowed if image_size // s >= MIN_MAP_CELLS), allowed[-1])
+
+
+def freeze_epochs(is_pretrained: bool) -> int:
+    return FREEZE_EPOCHS if is_pretrained else 0
+
+
+def backbone_lr(is_pretrained: bool, lr: float) -> float | None:
+    return lr / BACKBONE_LR_DIVISOR if is_pretrained else None

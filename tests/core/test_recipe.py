@@ -1,0 +1,54 @@
+"""`auto`: the network and its fine-tuning follow the images' size; a key given a value keeps it."""
+
+import pytest
+
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+
+
+def auto(tmp_path, **overrides):
+    (tmp_path / "params.yaml").write_text("data: {source: imagefolder, path: images}\n")
+    return load_config(tmp_path / "params.yaml", overrides)
+
+
+def test_small_images_get_the_seed_cnn_from_scratch(tmp_path):
+    cfg = auto(tmp_path, **{"data.image_size": 28})
+    assert (cfg.model.backbone, cfg.model.pretrained, cfg.model.output_stride) == ("seed_cnn", False, 4)
+    assert (cfg.train.freeze_epochs, cfg.train.backbone_lr) == (0, None)
+    assert cfg.chosen[0].startswith("model.backbone seed_cnn: 28-px images are under 128 px")
+
+
+@pytest.mark.parametrize("size", [128, 224, 300, 1024])
+def test_real_sized_images_fine_tune_imagenet_weights_at_their_own_stride(tmp_path, size):
+    cfg = auto(tmp_path, **{"data.image_size": size})
+    assert (cfg.model.backbone, cfg.model.pretrained, cfg.model.output_stride) == ("efficientnet_lite0", True, 32)
+    assert (cfg.train.freeze_epochs, cfg.train.backbone_lr) == (2, cfg.train.lr / 8)
+    side = -(-size // 32)
+    assert f"model.output_stride 32: an attention map of {side}×{side} cells" in cfg.chosen
+
+
+@pytest.mark.parametrize(("size", "stride"), [(64, 16), (96, 16), (32, 8), (16, 8)])
+def test_a_chosen_imagenet_backbone_on_small_images_keeps_a_map_of_at_least_4_cells(tmp_path, size, stride):
+    cfg = auto(tmp_path, **{"data.image_size": size, "model.backbone": "efficientnet_lite0"})
+    assert (cfg.model.pretrained, cfg.model.output_stride) == (True, stride)  # 8: its finest, even if < 4 cells
+
+
+def test_a_key_given_a_value_keeps_it_and_the_others_follow_it(tmp_path):
+    cfg = auto(tmp_path, **{"data.image_size": 128, "model.backbone": "seed_cnn", "train.freeze_epochs": 1})
+    assert (cfg.model.pretrained, cfg.model.output_stride, cfg.train.freeze_epochs) == (False, 4, 1)
+    assert not any(line.startswith(("model.backbone", "train.freeze_epochs")) for line in cfg.chosen)
+    scratch = auto(tmp_path, **{"data.image_size": 128, "model.pretrained": False})
+    assert (scratch.model.backbone, scratch.train.freeze_epochs, scratch.train.backbone_lr) == (
+        "efficientnet_lite0",
+        0,
+        None,
+    )
+
+
+def test_resnet_is_pretrained_only_with_a_weights_file(tmp_path):
+    cfg = auto(tmp_path, **{"data.image_size": 64, "model.backbone": "resnet18"})
+    assert (cfg.model.pretrained, cfg.model.output_stride) == (False, 8)  # from scratch: its own stride is 8
+    weighted = auto(tmp_path, **{"data.image_size": 64, "model.backbone": "resnet18", "model.pretrained_weights": "w"})
+    assert (weighted.model.pretrained, weighted.model.output_stride) == (True, 16)
+    with pytest.raises(PipelineError, match="pretrained_weights is only for resnet18 or vgg11_bn"):
+        auto(tmp_path, **{"data.image_size": 128, "model.pretrained_weights": "w.pth"})
