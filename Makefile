@@ -94,7 +94,7 @@ prefect-worker: setup
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} python -m flows.worker
 
 schedule: setup
-	python -m flows.serve
+	python -m flows.schedule
 
 # The registry's champion over HTTP: POST {"inputs": ["<base64 image file>", ...]} to /invocations.
 serve: setup

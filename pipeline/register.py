@@ -41,7 +41,7 @@ from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
-from pipeline.model import serving
+from pipeline.model import pyfunc
 from pipeline.model.champion import (
     CHALLENGER,
     Comparison,
@@ -162,8 +162,8 @@ def run(cfg: Config) -> dict:
         )
     accuracy = evaluation["accuracy"]
     test = load_split(paths.processed / "test.pt")
-    example = [serving.png_base64(serving.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
-    signature = serving.SIGNATURE
+    example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
+    signature = pyfunc.SIGNATURE
     name = cfg.registry.model_name
 
     try:
@@ -199,7 +199,7 @@ def _register(
     decide against the champion and move `champion` to it only from the champion decided against:
     if another registration or a rollback moved it meanwhile, decide again against the new one."""
     name, paths = cfg.registry.model_name, cfg.paths
-    code = Path(serving.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
+    code = Path(pyfunc.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         client = MlflowClient()
@@ -207,7 +207,7 @@ def _register(
         if new_version is None:
             logged = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
+                python_model=f"{code.name}/model/pyfunc.py",  # MLflow's "models from code": nothing pickled
                 artifacts={"model_file": os.path.relpath(paths.model_file),
                            "onnx_model": os.path.relpath(paths.onnx_file)},
                 code_paths=[code.name],

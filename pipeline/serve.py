@@ -8,12 +8,12 @@
     GET  /ping         200 once the model is loaded
     GET  /version      which model answers: name, version, aliases, test accuracy, classes, input
 
-The model is the registry's MLflow model (`pipeline/model/serving.py`: the same decoding as
+The model is the registry's MLflow model (`pipeline/model/pyfunc.py`: the same decoding as
 training), resolved once to a version (`/version` names the version that answers) and loaded in
 each of `--workers` worker processes before the server opens. No one client can take the server:
 - the body is counted as it arrives (declared length or not) and refused past `MAX_BYTES`;
 - the images' declared pixels are summed from their headers before any is decoded and refused
-  past the per-request budget (`serving.REQUEST_PIXELS`);
+  past the per-request budget (`pyfunc.REQUEST_PIXELS`);
 - parsing, decoding and the model run in the worker processes, so the server's own process only
   moves bytes: `/ping` and `/version` answer at once, whatever the load (threads would share the
   GIL with the JSON and image work); `--queue` more requests may wait; beyond that, 503 with
@@ -219,7 +219,7 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
     with `log`, also the prediction log's records of its images (`log_images`: with the files sent)."""
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from pipeline.model import serving
+    from pipeline.model import pyfunc
 
     parsed = parse(body)
     if isinstance(parsed, Response):
@@ -228,8 +228,8 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
     try:
         if isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs):
             # the budget is this server's, whatever version of the model's code answers
-            inputs = [serving.image_bytes(item, index) for index, item in enumerate(inputs)]
-            serving.check_pixels(inputs)
+            inputs = [pyfunc.image_bytes(item, index) for index, item in enumerate(inputs)]
+            pyfunc.check_pixels(inputs)
         result = model.predict(inputs, params={**params, "embedding": True} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget

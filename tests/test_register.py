@@ -277,12 +277,12 @@ def test_a_named_metric_decides_what_beating_the_champion_means():
 
 def test_the_registered_model_requires_every_package_its_code_imports():
     """The served model's environment is built from its pip requirements: every package that its
-    code (the pipeline modules `serving.py` loads, and `overlay` on request) imports must be there."""
+    code (the pipeline modules `pyfunc.py` loads, and `overlay` on request) imports must be there."""
     import ast
     import importlib.metadata
 
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, pipeline.model.serving, pipeline.core.overlay; "
+        [sys.executable, "-c", "import sys, pipeline.model.pyfunc, pipeline.core.overlay; "
          "print(' '.join(m.__file__ for n, m in sys.modules.items() if n.startswith('pipeline')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip

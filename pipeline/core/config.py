@@ -172,7 +172,7 @@ class MonitoringConfig(_Section):
     max_unknown_rate: float = Field(0.2, gt=0, le=1)  # a higher share of "unknown" answers calls for retraining
     embedding_auc: float = Field(0.55, gt=0.5, lt=1)  # the domain classifier's ROC AUC above which embeddings drifted
     retrain: bool = True  # start the retraining flow when drift or the unknown rate passes its threshold
-    cron: str = "0 * * * *"  # the monitoring deployment's schedule (python -m flows.serve), in schedule.timezone
+    cron: str = "0 * * * *"  # the monitoring deployment's schedule (python -m flows.schedule), in schedule.timezone
 
     @model_validator(mode="after")
     def _five_fields(self) -> MonitoringConfig:

@@ -17,7 +17,7 @@ from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
 from pipeline.model.model_file import load_model, save_model
-from pipeline.model.serving import AttentionClassifier
+from pipeline.model.pyfunc import AttentionClassifier
 from pipeline.training.runtime import predict_batches, select_runtime
 from tests.synthetic import CLASSES, prepared_project
 
