@@ -36,13 +36,13 @@ def champion_manifest(cfg: Config) -> pd.DataFrame:
     from pipeline.model.champion import current_champion
 
     connect(cfg)
-    champion = current_champion(MlflowClient(), cfg.registry.model_name)
+    champion = current_champion(MlflowClient(), cfg.register.model_name)
     if champion is None:
-        raise PipelineError(f"{cfg.registry.model_name}: no champion in the registry; name a git revision or a file")
+        raise PipelineError(f"{cfg.register.model_name}: no champion in the registry; name a git revision or a file")
     manifest = training_manifest(champion.run_id)
     if manifest is None:
         raise PipelineError(
-            f"{cfg.registry.model_name} version {champion.version}: its run logged no manifest (trained before "
+            f"{cfg.register.model_name} version {champion.version}: its run logged no manifest (trained before "
             "datasets were tracked); name a git revision or a file instead"
         )
     return manifest

@@ -56,7 +56,7 @@ class Registry:
 
         connect(cfg)
         self.cfg, self.client, self.loaded = cfg, MlflowClient(), {}
-        self.name = cfg.registry.model_name
+        self.name = cfg.register.model_name
 
     def choices(self) -> list[str]:
         """`champion`, `challenger` (those that exist), then every version, newest first."""

@@ -133,7 +133,7 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
     """`reference` (default: the registry's champion) as a classifier: ONNX files in onnxruntime,
     everything else in PyTorch in `precision` (default: `train.precision`)."""
-    reference = reference or f"models:/{cfg.registry.model_name}@champion"
+    reference = reference or f"models:/{cfg.register.model_name}@champion"
     if reference.endswith(".onnx"):
         return onnx_classifier(Path(reference))
     return torch_classifier(cfg, reference, precision or cfg.train.precision)

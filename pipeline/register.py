@@ -102,10 +102,10 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
           accuracy: float) -> tuple[Decision, Comparison | None]:  # fmt: skip
     """The decision on `champion`, with the comparison on the same test images it rests on."""
     if champion is None:
-        return decide(accuracy, None, cfg.registry), None
+        return decide(accuracy, None, cfg.register), None
     version = str(champion.version)
     try:
-        champion_net, champion_info = champion_model(cfg.registry.model_name, version)
+        champion_net, champion_info = champion_model(cfg.register.model_name, version)
     except Exception as error:  # any champion this code cannot load or read: never replace it unseen
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
@@ -119,9 +119,9 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, reason), None
     challenger = predicted_classes(model, info, test, cfg)
     incumbent = predicted_classes(champion_net, champion_info, test, cfg)
-    comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.registry.metric)
+    comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.register.metric)
     comparison = dataclasses.replace(comparison, left_out=left_out)
-    return decide(accuracy, comparison, cfg.registry), comparison
+    return decide(accuracy, comparison, cfg.register), comparison
 
 
 def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[TensorSplit, int | None]:
@@ -164,7 +164,7 @@ def run(cfg: Config) -> dict:
     test = load_split(paths.processed / "test.pt")
     example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
     signature = pyfunc.SIGNATURE
-    name = cfg.registry.model_name
+    name = cfg.register.model_name
 
     try:
         report = _register(cfg, model, info, test, accuracy, example, signature)
@@ -198,7 +198,7 @@ def _register(
     """Log the model (once per run: a retry finds its version), register it as `challenger`, then
     decide against the champion and move `champion` to it only from the champion decided against:
     if another registration or a rollback moved it meanwhile, decide again against the new one."""
-    name, paths = cfg.registry.model_name, cfg.paths
+    name, paths = cfg.register.model_name, cfg.paths
     code = Path(pyfunc.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):

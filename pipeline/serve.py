@@ -380,7 +380,7 @@ def main() -> None:
     if args.workers < 1 or args.queue < 0 or args.timeout <= 0:
         raise PipelineError("--workers must be ≥ 1, --queue ≥ 0 and --timeout > 0")
     cfg = load_config()
-    about = resolve(cfg, args.model or f"models:/{cfg.registry.model_name}@champion")
+    about = resolve(cfg, args.model or f"models:/{cfg.register.model_name}@champion")
     import uvicorn
 
     limits = Limits(args.workers, args.queue, args.timeout)

@@ -9,6 +9,7 @@ config are relative to the project root (or absolute) and resolved through `Conf
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -181,26 +182,26 @@ class MonitoringConfig(_Section):
         return self
 
 
-class Config(_Section):
-    """The whole of `params.yaml`. Unknown keys anywhere are errors.
+# The sections `validate` and `register` are attributes of the same names, as in params.yaml. They
+# shadow BaseModel.validate (deprecated since pydantic 2) and ABCMeta.register on the class only,
+# which pydantic warns about; on a config they are its sections.
+warnings.filterwarnings("ignore", r'Field name "(validate|register)" in "Config" shadows', UserWarning)
 
-    The sections `validate` and `register` are the attributes `validation` and `registry`
-    (the YAML names clash with methods of pydantic's base class).
-    """
+
+class Config(_Section):
+    """The whole of `params.yaml`, one attribute per section. Unknown keys anywhere are errors."""
 
     data: DataConfig = DataConfig()
-    validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    validate: ValidateConfig = ValidateConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
-    registry: RegisterConfig = Field(RegisterConfig(), alias="register")
+    register: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     _root: Path = PrivateAttr(default_factory=project_root)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @property
     def root(self) -> Path:
@@ -240,7 +241,7 @@ class Config(_Section):
 
     def as_flat_params(self) -> dict[str, str]:
         """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""
-        flat = {key: str(value) for key, value in flatten(self.model_dump(by_alias=True, mode="json")).items()}
+        flat = {key: str(value) for key, value in flatten(self.model_dump(mode="json")).items()}
         flat["data.path"] = self.portable_source()
         return flat
 
