@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import write_json
 from pipeline.data.manifest_diff import IDENTITY, DataDiff, diff
 
@@ -57,7 +57,7 @@ def revision_manifest(cfg: Config, rev: str) -> pd.DataFrame:
     try:
         text = dvc.api.read(MANIFEST, repo=str(cfg.root), rev=rev)
     except (DvcException, SCMError, FileNotFoundError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = first_line(error)
         raise PipelineError(
             f"{rev}: no manifest at that git revision ({reason}); give a commit, tag or branch whose dvc.lock "
             "has it, and 'dvc pull' if its data is only on the remote"

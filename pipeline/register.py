@@ -37,7 +37,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 
 from pipeline.core.config import Config, RegisterConfig, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
@@ -107,7 +107,7 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
     try:
         champion_net, champion_info = champion_model(cfg.register.model_name, version)
     except Exception as error:  # any champion this code cannot load or read: never replace it unseen
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        reason = first_line(error, 300)
         return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
@@ -171,9 +171,9 @@ def run(cfg: Config) -> dict:
     except PipelineError:
         raise
     except Exception as error:  # MLflow and its stores raise many types; `champion` moves last, so it did not
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = first_line(error)
         raise PipelineError(
-            f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({first_line}); "
+            f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({reason}); "
             "the champion is unchanged; retry, or check MLFLOW_REGISTRY_URI"
         ) from None
     write_json(paths.reports / "registration.json", report)

@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 
 FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
@@ -108,7 +108,7 @@ class Gate:
             return [future.result() for future in started][0]
         except Exception as error:  # the worker's own failure to load, in whatever type MLflow raised it
             self.pool.shutdown(wait=False, cancel_futures=True)
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            reason = first_line(error)
             raise PipelineError(f"{self.uri}: the model does not load in a worker process ({reason})") from None
 
     def restart(self) -> None:
@@ -136,7 +136,7 @@ def describe(reference: str) -> dict:
     try:
         version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, rest)
     except MlflowException as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        first = first_line(error)
         raise PipelineError(f"{reference}: not in the registry ({first}); train and register a model first") from None
     accuracy = version.tags.get("test_accuracy")
     return {
@@ -233,9 +233,9 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
         result = model.predict(inputs, params={**params, "embedding": True} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget
-        return refuse(status, (str(error).splitlines() or [type(error).__name__])[0][:300]), None
+        return refuse(status, first_line(error, 300)), None
     except TypeError as error:
-        return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}"), None
+        return refuse(400, f"inputs: {first_line(error)}"), None
     records = log_records(model, inputs, result, log_images) if log else None
     result.pop("embedding", None)
     text = StringIO()

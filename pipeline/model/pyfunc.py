@@ -37,6 +37,7 @@ from PIL import Image
 
 from pipeline.core.errors import PipelineError
 from pipeline.data.images import decode_image, load_image
+from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
@@ -171,7 +172,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
             out = self.model(torch.from_numpy(images))
         probabilities = out.logits.float().softmax(dim=1).numpy()
         attention = out.attention.float().numpy()
-        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        ranked = top_classes(probabilities, top_k)
         answer = {
             "class": np.array([self.info.classes[i] for i in self.info.rule.classes(probabilities, self.info.classes)]),
             "probabilities": probabilities,
