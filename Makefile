@@ -27,8 +27,9 @@ PREFECT_PORT        ?= 4200
 SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
+DOCS_PORT           ?= 8000
 
-.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench docs mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench docs docs-serve mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -76,8 +77,12 @@ test: setup $(CHROMIUM)
 bench: setup
 	python -m bench.run
 
+# The documentation site, built into site/ (strict: a broken link or anchor fails the build) or served.
 docs: setup
-	mkdocs serve -a 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
