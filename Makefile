@@ -29,7 +29,7 @@ SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
 DOCS_PORT           ?= 8000
 
-.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench docs docs-serve mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup debian-fashion-mnist demo run run-gpu repro tune test bench bench-smoke docs docs-serve mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -76,6 +76,10 @@ test: setup $(CHROMIUM)
 
 bench: setup
 	python -m bench.run
+
+# What would break `make bench`, found in under a minute on a tiny generated project (tests run it too).
+bench-smoke: setup
+	python -m bench.run --smoke
 
 # The documentation site, built into site/ (strict: a broken link or anchor fails the build) or served.
 docs: setup
