@@ -27,8 +27,9 @@ PREFECT_PORT        ?= 4200
 SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
+DOCS_PORT           ?= 8000
 
-.PHONY: setup lint debian-fashion-mnist demo run run-gpu repro tune test bench docs mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup lint debian-fashion-mnist demo run run-gpu repro tune test bench bench-smoke docs docs-serve mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -81,8 +82,16 @@ test: setup $(CHROMIUM) lint
 bench: setup
 	python -m bench.run
 
+# What would break `make bench`, found in under a minute on a tiny generated project (tests run it too).
+bench-smoke: setup
+	python -m bench.run --smoke
+
+# The documentation site, built into site/ (strict: a broken link or anchor fails the build) or served.
 docs: setup
-	mkdocs serve -a 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
@@ -99,7 +108,7 @@ prefect-worker: setup
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} python -m flows.worker
 
 schedule: setup
-	python -m flows.serve
+	python -m flows.schedule
 
 # The registry's champion over HTTP: POST {"inputs": ["<base64 image file>", ...]} to /invocations.
 serve: setup

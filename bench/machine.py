@@ -61,9 +61,10 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int, repeats: 
     return 2 * size**3 * products / seconds / 1e9
 
 
-def matmul_limits(device: torch.device) -> dict[str, float]:
-    """Achievable fp32 GFLOP/s, and bf16 where the hardware computes it natively."""
-    size = 8192 if device.type == "cuda" else 2048
+def matmul_limits(device: torch.device, size: int | None = None) -> dict[str, float]:
+    """Achievable fp32 GFLOP/s, and bf16 where the hardware computes it natively (`size`: the
+    matrices' side, default the one that reaches the limit)."""
+    size = size or (8192 if device.type == "cuda" else 2048)
     limits = {"fp32": matmul_gflops(device, torch.float32, size)}
     if device.type == "cuda" or native_cpu_bf16():
         limits["bf16"] = matmul_gflops(device, torch.bfloat16, size)

@@ -1,6 +1,6 @@
 """The monitoring flow: judge what the served model was asked lately, and retrain when it drifted.
 
-    python -m flows.monitoring        (prints its verdict; `python -m flows.serve` runs it every hour)
+    python -m flows.monitoring        (prints its verdict; `python -m flows.schedule` runs it every hour)
 
 Runs `pipeline.monitor` (the recent window of the prediction log against the validation split, in
 Evidently), publishes the verdict as the flow run's `monitoring-report` artifact (the Evidently

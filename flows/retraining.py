@@ -47,7 +47,7 @@ def retraining_flow(overrides: dict[str, Any] | None = None, reason: str | None 
     cfg = load_config(project_root() / "params.yaml")
     current = data_version(cfg)
     connect(cfg)
-    trained_on = champion_data_version(cfg.registry.model_name)
+    trained_on = champion_data_version(cfg.register.model_name)
     logger = get_run_logger()
     why = f"started by monitoring ({reason}); " if reason else ""
     if reason:

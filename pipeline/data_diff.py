@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import write_json
 from pipeline.data.manifest_diff import IDENTITY, DataDiff, diff
 
@@ -36,13 +36,13 @@ def champion_manifest(cfg: Config) -> pd.DataFrame:
     from pipeline.model.champion import current_champion
 
     connect(cfg)
-    champion = current_champion(MlflowClient(), cfg.registry.model_name)
+    champion = current_champion(MlflowClient(), cfg.register.model_name)
     if champion is None:
-        raise PipelineError(f"{cfg.registry.model_name}: no champion in the registry; name a git revision or a file")
+        raise PipelineError(f"{cfg.register.model_name}: no champion in the registry; name a git revision or a file")
     manifest = training_manifest(champion.run_id)
     if manifest is None:
         raise PipelineError(
-            f"{cfg.registry.model_name} version {champion.version}: its run logged no manifest (trained before "
+            f"{cfg.register.model_name} version {champion.version}: its run logged no manifest (trained before "
             "datasets were tracked); name a git revision or a file instead"
         )
     return manifest
@@ -57,7 +57,7 @@ def revision_manifest(cfg: Config, rev: str) -> pd.DataFrame:
     try:
         text = dvc.api.read(MANIFEST, repo=str(cfg.root), rev=rev)
     except (DvcException, SCMError, FileNotFoundError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = first_line(error)
         raise PipelineError(
             f"{rev}: no manifest at that git revision ({reason}); give a commit, tag or branch whose dvc.lock "
             "has it, and 'dvc pull' if its data is only on the remote"

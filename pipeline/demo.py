@@ -24,6 +24,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.overlay import overlay
 from pipeline.data.images import decode_image, load_image
+from pipeline.model.decision import top_classes
 
 EXAMPLES = 10
 SHOWN = 336  # smaller pictures are enlarged (nearest neighbour) for the page, so the map can be seen
@@ -56,7 +57,7 @@ class Registry:
 
         connect(cfg)
         self.cfg, self.client, self.loaded = cfg, MlflowClient(), {}
-        self.name = cfg.registry.model_name
+        self.name = cfg.register.model_name
 
     def choices(self) -> list[str]:
         """`champion`, `challenger` (those that exist), then every version, newest first."""
@@ -106,7 +107,7 @@ def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     for path, picture, label, row, maps, flag in zip(
         paths, pictures, out["class"], out["probabilities"], out["attention"], unknown, strict=True
     ):
-        order = np.argsort(-row, kind="stable")[:5]
+        order = top_classes(row, 5)
         top = {about["classes"][i]: float(row[i]) for i in order}
         answers.append(Answer(path.name, picture, str(label), top, maps, bool(flag)))
     return answers

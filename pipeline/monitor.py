@@ -93,7 +93,7 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
         raise PipelineError("params.yaml: monitoring.log is null, so nothing is logged to monitor; set a folder")
     experiment_id = connect(cfg, f"{cfg.tracking.experiment}-monitoring")
     client = mlflow.MlflowClient()
-    name = cfg.registry.model_name
+    name = cfg.register.model_name
     champion = current_champion(client, name)
     if champion is None:
         raise PipelineError(f"{name}: no champion in the registry to monitor; run the pipeline first ('make run')")

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import atomic_path
 from pipeline.data.image_batches import decoded_batches, list_files
 from pipeline.data.images import decode_image
-from pipeline.model.decision import Decision
+from pipeline.model.decision import Decision, top_classes
 from pipeline.model.unknown import Novelty
 
 
@@ -106,7 +106,7 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
             wrapper = mlflow.pyfunc.load_model(reference).unwrap_python_model()
         except MlflowException as error:
             raise PipelineError(
-                f"{reference}: cannot load ({str(error).splitlines()[0]}); run the pipeline or pass --model PATH"
+                f"{reference}: cannot load ({first_line(error)}); run the pipeline or pass --model PATH"
             ) from None
         model, info = wrapper.model, wrapper.info
         from pipeline.serve import describe
@@ -133,7 +133,7 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
     """`reference` (default: the registry's champion) as a classifier: ONNX files in onnxruntime,
     everything else in PyTorch in `precision` (default: `train.precision`)."""
-    reference = reference or f"models:/{cfg.registry.model_name}@champion"
+    reference = reference or f"models:/{cfg.register.model_name}@champion"
     if reference.endswith(".onnx"):
         return onnx_classifier(Path(reference))
     return torch_classifier(cfg, reference, precision or cfg.train.precision)
@@ -230,7 +230,7 @@ def classify(
                 decided = classifier.rule.classes(probabilities, classifier.classes)
                 if log_folder is not None:
                     log_batch(log_folder, classifier, batch, outputs, decided, log_images)
-                ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+                ranked = top_classes(probabilities, top_k)
                 flags = novelty_columns(classifier.detector, novelty, len(decided))
                 for file, row, answer, order, maps, (score, unknown) in zip(
                     batch.readable, probabilities, decided, ranked, attention, flags, strict=True

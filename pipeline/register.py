@@ -37,11 +37,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 
 from pipeline.core.config import Config, RegisterConfig, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
-from pipeline.model import serving
+from pipeline.model import pyfunc
 from pipeline.model.champion import (
     CHALLENGER,
     Comparison,
@@ -102,12 +102,12 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
           accuracy: float) -> tuple[Decision, Comparison | None]:  # fmt: skip
     """The decision on `champion`, with the comparison on the same test images it rests on."""
     if champion is None:
-        return decide(accuracy, None, cfg.registry), None
+        return decide(accuracy, None, cfg.register), None
     version = str(champion.version)
     try:
-        champion_net, champion_info = champion_model(cfg.registry.model_name, version)
+        champion_net, champion_info = champion_model(cfg.register.model_name, version)
     except Exception as error:  # any champion this code cannot load or read: never replace it unseen
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        reason = first_line(error, 300)
         return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
@@ -119,9 +119,9 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, reason), None
     challenger = predicted_classes(model, info, test, cfg)
     incumbent = predicted_classes(champion_net, champion_info, test, cfg)
-    comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.registry.metric)
+    comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.register.metric)
     comparison = dataclasses.replace(comparison, left_out=left_out)
-    return decide(accuracy, comparison, cfg.registry), comparison
+    return decide(accuracy, comparison, cfg.register), comparison
 
 
 def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[TensorSplit, int | None]:
@@ -162,18 +162,18 @@ def run(cfg: Config) -> dict:
         )
     accuracy = evaluation["accuracy"]
     test = load_split(paths.processed / "test.pt")
-    example = [serving.png_base64(serving.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
-    signature = serving.SIGNATURE
-    name = cfg.registry.model_name
+    example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
+    signature = pyfunc.SIGNATURE
+    name = cfg.register.model_name
 
     try:
         report = _register(cfg, model, info, test, accuracy, example, signature)
     except PipelineError:
         raise
     except Exception as error:  # MLflow and its stores raise many types; `champion` moves last, so it did not
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        reason = first_line(error)
         raise PipelineError(
-            f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({first_line}); "
+            f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({reason}); "
             "the champion is unchanged; retry, or check MLFLOW_REGISTRY_URI"
         ) from None
     write_json(paths.reports / "registration.json", report)
@@ -198,8 +198,8 @@ def _register(
     """Log the model (once per run: a retry finds its version), register it as `challenger`, then
     decide against the champion and move `champion` to it only from the champion decided against:
     if another registration or a rollback moved it meanwhile, decide again against the new one."""
-    name, paths = cfg.registry.model_name, cfg.paths
-    code = Path(serving.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
+    name, paths = cfg.register.model_name, cfg.paths
+    code = Path(pyfunc.__file__).resolve().parents[1]  # the whole `pipeline` package travels with the model
     # from the project root, so that the model records relative paths, not this machine's
     with resume_run(cfg, info.run_id) as active, contextlib.chdir(code.parent):
         client = MlflowClient()
@@ -207,7 +207,7 @@ def _register(
         if new_version is None:
             logged = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=f"{code.name}/model/serving.py",  # MLflow's "models from code": nothing pickled
+                python_model=f"{code.name}/model/pyfunc.py",  # MLflow's "models from code": nothing pickled
                 artifacts={"model_file": os.path.relpath(paths.model_file),
                            "onnx_model": os.path.relpath(paths.onnx_file)},
                 code_paths=[code.name],

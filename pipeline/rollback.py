@@ -30,7 +30,7 @@ def rollback(cfg: Config, reason: str, to_version: str | None = None) -> dict:
     if not reason.strip():
         raise PipelineError("rollback: give a --reason; it is recorded on the model versions")
     connect(cfg)
-    client, name = MlflowClient(), cfg.registry.model_name
+    client, name = MlflowClient(), cfg.register.model_name
     champion = current_champion(client, name)
     if champion is None:
         raise PipelineError(f"{name}: no champion to roll back; run the pipeline first")

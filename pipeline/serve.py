@@ -8,12 +8,12 @@
     GET  /ping         200 once the model is loaded
     GET  /version      which model answers: name, version, aliases, test accuracy, classes, input
 
-The model is the registry's MLflow model (`pipeline/model/serving.py`: the same decoding as
+The model is the registry's MLflow model (`pipeline/model/pyfunc.py`: the same decoding as
 training), resolved once to a version (`/version` names the version that answers) and loaded in
 each of `--workers` worker processes before the server opens. No one client can take the server:
 - the body is counted as it arrives (declared length or not) and refused past `MAX_BYTES`;
 - the images' declared pixels are summed from their headers before any is decoded and refused
-  past the per-request budget (`serving.REQUEST_PIXELS`);
+  past the per-request budget (`pyfunc.REQUEST_PIXELS`);
 - parsing, decoding and the model run in the worker processes, so the server's own process only
   moves bytes: `/ping` and `/version` answer at once, whatever the load (threads would share the
   GIL with the JSON and image work); `--queue` more requests may wait; beyond that, 503 with
@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, first_line, run_cli
 
 FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
@@ -108,7 +108,7 @@ class Gate:
             return [future.result() for future in started][0]
         except Exception as error:  # the worker's own failure to load, in whatever type MLflow raised it
             self.pool.shutdown(wait=False, cancel_futures=True)
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            reason = first_line(error)
             raise PipelineError(f"{self.uri}: the model does not load in a worker process ({reason})") from None
 
     def restart(self) -> None:
@@ -136,7 +136,7 @@ def describe(reference: str) -> dict:
     try:
         version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, rest)
     except MlflowException as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        first = first_line(error)
         raise PipelineError(f"{reference}: not in the registry ({first}); train and register a model first") from None
     accuracy = version.tags.get("test_accuracy")
     return {
@@ -219,7 +219,7 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
     with `log`, also the prediction log's records of its images (`log_images`: with the files sent)."""
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from pipeline.model import serving
+    from pipeline.model import pyfunc
 
     parsed = parse(body)
     if isinstance(parsed, Response):
@@ -228,14 +228,14 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
     try:
         if isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs):
             # the budget is this server's, whatever version of the model's code answers
-            inputs = [serving.image_bytes(item, index) for index, item in enumerate(inputs)]
-            serving.check_pixels(inputs)
+            inputs = [pyfunc.image_bytes(item, index) for index, item in enumerate(inputs)]
+            pyfunc.check_pixels(inputs)
         result = model.predict(inputs, params={**params, "embedding": True} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget
-        return refuse(status, (str(error).splitlines() or [type(error).__name__])[0][:300]), None
+        return refuse(status, first_line(error, 300)), None
     except TypeError as error:
-        return refuse(400, f"inputs: {(str(error).splitlines() or [type(error).__name__])[0][:200]}"), None
+        return refuse(400, f"inputs: {first_line(error)}"), None
     records = log_records(model, inputs, result, log_images) if log else None
     result.pop("embedding", None)
     text = StringIO()
@@ -380,7 +380,7 @@ def main() -> None:
     if args.workers < 1 or args.queue < 0 or args.timeout <= 0:
         raise PipelineError("--workers must be ≥ 1, --queue ≥ 0 and --timeout > 0")
     cfg = load_config()
-    about = resolve(cfg, args.model or f"models:/{cfg.registry.model_name}@champion")
+    about = resolve(cfg, args.model or f"models:/{cfg.register.model_name}@champion")
     import uvicorn
 
     limits = Limits(args.workers, args.queue, args.timeout)

@@ -132,7 +132,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
                 "plan": training.plan.describe(), "auto": "; ".join(cfg.chosen) or "none",
             })  # fmt: skip
             dataset = log_training_data(cfg, version, commit)
-            champion = current_champion(mlflow.MlflowClient(), cfg.registry.model_name)
+            champion = current_champion(mlflow.MlflowClient(), cfg.register.model_name)
             if champion is not None:
                 log_changes(dataset.df, champion.run_id, f"champion version {champion.version}")
         last_checkpoint = time.monotonic()

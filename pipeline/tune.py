@@ -88,14 +88,14 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
             for epoch in range(1, plan.epochs + 1):
                 train_epoch(training, train_data, trial_cfg.train, runtime, epoch)
                 logits = predict_batches(training.model, val_data.images, SCORING_BATCH, runtime).logits
-                value = score(labels, logits.argmax(1).numpy(), cfg.registry.metric)
-                mlflow.log_metric(f"val_{cfg.registry.metric}", value, step=epoch)
+                value = score(labels, logits.argmax(1).numpy(), cfg.register.metric)
+                mlflow.log_metric(f"val_{cfg.register.metric}", value, step=epoch)
                 trial.report(value, epoch)
                 pruned = trial.should_prune()
                 if epoch < plan.epochs and (pruned or time.monotonic() > deadline):
                     mlflow.set_tag("stopped", "pruned" if pruned else "time budget")
                     raise optuna.TrialPruned()
-        log.info("tune: trial %d: val %s %.4f with %s", trial.number, cfg.registry.metric, value, overrides)
+        log.info("tune: trial %d: val %s %.4f with %s", trial.number, cfg.register.metric, value, overrides)
         return value  # the last epoch's: the model the train stage would keep
 
     return run_trial
@@ -125,7 +125,7 @@ def run(
     deadline = time.monotonic() + 60 * minutes
     with mlflow.start_run(experiment_id=experiment_id, run_name="tuning",
                           tags={"mlflow.source.name": "pipeline/tune.py"}) as parent:  # fmt: skip
-        mlflow.log_params({"trials": trials, "minutes": minutes, "metric": cfg.registry.metric, "epochs": epochs})
+        mlflow.log_params({"trials": trials, "minutes": minutes, "metric": cfg.register.metric, "epochs": epochs})
         study.optimize(objective(cfg, meta, train_data, val_data, epochs, deadline, parent, fixed),
                        n_trials=trials, timeout=60 * minutes)  # fmt: skip
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -133,14 +133,14 @@ def run(
             raise PipelineError(f"no trial finished within {minutes:g} minutes; give more --minutes or fewer --epochs")
         best = study.best_trial
         result = {
-            "metric": f"val_{cfg.registry.metric}",
+            "metric": f"val_{cfg.register.metric}",
             "best_value": best.value,
             "best_params": best.params,
             "trials": [
                 {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
             ],  # fmt: skip
         }
-        mlflow.log_metric(f"best_val_{cfg.registry.metric}", best.value)
+        mlflow.log_metric(f"best_val_{cfg.register.metric}", best.value)
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
         mlflow.log_dict(result, "tuning.json")
     write_json(cfg.paths.reports / "tuning.json", result)

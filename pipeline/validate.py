@@ -119,7 +119,7 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
     """The dataset's rules, from `validate:` in params.yaml."""
     import great_expectations as gx
 
-    v = cfg.validation
+    v = cfg.validate
     e = gx.expectations
     formats = list(v.formats) if cfg.data.source == "imagefolder" else [*v.formats, "IDX"]
     return [
@@ -237,7 +237,7 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
             tables["boxes"] = scan.box_rows
         return run_expectations(tables, rule_list, docs)
 
-    skip = cfg.validation.on_error == "skip"
+    skip = cfg.validate.on_error == "skip"
     results = check(files, None if skip else docs)
     skipped: dict[str, list[str]] = {}
     if skip:

@@ -7,9 +7,11 @@ import sys
 import pytest
 import torch
 
-from bench import attention as bench_attention
-from bench import report, time_to_accuracy, training_step
+from bench import benchmarks_md
+from bench.gpu import time_to_accuracy
+from bench.quality import attention as bench_attention
 from bench.run import export_pngs
+from bench.speed import training_step
 from pipeline import preprocess, validate
 from pipeline.core.config import load_config
 from pipeline.training.runtime import native_cpu_bf16
@@ -48,9 +50,9 @@ def test_reference_images_are_the_preprocessed_training_split(prepared, tmp_path
 def test_report_replaces_only_its_section(tmp_path):
     path = tmp_path / "BENCHMARKS.md"
     before, after = "# Benchmarks\n\nnotes before\n\n", "\n\nnotes after\n"
-    path.write_text(f"{before}{report.BEGIN}\nold\n{report.END}{after}")
-    report.update_benchmarks(path, "new results")
-    assert path.read_text() == f"{before}{report.BEGIN}\nnew results\n{report.END}{after}"
+    path.write_text(f"{before}{benchmarks_md.BEGIN}\nold\n{benchmarks_md.END}{after}")
+    benchmarks_md.update_benchmarks(path, "new results")
+    assert path.read_text() == f"{before}{benchmarks_md.BEGIN}\nnew results\n{benchmarks_md.END}{after}"
 
 
 def test_time_to_accuracy_trains_like_the_stage_and_scores_the_test_split_each_epoch(prepared):
@@ -82,12 +84,12 @@ def test_the_attention_benchmark_summarises_each_pooling_over_its_seeds():
 
 
 def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_rule(tmp_path):
-    """bench.neon_crowns' rule on a made-up tile: a crown patch holds its whole box, an open patch
+    """bench.quality.neon_crowns' rule on a made-up tile: a crown patch holds its whole box, an open patch
     touches no box, and the test split comes from the tile's bottom quarter only."""
     import numpy as np
     from PIL import Image
 
-    from bench import neon_crowns
+    from bench.quality import neon_crowns
 
     pixels = np.random.default_rng(0).integers(0, 255, (400, 300, 3), dtype=np.uint8)
     boxes = np.array([[10, 10, 50, 40], [200, 320, 240, 360], [100, 150, 200, 260]])  # the last: too big
@@ -129,3 +131,21 @@ def test_the_benchmark_copy_holds_the_data_its_dvc_files_pin_so_the_stages_run_t
     )
     run(copy, sys.executable, "-m", "dvc", "repro", "validate")  # failed before: missing data 'source'
     assert (copy / "data" / "manifest.csv").is_file()
+
+
+def test_the_smoke_run_sets_the_benchmark_up_end_to_end_on_a_tiny_project(tmp_path):
+    """`make bench-smoke`: the benchmark's own path (copy, stores, `dvc repro` in the copy, every
+    measurement in its process, the report) on a tiny generated project whose data DVC pins, so a
+    copy without that data fails here, as `make bench` once did on a fresh clone."""
+    from bench import RESULTS
+    from bench.run import smoke
+
+    before = (RESULTS / "run.json").read_text()
+    results = smoke(tmp_path)
+    copy = tmp_path / "project"
+    assert len(list((copy / "data" / "fashion-mnist").iterdir())) == 4  # the generated IDX files, copied
+    assert json.loads((copy / "data" / "processed" / "meta.json").read_text())["counts"]["train"] > 0
+    assert results["training"]["pipeline_images_per_second"] > 0 and results["inference"]["images_per_second"] > 0
+    assert (copy / "mlflow.db").is_file() and results["default_run"] is None
+    assert "### Training throughput" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert (RESULTS / "run.json").read_text() == before  # the project's own results untouched

@@ -2,7 +2,7 @@
 device, fused optimizer, `torch.compile`, and model files that load on the CPU.
 
 Marked `cuda`: collected only where a CUDA device is visible (`pytest -m cuda` runs them alone;
-`bench/gpu.sh` runs them on a lent GPU).
+`bench/gpu/run.sh` runs them on a lent GPU).
 """
 
 import copy

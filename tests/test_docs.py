@@ -49,3 +49,13 @@ def test_anchors_come_from_headings_not_from_code_blocks(tmp_path):
     page = tmp_path / "page.md"
     page.write_text('# A page\n\n```\n# not a heading\n```\n\n## Saying "I don\'t know"\n')
     assert headings(page) == {"a-page", "saying-i-dont-know"}  # the code block's comment is no heading
+
+
+def test_make_docs_builds_the_site_and_make_docs_serve_serves_it_on_loopback():
+    def commands(target: str) -> str:
+        return subprocess.run(["make", "-n", target], cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+
+    assert "mkdocs build --strict" in commands("docs")
+    assert "mkdocs serve -a 127.0.0.1:" in commands("docs-serve")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "site/index.html"], cwd=PROJECT)
+    assert ignored.returncode == 0  # the built site is not committed

@@ -98,7 +98,7 @@ def test_another_task_or_input_is_named(changes, reason):
 def registry_with_versions(cfg, count: int) -> MlflowClient:
     """`count` versions of the model, each promoted in turn as register does (tagged with the one it replaced)."""
     connect(cfg)
-    client, name = MlflowClient(), cfg.registry.model_name
+    client, name = MlflowClient(), cfg.register.model_name
     client.create_registered_model(name)
     for version in range(1, count + 1):
         client.create_model_version(name, source=str(cfg.root))
@@ -109,14 +109,14 @@ def registry_with_versions(cfg, count: int) -> MlflowClient:
 
 
 def champion(client: MlflowClient, cfg) -> str:
-    return str(client.get_model_version_by_alias(cfg.registry.model_name, CHAMPION).version)
+    return str(client.get_model_version_by_alias(cfg.register.model_name, CHAMPION).version)
 
 
 def test_rollback_moves_champion_back_and_records_why(project):
     client = registry_with_versions(project, 3)
     report = rollback(project, "boots misread since v3")
     assert champion(client, project) == "2" and (report["from_version"], report["to_version"]) == ("3", "2")
-    name = project.registry.model_name
+    name = project.register.model_name
     assert client.get_model_version(name, "3").tags["rolled_back"].endswith("boots misread since v3")
     assert "version 3" in client.get_model_version(name, "2").tags["restored_from"]
     assert json.loads((project.paths.reports / "rollback.json").read_text())["reason"] == "boots misread since v3"
@@ -148,7 +148,7 @@ def test_an_evaluation_of_another_model_is_not_registered(project):
     with pytest.raises(PipelineError, match=r"eval\.json: evaluates another model"):
         register.run(project)
     assert champion(client, project) == before
-    assert len(client.search_model_versions(f"name='{project.registry.model_name}'")) == 1
+    assert len(client.search_model_versions(f"name='{project.register.model_name}'")) == 1
     evaluate.run(project)  # evaluated, but the ONNX file is the old model's
     with pytest.raises(PipelineError, match=r"export\.json: no ONNX export of .*model\.pt; run the export stage"):
         register.run(project)
@@ -182,7 +182,7 @@ def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorde
     assert c["challenger_accuracy"] > c["champion_accuracy"] and c["only_challenger_right"] > c["only_champion_right"]
     assert c["p_value"] < 0.05
     assert json.loads((prepared.paths.reports / "registration.json").read_text())["comparison"] == c
-    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    tags = MlflowClient().get_model_version(prepared.register.model_name, second["version"]).tags
     assert float(tags["mcnemar_p_value"]) == pytest.approx(c["p_value"], rel=1e-5)
     assert int(tags["only_challenger_right"]) == c["only_challenger_right"]
     assert mlflow.get_run(second["run_id"]).data.metrics["registry.mcnemar_p_value"] == pytest.approx(c["p_value"])
@@ -191,7 +191,7 @@ def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorde
 def test_a_registration_run_again_finds_its_own_version_and_registers_nothing_new(prepared):
     first = trained_and_registered(load_config(overrides=STRONG))
     again = register.run(prepared)  # what a Prefect retry of the stage does
-    versions = MlflowClient().search_model_versions(f"name='{prepared.registry.model_name}'")
+    versions = MlflowClient().search_model_versions(f"name='{prepared.register.model_name}'")
     assert len(versions) == 1 and again["version"] == first["version"] == again["champion"]
     assert not again["promote"] and "already the champion" in again["reason"]
     assert champion(MlflowClient(), prepared) == first["version"]
@@ -232,7 +232,7 @@ def test_a_model_for_another_class_set_is_never_promoted(prepared, tmp_path):
     )
     client = MlflowClient()
     assert champion(client, prepared) == first["version"]
-    assert str(client.get_model_version_by_alias(prepared.registry.model_name, CHALLENGER).version) == second["version"]
+    assert str(client.get_model_version_by_alias(prepared.register.model_name, CHALLENGER).version) == second["version"]
     summary = RunSummary.read(cfg, dict.fromkeys(STAGES, "ran")).text()  # how the training flow ends
     assert "kept as challenger: class set differs from the champion's: a different task" in summary
 
@@ -250,7 +250,7 @@ def test_what_changed_in_the_data_since_the_champion_goes_with_the_new_run_and_v
     second = trained_and_registered(load_config(overrides=WEAK))
     expected = f"since champion version {first['version']}: +4 bars, +4 columns, +4 squares, −1 bars"
     assert second["data"]["changes"] == expected
-    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    tags = MlflowClient().get_model_version(prepared.register.model_name, second["version"]).tags
     assert tags["data_changes"] == expected and tags["data_version"] == second["data"]["version"]
     changes = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/data/changes.json")
     assert changes["per_class"]["squares"]["added"] == 4 and changes["new_images"] == 150 + 12 - 1
@@ -277,12 +277,12 @@ def test_a_named_metric_decides_what_beating_the_champion_means():
 
 def test_the_registered_model_requires_every_package_its_code_imports():
     """The served model's environment is built from its pip requirements: every package that its
-    code (the pipeline modules `serving.py` loads, and `overlay` on request) imports must be there."""
+    code (the pipeline modules `pyfunc.py` loads, and `overlay` on request) imports must be there."""
     import ast
     import importlib.metadata
 
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, pipeline.model.serving, pipeline.core.overlay; "
+        [sys.executable, "-c", "import sys, pipeline.model.pyfunc, pipeline.core.overlay; "
          "print(' '.join(m.__file__ for n, m in sys.modules.items() if n.startswith('pipeline')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
@@ -303,7 +303,7 @@ def test_the_registered_model_requires_every_package_its_code_imports():
 
 def test_the_champion_moves_only_from_the_version_the_decision_was_made_against(project):
     client = registry_with_versions(project, 3)  # champion: 3
-    name = project.registry.model_name
+    name = project.register.model_name
     assert not move_champion(client, name, expected="2", version="1")  # decided against 2: someone moved it
     assert champion(client, project) == "3"
     assert move_champion(client, name, expected="3", version="1") and champion(client, project) == "1"
@@ -333,7 +333,7 @@ def test_two_registrations_racing_against_one_store_move_the_champion_once_per_d
     assert len(promoted) == 1, reports  # the second decision is taken against the first one's move
     winner, loser = promoted[0]["version"], next(r for r in reports if not r["promote"])
     assert champion(client, prepared) == winner
-    assert client.get_model_version(prepared.registry.model_name, winner).tags["previous_champion"] == first["version"]
+    assert client.get_model_version(prepared.register.model_name, winner).tags["previous_champion"] == first["version"]
     assert loser["comparison"]["champion_version"] == winner and "does not beat" in loser["reason"]
 
 
@@ -351,5 +351,5 @@ def test_the_champion_is_never_scored_on_images_it_trained_on(prepared, tmp_path
     assert comparison["champion_version"] == first["version"]
     assert comparison["left_out"] == 12  # the champion trained or validated on every moved image
     assert comparison["images"] == 30  # scored on the test images it never saw
-    tags = MlflowClient().get_model_version(prepared.registry.model_name, second["version"]).tags
+    tags = MlflowClient().get_model_version(prepared.register.model_name, second["version"]).tags
     assert tags["left_out_test_images"] == str(comparison["left_out"])

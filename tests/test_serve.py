@@ -14,22 +14,22 @@ import uvicorn
 from PIL import Image
 
 from pipeline import serve, train
-from pipeline.model import serving
+from pipeline.model import pyfunc
 from tests.servers import free_port
 from tests.synthetic import PROJECT, prepared_project
 
 
 @pytest.fixture(scope="module")
-def pyfunc(tmp_path_factory):
-    """The served form of a tiny trained model (`pipeline/model/serving.py`), saved by MLflow: its path."""
+def saved_model(tmp_path_factory):
+    """The served form of a tiny trained model (`pipeline/model/pyfunc.py`), saved by MLflow: its path."""
     root = tmp_path_factory.mktemp("serve")
     with prepared_project(root, {"train": 30, "test": 10}) as cfg:
         train.run(cfg)
     saved = root / "pyfunc"
     mlflow.pyfunc.save_model(
-        saved, python_model=str(PROJECT / "pipeline" / "model" / "serving.py"),
+        saved, python_model=str(PROJECT / "pipeline" / "model" / "pyfunc.py"),
         artifacts={"model_file": str(cfg.paths.model_file)}, code_paths=[str(PROJECT / "pipeline")],
-        signature=serving.SIGNATURE,
+        signature=pyfunc.SIGNATURE,
     )  # fmt: skip
     return str(saved)
 
@@ -62,8 +62,8 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def server(pyfunc):
-    with Running(pyfunc, serve.Limits()) as running:
+def server(saved_model):
+    with Running(saved_model, serve.Limits()) as running:
         yield running
 
 
@@ -91,7 +91,7 @@ def test_a_body_without_a_declared_length_is_refused_as_soon_as_it_passes_the_li
 
 def test_images_declaring_more_pixels_than_the_budget_are_refused_before_decoding(server):
     side = 4096  # 16.8 Mpx each, a few KB on the wire
-    count = serving.REQUEST_PIXELS // (side * side) + 1
+    count = pyfunc.REQUEST_PIXELS // (side * side) + 1
     refused = server.post({"inputs": [png(side)] * count})
     answered = server.post({"inputs": [png(side)] * (count - 1)})
     assert refused.status_code == 413 and "pixels in all" in refused.json()["error"]
@@ -108,9 +108,9 @@ def test_params_of_the_wrong_type_are_a_400_naming_the_param(server, params, key
     assert response.status_code == 400 and key in response.json()["error"]
 
 
-def test_a_slow_request_gets_a_503_in_time_holds_its_worker_and_the_server_keeps_answering(pyfunc):
+def test_a_slow_request_gets_a_503_in_time_holds_its_worker_and_the_server_keeps_answering(saved_model):
     heavy = {"inputs": [png(2048, value) for value in range(16)], "params": {"overlay": True}}  # 2,048² overlays
-    with Running(pyfunc, serve.Limits(workers=1, queue=0, timeout=0.2)) as server:
+    with Running(saved_model, serve.Limits(workers=1, queue=0, timeout=0.2)) as server:
         started = time.monotonic()
         late = server.post(heavy)
         waited = time.monotonic() - started
@@ -127,14 +127,14 @@ def test_a_slow_request_gets_a_503_in_time_holds_its_worker_and_the_server_keeps
     assert ping.status_code == 200 and version.json()["version"] == "1"
 
 
-def test_a_worker_killed_under_the_server_is_replaced_and_the_next_request_is_answered(pyfunc):
+def test_a_worker_killed_under_the_server_is_replaced_and_the_next_request_is_answered(saved_model):
     import psutil
 
     def workers() -> set[int]:
         return {p.pid for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())}
 
     before = workers()  # other servers' workers
-    with Running(pyfunc, serve.Limits(workers=1, queue=2, timeout=60)) as server:
+    with Running(saved_model, serve.Limits(workers=1, queue=2, timeout=60)) as server:
         (worker,) = (psutil.Process(pid) for pid in workers() - before)
         worker.kill()  # what the kernel does to a process over its memory limit
         worker.wait(10)

@@ -9,6 +9,7 @@ config are relative to the project root (or absolute) and resolved through `Conf
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -177,7 +178,7 @@ class MonitoringConfig(_Section):
     max_unknown_rate: float = Field(0.2, gt=0, le=1)  # a higher share of "unknown" answers calls for retraining
     embedding_auc: float = Field(0.55, gt=0.5, lt=1)  # the domain classifier's ROC AUC above which embeddings drifted
     retrain: bool = True  # start the retraining flow when drift or the unknown rate passes its threshold
-    cron: str = "0 * * * *"  # the monitoring deployment's schedule (python -m flows.serve), in schedule.timezone
+    cron: str = "0 * * * *"  # the monitoring deployment's schedule (python -m flows.schedule), in schedule.timezone
 
     @model_validator(mode="after")
     def _five_fields(self) -> MonitoringConfig:
@@ -186,27 +187,27 @@ class MonitoringConfig(_Section):
         return self
 
 
-class Config(_Section):
-    """The whole of `params.yaml`. Unknown keys anywhere are errors.
+# The sections `validate` and `register` are attributes of the same names, as in params.yaml. They
+# shadow BaseModel.validate (deprecated since pydantic 2) and ABCMeta.register on the class only,
+# which pydantic warns about; on a config they are its sections.
+warnings.filterwarnings("ignore", r'Field name "(validate|register)" in "Config" shadows', UserWarning)
 
-    The sections `validate` and `register` are the attributes `validation` and `registry`
-    (the YAML names clash with methods of pydantic's base class).
-    """
+
+class Config(_Section):
+    """The whole of `params.yaml`, one attribute per section. Unknown keys anywhere are errors."""
 
     data: DataConfig = DataConfig()
-    validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    validate: ValidateConfig = ValidateConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
-    registry: RegisterConfig = Field(RegisterConfig(), alias="register")
+    register: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     _root: Path = PrivateAttr(default_factory=project_root)
     _chosen: tuple[str, ...] = PrivateAttr(default=())
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @property
     def root(self) -> Path:
@@ -251,7 +252,7 @@ class Config(_Section):
 
     def as_flat_params(self) -> dict[str, str]:
         """Every setting as `section.key` strings, the form MLflow params take (no absolute paths)."""
-        flat = {key: str(value) for key, value in flatten(self.model_dump(by_alias=True, mode="json")).items()}
+        flat = {key: str(value) for key, value in flatten(self.model_dump(mode="json")).items()}
         flat["data.path"] = self.portable_source()
         return flat
 

@@ -12,6 +12,12 @@ class PipelineError(Exception):
     """A failure the user can fix; its message is one line naming the file or key and what to do."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message for a one-line report: its first line (its type's name when it has
+    none), at most `limit` characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -11,7 +11,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import Config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.locks import file_lock
 
 
@@ -68,11 +68,11 @@ def connect(cfg: Config, experiment: str | None = None) -> str:
         if "already exists" in str(error):
             return mlflow.get_experiment_by_name(name).experiment_id
         raise PipelineError(
-            f"MLflow tracking store {uri} is unusable ({_first_line(error)}); check MLFLOW_TRACKING_URI"
+            f"MLflow tracking store {uri} is unusable ({first_line(error)}); check MLFLOW_TRACKING_URI"
         ) from None
     except Exception as error:  # connection errors come in many types
         raise PipelineError(
-            f"MLflow tracking store {uri} is unreachable ({_first_line(error)}); "
+            f"MLflow tracking store {uri} is unreachable ({first_line(error)}); "
             "check MLFLOW_TRACKING_URI or start the server"
         ) from None
 
@@ -102,6 +102,3 @@ def resume_run(cfg: Config, run_id: str | None) -> Iterator[mlflow.ActiveRun]:
     with active:
         yield active
 
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 from pipeline.data.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
 from pipeline.data.manifest import BOX, Scan, manifest_frame
 
@@ -68,7 +68,7 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
             normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash
-        row["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:200] or "empty file"
+        row["error"] = f"{type(error).__name__}: {first_line(error)}"[:200]
     return row
 
 
@@ -127,8 +127,9 @@ def read_boxes(root: Path) -> pd.DataFrame | None:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PipelineError(f"{path}: unreadable CSV ({reason}); expected the header {','.join(_BOX_HEADER)}") from None
+        raise PipelineError(
+            f"{path}: unreadable CSV ({first_line(error)}); expected the header {','.join(_BOX_HEADER)}"
+        ) from None
     missing = [column for column in _BOX_HEADER if column not in frame.columns]
     if missing:
         raise PipelineError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 EXIF_ORIENTATION = 0x0112
@@ -80,8 +80,7 @@ def decode_image(
         SyntaxError,
         Image.DecompressionBombError,
     ) as error:  # PIL's broken-file types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PipelineError(f"{name}: cannot decode image ({reason})") from None
+        raise PipelineError(f"{name}: cannot decode image ({first_line(error)})") from None
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ def scan(cfg: Config) -> Scan:
         return fashion_mnist.scan(cfg.source_path())
     if d.source == "cluttered-fashion-mnist":
         return cluttered.scan(cfg.source_path(), d.canvas, d.clutter, d.seed)
-    return image_folder.scan(cfg.source_path(), cfg.validation.max_pixels)
+    return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels)
 
 
 def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
@@ -32,4 +32,4 @@ def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
         return fashion_mnist.load(cfg.source_path(), paths, size, channels)
     if d.source == "cluttered-fashion-mnist":
         return cluttered.load(cfg.source_path(), paths, size, channels, d.canvas, d.clutter, d.seed)
-    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validation.max_pixels)
+    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validate.max_pixels)

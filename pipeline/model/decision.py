@@ -52,6 +52,12 @@ class Decision:
         return cls(**recorded) if recorded else cls()
 
 
+def top_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the `k` most probable classes of each row (N×classes, or one row), the most
+    probable first; equal probabilities in class order."""
+    return np.argsort(-probabilities, axis=-1, kind="stable")[..., :k]
+
+
 def check_positive_class(positive_class: str | None, classes: list[str]) -> None:
     """Stop early when `data.positive_class` names no class of the data."""
     if positive_class is not None and positive_class not in classes:

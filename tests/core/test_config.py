@@ -20,9 +20,19 @@ def test_project_params_load_with_their_values():
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
     assert cfg.train.epochs == raw["train"]["epochs"]
     assert cfg.model.widths == raw["model"]["widths"]
-    assert cfg.registry.model_name == raw["register"]["model_name"]
-    assert cfg.validation.on_error == raw["validate"]["on_error"]
+    assert cfg.register.model_name == raw["register"]["model_name"]
+    assert cfg.validate.on_error == raw["validate"]["on_error"]
     assert cfg.root == PROJECT
+
+
+def test_each_section_is_the_attribute_of_its_name():
+    """`cfg.validate` and `cfg.register` too, although they shadow names of pydantic's base class."""
+    from pipeline.core.config import Config
+
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    cfg = load_config(PROJECT / "params.yaml")
+    assert set(Config.model_fields) == set(raw)
+    assert all(getattr(cfg, name).model_dump(mode="json") == cfg.model_dump(mode="json")[name] for name in raw)
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -96,13 +106,13 @@ def test_a_key_with_a_line_break_is_named_on_one_line(tmp_path):
 
 
 def test_the_significance_test_can_be_turned_off(tmp_path):
-    assert load_config(write(tmp_path, {"register": {"max_p_value": None}})).registry.max_p_value is None
+    assert load_config(write(tmp_path, {"register": {"max_p_value": None}})).register.max_p_value is None
 
 
 def test_the_code_defaults_are_the_committed_params():
     """One set of defaults: a params file without a key gets what params.yaml documents."""
     from pipeline.core.config import Config, flatten
 
-    in_code = flatten(Config().model_dump(by_alias=True, mode="json"))
+    in_code = flatten(Config().model_dump(mode="json"))
     documented = flatten(yaml.safe_load((PROJECT / "params.yaml").read_text()))  # `auto` keys as written
     assert {key: (in_code[key], value) for key, value in documented.items() if in_code[key] != value} == {}

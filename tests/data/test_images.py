@@ -7,7 +7,7 @@ import skimage.data
 from PIL import Image
 
 from pipeline.data.images import decode_image, load_image, model_input
-from pipeline.model import serving
+from pipeline.model import pyfunc
 
 
 def photo(width: int, height: int, format: str) -> bytes:
@@ -30,6 +30,6 @@ def test_a_large_jpeg_is_decoded_only_as_large_as_the_model_needs():
 
 def test_the_server_decodes_small_for_the_model_and_whole_for_the_overlay():
     jpeg = photo(1600, 1200, "JPEG")
-    images, files = serving.decode_files([serving.png_base64(Image.open(io.BytesIO(jpeg)))], 32, 1)
+    images, files = pyfunc.decode_files([pyfunc.png_base64(Image.open(io.BytesIO(jpeg)))], 32, 1)
     assert images.shape == (1, 1, 32, 32) and files and Image.open(io.BytesIO(files[0])).size == (1600, 1200)
-    assert np.array_equal(serving.decode_files([jpeg], 32, 1)[0][0], load_image(jpeg, 32, 1))  # as predict decodes
+    assert np.array_equal(pyfunc.decode_files([jpeg], 32, 1)[0][0], load_image(jpeg, 32, 1))  # as predict decodes

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.dvc_stage import StageFailed
-from flows.serve import retraining_deployment
+from flows.schedule import retraining_deployment
 from flows.training import LOCK, RETRIES, ValidationFailed, training_flow
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError

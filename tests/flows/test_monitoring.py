@@ -68,8 +68,8 @@ def unlike_training(count: int) -> list[str]:
 def send(cfg, version: str, batches: list[list[str]]) -> None:
     """Serve the champion (as `make serve` does: logging to `monitoring.log`), post the batches, stop."""
     connect(cfg)
-    uri = f"models:/{cfg.registry.model_name}/{version}"
-    app = serve.create_app(uri, {"name": cfg.registry.model_name, "version": version}, serve.Limits(1, 4, 60),
+    uri = f"models:/{cfg.register.model_name}/{version}"
+    app = serve.create_app(uri, {"name": cfg.register.model_name, "version": version}, serve.Limits(1, 4, 60),
                            cfg.prediction_log(), cfg.monitoring.log_images)  # fmt: skip
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -120,7 +120,7 @@ def test_a_champion_from_before_the_detector_gives_no_verdict_rather_than_a_fals
     cfg, version = champion
     old = [{"class": "bars", "probability": 0.9, "novelty": None, "unknown": None, "embedding": None,
             "input_sha256": f"{i:016x}", "image": None} for i in range(20)]  # fmt: skip
-    prediction_log.write(tmp_path, old, "serve", cfg.registry.model_name, version)
+    prediction_log.write(tmp_path, old, "serve", cfg.register.model_name, version)
     overrides = {"monitoring.log": str(tmp_path), "monitoring.min_records": 10}
     verdict = monitor.run(load_config(overrides=overrides))
     assert verdict.verdict == "no verdict" and "logs neither 'unknown' nor embeddings" in verdict.line()

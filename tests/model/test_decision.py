@@ -15,9 +15,9 @@ from pipeline import evaluate, export, train
 from pipeline.core.errors import PipelineError
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
-from pipeline.model.decision import Decision, check_positive_class, choose_threshold
+from pipeline.model.decision import Decision, check_positive_class, choose_threshold, top_classes
 from pipeline.model.model_file import load_model, save_model
-from pipeline.model.serving import AttentionClassifier
+from pipeline.model.pyfunc import AttentionClassifier
 from pipeline.training.runtime import predict_batches, select_runtime
 from tests.synthetic import CLASSES, prepared_project
 
@@ -29,6 +29,12 @@ def imbalanced_scores(rng: np.random.Generator, count: int = 2000) -> tuple[np.n
     labels = (rng.random(count) < 0.2).astype(int)
     positive = np.clip(rng.normal(0.25 + 0.25 * labels, 0.12), 0, 1)
     return np.stack([1 - positive, positive], axis=1), labels
+
+
+def test_the_top_classes_are_the_most_probable_first_ties_in_class_order():
+    probabilities = np.array([[0.1, 0.4, 0.1, 0.4], [0.7, 0.1, 0.2, 0.0]])
+    assert top_classes(probabilities, 3).tolist() == [[1, 3, 0], [0, 2, 1]]
+    assert top_classes(probabilities[1], 2).tolist() == [0, 2]  # one row
 
 
 def test_the_threshold_is_the_highest_that_reaches_the_target_recall():

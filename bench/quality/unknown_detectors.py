@@ -1,6 +1,7 @@
 """Saying "I don't know": the shipped detector beside the alternatives, on the project's trained model.
 
-    PYTHONPATH=. python -m bench.unknown [--root .] [--held-out Shirt] [--out bench/unknown.json]
+    PYTHONPATH=. python -m bench.quality.unknown_detectors [--root .] [--held-out Shirt]
+                                                           [--out bench/results/unknown_detectors.json]
 
 1. Far sets: `models/model.pt` on the test split against each set of `pipeline/data/outliers.py`.
    AUROC, FPR95 and the share flagged where 95 % of the validation images are accepted, for the
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from bench import RESULTS
 from pipeline.core.config import load_config
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import load_split
@@ -160,10 +162,12 @@ def near_set(root: Path, held_out: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.unknown", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quality.unknown_detectors", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--held-out", help="a class to hold out for the near set (trains a model: minutes)")
-    parser.add_argument("--out", type=Path, default=Path("bench/unknown.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "unknown_detectors.json")
     args = parser.parse_args()
     root = args.root.resolve()
     detectors, about = far_sets(root)

@@ -1,6 +1,6 @@
 """The train stage's step on a GPU, one speed lever at a time, all in one process.
 
-    python -m bench.gpu_step PROJECT_ROOT [--set KEY=VALUE ...] [--variant NAME ...] [--images N]
+    python -m bench.gpu.levers PROJECT_ROOT [--set KEY=VALUE ...] [--variant NAME ...] [--images N]
 
 Each variant builds the training as the stage does (`build_training`, `train_epoch`) from the
 project's params plus `--set`, then changes one thing: the batch size, the memory layout, an
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import time_to_accuracy
+from bench.gpu import time_to_accuracy
 from flows.training import parse_overrides
 from pipeline.core.config import load_config
 from pipeline.data.splits import TensorSplit, load_split
@@ -76,7 +76,7 @@ def measure(root: Path, overrides: dict, variant: str, images: int) -> dict:
 
 
 def flops_per_image(root: Path, overrides: dict) -> float:
-    """FLOPs of one eager training step per image (`bench.time_to_accuracy`'s count)."""
+    """FLOPs of one eager training step per image (`bench.gpu.time_to_accuracy`'s count)."""
     cfg = load_config(root / "params.yaml", overrides)
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     meta = json.loads((root / "data" / "processed" / "meta.json").read_text())
@@ -86,7 +86,7 @@ def flops_per_image(root: Path, overrides: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu.levers", description=__doc__.splitlines()[0])
     parser.add_argument("project_root", type=Path)
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="repeatable (default: all)")

@@ -1,6 +1,6 @@
 """The pipeline's own training step, exactly as the train stage runs it, on the preprocessed data.
 
-    python -m bench.training_step PROJECT_ROOT [--variant NAME] [--images N] [--count-flops]
+    python -m bench.speed.training_step PROJECT_ROOT [--variant NAME] [--images N] [--count-flops]
 
 Prints one JSON line: images/s (as `train_epoch` measures it), peak memory and, with
 --count-flops, the FLOPs of one training step per image (`torch.utils.flop_counter`).
@@ -78,7 +78,7 @@ def measure(project_root: Path, variant: str, images: int, count_flops: bool) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.training_step")
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.training_step")
     parser.add_argument("project_root", type=Path)
     parser.add_argument("--variant", default="pipeline", choices=["pipeline", *LADDER])
     parser.add_argument("--images", type=int, default=12800)

@@ -1,7 +1,7 @@
 """A real example with human-drawn boxes: tree crowns in NEON aerial images, end to end.
 
     pip install --no-deps deepforest==2.1.0          # its wheel ships the images; nothing else of it is used
-    python -m bench.neon_crowns [--seeds 2] [--workdir DIR] [--before]
+    python -m bench.quality.neon_crowns [--seeds 2] [--workdir DIR] [--before]
 
 The data: the four NEON RGB tiles (10 cm per pixel) with hand-drawn tree-crown boxes that the
 `deepforest` wheel ships in its `data/` folder (Pascal VOC XML; 951 boxes over three sites). The
@@ -17,7 +17,7 @@ Then, in a fresh copy of the project, the stages run with the defaults of `param
 data section (image folder, `image_size` PATCH, RGB): accuracy, balanced accuracy, recall of each
 class, and the attention's pointing game and mass in the box beside Grad-CAM's and the centre
 point's. `--before` also runs the defaults this project had before they adapted to the data size
-and balanced the classes. Writes `bench/neon_crowns.json`; prints a markdown table.
+and balanced the classes. Writes `bench/results/neon_crowns.json`; prints a markdown table.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from bench import RESULTS
 from bench.default_run import copy_project, run
 from pipeline.core.paths import project_root
 
@@ -131,7 +132,7 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
 def markdown(output: dict) -> str:
     counts = output["images"]
     head = (
-        f"NEON tree crowns (`python -m bench.neon_crowns`): {PATCH}×{PATCH} px RGB patches of the four tiles "
+        f"NEON tree crowns (`python -m bench.quality.neon_crowns`): {PATCH}×{PATCH} px RGB patches of the four tiles "
         f"in the `deepforest` wheel, train {counts['train']}, test {counts['test']} (bottom quarter of each tile); "
         "default params except the data section:"
     )
@@ -156,7 +157,7 @@ def markdown(output: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.neon_crowns", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.quality.neon_crowns", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-neon")
     parser.add_argument("--seeds", type=int, default=2, help="train.seed 0, 1, …")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
@@ -180,7 +181,7 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     images = {split: sum(by_class.values()) for split, by_class in counts.items()}
     output = {"patch": PATCH, "images": images, "per_class": counts, "runs": runs}
-    (PROJECT / "bench" / "neon_crowns.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / "neon_crowns.json").write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
 
 

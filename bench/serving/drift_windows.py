@@ -1,7 +1,8 @@
 """Monitoring on the reference model: no drift over windows like its training images, drift within
 one window of a switched stream.
 
-    PYTHONPATH=. python -m bench.drift [--root .] [--window 1000] [--out bench/drift.json]
+    PYTHONPATH=. python -m bench.serving.drift_windows [--root .] [--window 1000]
+                                                       [--out bench/results/drift_windows.json]
 
 The model file of the project's last run answers, as the server would log them: its validation
 split (the reference), five windows of its test split (an unchanged stream), and one window of
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench import RESULTS
 from pipeline.core.config import load_config
 from pipeline.data.outliers import outlier_set
 from pipeline.data.splits import load_split
@@ -43,10 +45,10 @@ def records(model, info, images: torch.Tensor) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.drift", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.serving.drift_windows", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--window", type=int, default=1000, help="answers per window")
-    parser.add_argument("--out", type=Path, default=Path("bench/drift.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "drift_windows.json")
     args = parser.parse_args()
     cfg = load_config(args.root.resolve() / "params.yaml")
     model, info = load_model(cfg.paths.model_file)

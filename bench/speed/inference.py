@@ -1,6 +1,6 @@
 """Inference as the evaluate stage runs it: batch throughput on the test split, single-image latency.
 
-    python -m bench.inference PROJECT_ROOT
+    python -m bench.speed.inference PROJECT_ROOT
 
 Uses `models/model.pt` when the project has one, else a freshly built model of params.yaml's
 config (throughput does not depend on the weights). Prints one JSON line.
@@ -23,7 +23,7 @@ from pipeline.training.steps import build_training
 SINGLE_IMAGE_CALLS = 200
 
 
-def measure(project_root: Path) -> dict:
+def measure(project_root: Path, calls: int = SINGLE_IMAGE_CALLS) -> dict:
     cfg = load_config(project_root / "params.yaml")
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     processed = project_root / "data" / "processed"
@@ -41,7 +41,7 @@ def measure(project_root: Path) -> dict:
         predict_batches(model, test.images, batch, runtime)
         rates.append(len(test.labels) / (time.perf_counter() - start))
     latencies = []
-    for index in range(SINGLE_IMAGE_CALLS):
+    for index in range(calls):
         start = time.perf_counter()
         predict_batches(model, test.images[index : index + 1], 1, runtime)
         latencies.append(time.perf_counter() - start)
@@ -50,13 +50,16 @@ def measure(project_root: Path) -> dict:
         "batch_size": batch,
         "images_per_second": statistics.median(rates),
         "single_image_ms": statistics.median(latencies) * 1000,
+        "single_image_calls": calls,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.inference")
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.inference")
     parser.add_argument("project_root", type=Path)
-    print(json.dumps(measure(parser.parse_args().project_root)))
+    parser.add_argument("--calls", type=int, default=SINGLE_IMAGE_CALLS, help="single-image calls timed")
+    args = parser.parse_args()
+    print(json.dumps(measure(args.project_root, args.calls)))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Images in, answers out, timed: batch prediction over a PNG folder, the served model over HTTP,
 and the demo page in a real browser.
 
-    python -m bench.serving [--model models:/attention-classifier@champion] [--images 20000] [--requests 300]
+    python -m bench.serving.predict_serve_demo [--model models:/attention-classifier@champion] [--images 20000]
+                                               [--requests 300]
 
-Needs a registered model (run the pipeline first). Writes `bench/serving.json`; prints a table.
+Needs a registered model (run the pipeline first). Writes `bench/results/predict_serve_demo.json`; prints a table.
 - Batch: the first `--images` Fashion-MNIST test images as 28×28 PNG files in a folder, then
   `python -m pipeline.predict FOLDER --out CSV` in its own process: images per second over the
   whole command (start-up and model loading included) and as the command reports it.
@@ -29,6 +30,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from bench import RESULTS
 from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import read_split
 from tests.servers import free_port, make_target
@@ -101,7 +103,9 @@ def page(paths: list[Path], log: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serving.predict_serve_demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--model", default="models:/attention-classifier@champion")
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--requests", type=int, default=300)
@@ -114,7 +118,7 @@ def main() -> None:
             "http": http(paths, args.model, args.requests, Path(work) / "serve.log"),
             "page": page(paths, Path(work) / "demo.log"),
         }
-    (PROJECT / "bench" / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "predict_serve_demo.json").write_text(json.dumps(result, indent=2) + "\n")
     b, h, p = result["batch"], result["http"], result["page"]
     print("| what | measured | target |\n|---|---|---|")
     print(

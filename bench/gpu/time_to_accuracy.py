@@ -1,6 +1,6 @@
 """Training as the train stage runs it, with the test accuracy measured after every epoch.
 
-    python -m bench.time_to_accuracy PROJECT_ROOT [--set KEY=VALUE ...]
+    python -m bench.gpu.time_to_accuracy PROJECT_ROOT [--set KEY=VALUE ...]
 
 Prints one JSON line: per epoch the training seconds (`train_epoch`'s own clock: the first epoch
 includes `torch.compile`'s compilation), images/s and test accuracy; the training seconds until
@@ -85,7 +85,7 @@ def measure(root: Path, overrides: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.time_to_accuracy")
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu.time_to_accuracy")
     parser.add_argument("project_root", type=Path)
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()

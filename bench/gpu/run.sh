@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU benchmark on a lent GPU machine, which has PyTorch but not the project's other packages
-# and no network: it unpacks what `bench/gpu_pack.sh` put in .gpu/ (the packages for Python 3.12,
-# Fashion-MNIST), then runs `python -m bench.gpu`. Results go to $OUT (default: bench/).
+# and no network: it unpacks what `bench/gpu/pack.sh` put in .gpu/ (the packages for Python 3.12,
+# Fashion-MNIST), then runs `python -m bench.gpu.benchmark`. Results go to $OUT (default: bench/results/).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-bench}
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-bench/results}
 SITE=/tmp/gpu-site
 python3 - "$SITE" <<'PY'
 import gzip, lzma, pathlib, sys, tarfile
@@ -28,4 +28,4 @@ if [ ! -x "$bin/python" ]; then  # dvc.yaml's commands call `python`
   chmod +x /tmp/gpu-bin/python && export PATH=/tmp/gpu-bin:$PATH
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu-card.csv"
-python3 -m bench.gpu --data .gpu/fashion-mnist --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"
+python3 -m bench.gpu.benchmark --data .gpu/fashion-mnist --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"

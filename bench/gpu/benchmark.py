@@ -1,13 +1,14 @@
 """The GPU benchmark: the training path on a CUDA machine, in one call of a few minutes.
 
-    python -m bench.gpu --data FASHION_MNIST_DIR [--out DIR] [--budget SECONDS]   (bench/gpu.sh on a lent GPU)
+    python -m bench.gpu.benchmark --data FASHION_MNIST_DIR [--out DIR] [--budget SECONDS]
+                                                             (bench/gpu/run.sh on a lent GPU)
 
 1. the card and its matrix-multiply limits (TF32 and bf16, 8192³);
 2. a fresh copy of the project, validated and preprocessed by `dvc repro` from FASHION_MNIST_DIR;
-3. the GPU preset's training step, one speed lever at a time (`bench.gpu_step`): batch size,
+3. the GPU preset's training step, one speed lever at a time (`bench.gpu.levers`): batch size,
    memory layout, fused optimizer; images/s and share of the bf16 limit;
 4. the GPU preset (`params.gpu.yaml`) trained to the end with three seeds, each in a fresh process,
-   with the test accuracy after every epoch (`bench.time_to_accuracy`): seconds to 94 % and 95 %;
+   with the test accuracy after every epoch (`bench.gpu.time_to_accuracy`): seconds to 94 % and 95 %;
 5. the whole training flow (`python -m flows.training`) from nothing, in a fresh copy, with the
    GPU preset, timed end to end, the creation of its stores included;
 6. the CUDA tests (`pytest -m cuda`: the training path on the GPU, torchrun with NCCL);
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench import default_run, machine
+from bench import RESULTS, default_run, machine
 from flows.training import parse_overrides
 from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
@@ -42,7 +43,7 @@ PROJECT = project_root()
 
 PRESET = PROJECT / "params.gpu.yaml"
 SEEDS = (0, 1, 2)
-ROUND_ONE = {  # the first round's preset (bench/gpu.json of 2026-11-26): 95.13 % and 94.90 % on an H100
+ROUND_ONE = {  # the first round's preset (bench/results/gpu.json of 2026-11-26): 95.13 % and 94.90 % on an H100
     "model.widths": [96, 192, 384], "model.convs_per_block": 3, "model.dropout": 0.2, "train.epochs": 40,
     "train.batch_size": 512, "train.lr": 0.005, "train.augment.max_shift": 2, "train.compile": False,
 }  # fmt: skip
@@ -136,15 +137,15 @@ def prepare(copy: Path) -> dict:
 
 def training(copy: Path, overrides: dict, timeout: float) -> dict:
     pairs = [f"--set={key}={json.dumps(value)}" for key, value in overrides.items()]
-    done = run([sys.executable, "-m", "bench.time_to_accuracy", str(copy), *pairs], PROJECT, timeout)
+    done = run([sys.executable, "-m", "bench.gpu.time_to_accuracy", str(copy), *pairs], PROJECT, timeout)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def step_levers(copy: Path, overrides: dict, levers: tuple[str, ...], limits: dict, timeout: float) -> dict:
-    """`bench.gpu_step` on `levers`: images/s of each, and its share of the bf16 limit."""
+    """`bench.gpu.levers` on `levers`: images/s of each, and its share of the bf16 limit."""
     pairs = [f"--set={key}={json.dumps(value)}" for key, value in overrides.items()]
     variants = [f"--variant={name}" for name in levers]
-    done = run([sys.executable, "-m", "bench.gpu_step", str(copy), *pairs, *variants], PROJECT, timeout)
+    done = run([sys.executable, "-m", "bench.gpu.levers", str(copy), *pairs, *variants], PROJECT, timeout)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for row in result["variants"]:
         if "images_per_second" in row and "bf16" in limits:
@@ -192,9 +193,9 @@ def flow(copy: Path, overrides: dict, out: Path, timeout: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder of Fashion-MNIST's four IDX .gz files")
-    parser.add_argument("--out", type=Path, default=PROJECT / "bench")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--budget", type=float, default=530, help="seconds for the whole benchmark")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-gpu")
     steps = ("levers", "seeds", "flow", "tests", "ablations", "compile")

@@ -3,7 +3,7 @@
 torchvision `ImageFolder` over PNG files, `ToTensor` + `Normalize`, a `DataLoader`, the model in
 default NCHW fp32, a plain training loop.
 
-    python -m bench.reference PNG_FOLDER PROJECT_ROOT [--images N]
+    python -m bench.speed.reference PNG_FOLDER PROJECT_ROOT [--images N]
 
 Prints one JSON line: {"images_per_second": ...}.
 """
@@ -61,7 +61,7 @@ def measure(png_folder: Path, project_root: Path, images: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.reference")
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.reference")
     parser.add_argument("png_folder", type=Path)
     parser.add_argument("project_root", type=Path)
     parser.add_argument("--images", type=int, default=6400)

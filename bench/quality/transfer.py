@@ -1,12 +1,12 @@
 """Transfer learning, measured: pretrained vs from-scratch on a low-data task.
 
-    python -m bench.transfer [--per-class 100] [--image-size 64] [--epochs 15] [--workdir DIR]
+    python -m bench.quality.transfer [--per-class 100] [--image-size 64] [--epochs 15] [--workdir DIR]
 
 Fashion-MNIST with only `--per-class` training images per class (an image folder written from the
 IDX files; the full 10,000-image test split), at `--image-size`, trained with the same epochs by
 the project's own stages in a fresh copy of the project: EfficientNet-Lite0 from ImageNet weights
 (head alone for the first 2 epochs, then all at a lower backbone rate), the same network from
-scratch, and the seed CNN from scratch. Prints a markdown table; writes `bench/transfer.json`.
+scratch, and the seed CNN from scratch. Prints a markdown table; writes `bench/results/transfer.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from bench import RESULTS
 from bench.default_run import copy_project, run
 from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import CLASSES, read_split
@@ -85,7 +86,7 @@ def main() -> None:
     run(root, sys.executable, "-m", "pipeline.preprocess")
     results = [measure(root, name, changes, base) for name, changes in VARIANTS.items()]
     output = {"per_class": args.per_class, "image_size": args.image_size, "epochs": args.epochs, "results": results}
-    (PROJECT / "bench" / "transfer.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / "transfer.json").write_text(json.dumps(output, indent=2) + "\n")
     print(f"Fashion-MNIST, {args.per_class} training images per class, {args.image_size}×{args.image_size}, "
           f"{args.epochs} epochs, test on 10,000 images")  # fmt: skip
     print("| model | test accuracy | macro-F1 | train stage |")

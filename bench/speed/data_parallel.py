@@ -1,9 +1,9 @@
 """Data-parallel training, measured: the train stage with `train.processes` = 1, 2, ... on the
 default dataset in a fresh copy of the project; wall time of the stage and test accuracy for each.
 
-    python -m bench.distributed [--processes 1 2] [--epochs 14] [--workdir DIR]
+    python -m bench.speed.data_parallel [--processes 1 2] [--epochs 14] [--workdir DIR]
 
-Prints a markdown table and writes `bench/distributed.json`.
+Prints a markdown table and writes `bench/results/data_parallel.json`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from bench import RESULTS
 from bench.default_run import copy_project, run
 from pipeline.core.paths import project_root
 
@@ -61,7 +62,7 @@ def main() -> None:
     results = [measure(root, processes, epochs) for processes in args.processes]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     output = {"device": device, "cores": len(os.sched_getaffinity(0)), "results": results}
-    (PROJECT / "bench" / "distributed.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / "data_parallel.json").write_text(json.dumps(output, indent=2) + "\n")
     print(f"{device}, {output['cores']} cores")
     print("| processes | train stage wall | training | images/s | val accuracy | test accuracy |")
     print("|---|---|---|---|---|---|")

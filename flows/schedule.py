@@ -1,7 +1,7 @@
 """Serve the retraining flow on the cron schedule and time zone of `schedule:` in params.yaml, and
 the monitoring flow on `monitoring.cron` (hourly by default; it starts retraining itself on drift).
 
-python -m flows.serve        # runs until stopped; uses PREFECT_API_URL, or a local server
+python -m flows.schedule        # runs until stopped; uses PREFECT_API_URL, or a local server
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def monitoring_deployment(cfg: Config) -> RunnerDeployment:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.schedule", description=__doc__.splitlines()[0])
     parser.parse_args()
     cfg = load_config()
     serve(retraining_deployment(cfg), monitoring_deployment(cfg))

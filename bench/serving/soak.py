@@ -1,7 +1,7 @@
 """The served model under abuse, for a few minutes, under a memory limit: `python -m pipeline.serve`
 in its own cgroup (v1, root), loopback only.
 
-    python -m bench.soak [--model models:/attention-classifier@champion] [--seconds 120] [--clients 6]
+    python -m bench.serving.soak [--model models:/attention-classifier@champion] [--seconds 120] [--clients 6]
                          [--memory-mb 1500]
 
 First one client streams a 2 GB chunked body (no Content-Length) and the server's resident memory
@@ -10,7 +10,7 @@ kind in turn: good (one 28-px PNG), huge (images declaring more pixels than a re
 slow (16 images of 2,048² with overlays), malformed (not JSON, wrong params), while one more thread
 calls `/ping` every 50 ms. Reported: each kind's answers by status, the good requests' p50 / p99
 latency and throughput, `/ping`'s worst time, the resident memory of the server and its workers
-after one request of each kind and at the end, and the cgroup's peak. Writes `bench/soak.json`; prints a table.
+after one request of each kind and at the end, and the cgroup's peak. Writes `bench/results/soak.json`; prints a table.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from bench import RESULTS
 from pipeline.core.paths import project_root
 from tests.servers import free_port, stop_group
 
@@ -141,7 +142,7 @@ def soak(url: str, seconds: float, clients: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.serving.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models:/attention-classifier@champion")
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--clients", type=int, default=6)
@@ -188,7 +189,7 @@ def main() -> None:
                 CGROUP.rmdir()
             except OSError:
                 pass
-    (PROJECT / "bench" / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     s, f = result["soak"], result["flood"]
     print("| what | measured | target |\n|---|---|---|")
     print(f"| {args.flood_gb:g} GB chunked body | {f['status_line']} after {f['sent_mb']:,} MB sent; resident "

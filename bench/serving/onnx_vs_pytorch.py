@@ -1,10 +1,10 @@
 """ONNX vs PyTorch on the CPU: batch throughput and single-image latency of the same model.
 
-    python -m bench.edge [--root DIR]    (a project that has run train and export; default: this one)
+    python -m bench.serving.onnx_vs_pytorch [--root DIR]    (a project that has run train and export; default: this one)
 
 Batch: the whole test split in batches of 512; latency: median of 300 single-image calls after
 warm-up. PyTorch runs the float model as the export stage compares it (fp32, channels_last).
-Prints a markdown table; writes `bench/edge.json`.
+Prints a markdown table; writes `bench/results/onnx_vs_pytorch.json`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench import RESULTS
 from pipeline.core.paths import ProjectPaths, project_root
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
@@ -60,7 +61,7 @@ def main() -> None:
             "single_image_ms": round(latency_ms(single_call, images[:1]), 3),
         }
     output = {"threads": torch.get_num_threads(), "test_images": len(images), "results": results}
-    (Path(__file__).parent / "edge.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / "onnx_vs_pytorch.json").write_text(json.dumps(output, indent=2) + "\n")
     print("| runtime | batch 512, images/s | one image, ms |")
     print("|---|---|---|")
     for name, r in results.items():

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Pack what bench/gpu.sh needs on a lent GPU machine (no network, Python 3.12, PyTorch installed)
-# into .gpu/ (git-ignored, under the tool's 64 MiB): the packages of bench/gpu-packages.txt built
+# Pack what bench/gpu/run.sh needs on a lent GPU machine (no network, Python 3.12, PyTorch installed)
+# into .gpu/ (git-ignored, under the tool's 64 MiB): the packages of bench/gpu/packages.txt built
 # for CPython 3.12 (and grad-cam, pure Python, built here from its source), as one xz archive, and
 # Fashion-MNIST's IDX files, xz-compressed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DATA=${DATA:-data/fashion-mnist}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -12,12 +12,12 @@ platforms=()
 for tag in manylinux1 manylinux2014 manylinux_2_5 manylinux_2_17 manylinux_2_24 manylinux_2_26 manylinux_2_27 \
            manylinux_2_28 manylinux_2_31 manylinux_2_34; do platforms+=(--platform "${tag}_x86_64"); done
 target=(--python-version 3.12 --implementation cp --only-binary=:all: "${platforms[@]}")
-python3 -m pip download -q --no-deps "${target[@]}" -d "$work/wheels" -r bench/gpu-packages.txt
+python3 -m pip download -q --no-deps "${target[@]}" -d "$work/wheels" -r bench/gpu/packages.txt
 # pure-Python packages published only as source: built into wheels here
 python3 -m pip wheel -q --no-deps -w "$work/wheels" grad-cam==1.5.7
 python3 -m pip install -q --no-deps --no-index --no-compile "${target[@]}" --target "$work/site312" "$work"/wheels/*.whl
 # mlflow-skinny holds the mlflow package; the full wheel only adds the web UI. Name it for importlib.metadata.
-version=$(sed -n 's/^mlflow-skinny==//p' bench/gpu-packages.txt)
+version=$(sed -n 's/^mlflow-skinny==//p' bench/gpu/packages.txt)
 mkdir -p "$work/site312/mlflow-$version.dist-info"
 printf 'Metadata-Version: 2.1\nName: mlflow\nVersion: %s\n' "$version" > "$work/site312/mlflow-$version.dist-info/METADATA"
 rm -rf .gpu && mkdir -p .gpu/data

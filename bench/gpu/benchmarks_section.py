@@ -1,6 +1,6 @@
-"""BENCHMARKS.md's GPU section, written from bench/gpu.json (what `bench/gpu.sh` measured on a lent GPU).
+"""BENCHMARKS.md's GPU section, written from bench/results/gpu.json (what `bench/gpu/run.sh` measured on a lent GPU).
 
-python -m bench.gpu_report [bench/gpu.json]
+python -m bench.gpu.benchmarks_section [bench/results/gpu.json]
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.report import _minutes, _table, update_benchmarks
+from bench import RESULTS
+from bench.benchmarks_md import _minutes, _table, update_benchmarks
 from pipeline.core.paths import project_root
 
 MARKERS = ("<!-- gpu:begin -->", "<!-- gpu:end -->")
@@ -25,7 +26,7 @@ def _met(condition: bool) -> str:
 
 
 def training_rows(results: dict, prefix: str) -> list[list[str]]:
-    """One row per `bench.time_to_accuracy` run whose key starts with `prefix`."""
+    """One row per `bench.gpu.time_to_accuracy` run whose key starts with `prefix`."""
     rows = []
     for key, run in results.items():
         if key.startswith(prefix) and "epochs" in run:
@@ -94,17 +95,17 @@ def gpu_markdown(results: dict) -> str:
     m, limits = results["machine"], results["matmul_gflops"]
     run_header = ["run", "test accuracy", "to 94 %", "to 95 %", "training", "first epoch", "images/s"]
     parts = [
-        f"Measured {results['date']} by `bench/gpu.sh` on one {results['card']} (driver, memory, max SM clock), "
+        f"Measured {results['date']} by `bench/gpu/run.sh` on one {results['card']} (driver, memory, max SM clock), "
         f"{m['cores']} CPU cores; PyTorch {m['torch']}, Python {m['python']}. Matrix-multiply limit "
         f"(8192³, same machine): bf16 {limits['bf16'] / 1000:,.0f} TFLOP/s, fp32 {limits['fp32'] / 1000:,.0f} "
-        f"TFLOP/s. The calls are listed in `bench/gpu.json`; the preset is `params.gpu.yaml`.",
+        f"TFLOP/s. The calls are listed in `bench/results/gpu.json`; the preset is `params.gpu.yaml`.",
         "### Targets\n\n" + _table(["what", "target", "measured", "met"], targets(results)),
-        "### The preset, three seeds (`bench.time_to_accuracy`: the train stage's own step, test accuracy after "
+        "### The preset, three seeds (`bench.gpu.time_to_accuracy`: the train stage's own step, test accuracy after "
         "every epoch; times are training only, each run in a fresh process)\n\n"
         + _table(["seed", *run_header[1:]], training_rows(results, SEED_PREFIX)),
         "### What each lever adds (seed 0, against the preset's seed 0)\n\n"
         + _table(run_header, training_rows(results, ABLATION_PREFIX)),
-        "### Speed levers on the preset's training step (`bench.gpu_step`, one process, "
+        "### Speed levers on the preset's training step (`bench.gpu.levers`, one process, "
         f"{results['step levers']['flops_per_image'] / 1e9:.2f} GFLOP per training image)\n\n"
         + _table(["variant", "batch", "images/s", "TFLOP/s", "of bf16 limit"], lever_rows(results)),
         "### The whole training flow (`python -m flows.training --preset params.gpu.yaml`, fresh project, every "
@@ -117,7 +118,7 @@ def gpu_markdown(results: dict) -> str:
 def main() -> None:
     import json
 
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else project_root() / "bench" / "gpu.json"
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "gpu.json"
     update_benchmarks(project_root() / "BENCHMARKS.md", gpu_markdown(json.loads(path.read_text())), MARKERS)
 
 

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md's results section, written from bench/results.json between two marker lines."""
+"""BENCHMARKS.md's results section, written from bench/results/run.json between two marker lines."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def results_markdown(results: dict) -> str:
         f"{t['share_of_limit']:.0%} of the {t['limit']} matmul limit. Peak memory of the training step "
         f"process: {t['peak_memory_mb']:,.0f} MB.",
         f"### Inference ({i['runtime']})\n\nBatch {i['batch_size']}: {i['images_per_second']:,.0f} images/s; "
-        f"one image: {i['single_image_ms']:.2f} ms (median of 200 calls).",
+        f"one image: {i['single_image_ms']:.2f} ms (median of {i.get('single_image_calls', 200)} calls).",
     ]
     if d:
         stage_rows = [[name, f"{seconds:.1f} s"] for name, seconds in d["stage_seconds"].items()]

@@ -1,6 +1,6 @@
 """Soft attention against average pooling on cluttered Fashion-MNIST: the same budget, several seeds.
 
-    python -m bench.attention [--train 12000] [--test 2000] [--epochs 8] [--seeds 3] [--workdir DIR]
+    python -m bench.quality.attention [--train 12000] [--test 2000] [--epochs 8] [--seeds 3] [--workdir DIR]
 
 The first `--train` and `--test` Fashion-MNIST images, cluttered (`data.source:
 cluttered-fashion-mnist`, 60×60 canvases with 4 fragments, each item's box known), are validated
@@ -9,7 +9,7 @@ the train and evaluate stages run with `model.attention: soft` and `none` (globa
 and everything else equal. Reports test accuracy (mean ± std over seeds), the pointing game of the
 attention beside Grad-CAM's and a centre point's, the mass in the box (attention, Grad-CAM) beside
 its chance level, and the deletion AUC in the attention's order beside Grad-CAM's and a random
-order. Writes `bench/attention.json`; prints a markdown table.
+order. Writes `bench/results/attention.json`; prints a markdown table.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import RESULTS
 from bench.default_run import copy_project, run
 from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import write_subset
@@ -67,7 +68,7 @@ def summary(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.attention", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.quality.attention", description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=12000, help="Fashion-MNIST training images used")
     parser.add_argument("--test", type=int, default=2000, help="Fashion-MNIST test images used")
     parser.add_argument("--epochs", type=int, default=8)
@@ -90,12 +91,12 @@ def main() -> None:
     table = summary(runs)
     output = {"train_images": args.train, "test_images": args.test, "epochs": args.epochs, "seeds": args.seeds,
               "canvas": 60, "clutter": base["data"]["clutter"], "runs": runs, "summary": table}  # fmt: skip
-    (PROJECT / "bench" / "attention.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / "attention.json").write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
 
 
 def markdown(output: dict) -> str:
-    """The side-by-side table of `bench/attention.json`."""
+    """The side-by-side table of `bench/results/attention.json`."""
 
     def cell(kind: str, key: str, percent: bool = True) -> str:
         mean, std = output["summary"][kind][key]

@@ -1,0 +1,202 @@
+"""The registered model's MLflow form: a pyfunc around the model file that takes image files (or
+arrays) and answers with classes, the top k, attention maps and, on request, overlays.
+
+MLflow's default PyTorch flavour saves a `torch.export` graph, which loads back without the
+attention output or `.to(device)`; this wrapper keeps the project's own module and its safe,
+weights-only model file.
+
+Input (`model.predict(x, params)`, or `{"inputs": x, "params": {...}}` over HTTP), either
+- encoded image files (PNG, JPEG, BMP or WebP, any size and mode), as bytes or base64 strings:
+  decoded by the project's own rules (`pipeline/data/images.py`: EXIF rotation, 16-bit, alpha,
+  palette, the pixel limit) and resized as the training images were; or
+- uint8 images N×C×H×W (or N×H×W) already at the model's size and channel count.
+Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`TooManyPixels`, 413
+over HTTP) before any is decoded.
+Params: `top_k` (default 5), `overlay` (default false; true adds each image's attention over
+the image, at the image's own size, as a base64 PNG) and `embedding` (default false; true adds the
+pooled features N×C, for the prediction log).
+Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
+`attention` (N×h×w), for a model with a detector `novelty` (N scores) and `unknown` (N booleans:
+the image is unlike anything the model was trained on; its class is still given), and, on
+request, `overlay`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import ParamSchema, ParamSpec
+from PIL import Image
+
+from pipeline.core.errors import PipelineError
+from pipeline.data.images import decode_image, load_image
+from pipeline.model.decision import top_classes
+from pipeline.model.model_file import ModelInfo, load_model
+
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+SIGNATURE = ModelSignature(
+    params=ParamSchema(
+        [
+            ParamSpec("top_k", "integer", 5),
+            ParamSpec("overlay", "boolean", False),
+            ParamSpec("embedding", "boolean", False),
+        ]
+    )  # fmt: skip
+)  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
+
+
+REQUEST_PIXELS = 64 * 2**20  # the pixels all images of one request may declare together (64 Mpx)
+
+
+class BadInput(ValueError):
+    """A request the model cannot answer, with a one-line reason for the caller (HTTP `status`)."""
+
+    status = 400
+
+
+class TooManyPixels(BadInput):
+    """The request's images declare more pixels in all than REQUEST_PIXELS."""
+
+    status = 413
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixels an encoded image declares in its header (0 when the header is unreadable: decoding
+    then refuses it with its reason)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return image.width * image.height
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
+        return 0
+
+
+def image_bytes(item: object, index: int) -> bytes:
+    """One encoded image file from bytes or a base64 string."""
+    if isinstance(item, bytes | bytearray):
+        data = bytes(item)
+    elif isinstance(item, str):
+        try:
+            data = base64.b64decode(item.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput(f"image {index}: not base64; send each image file as base64 text") from None
+    else:
+        raise BadInput(f"image {index}: expected an encoded image file (base64 text), got {type(item).__name__}")
+    if not data:
+        raise BadInput(f"image {index}: empty")
+    return data
+
+
+def check_pixels(files: list[bytes]) -> None:
+    """Refuse encoded images whose headers declare more than REQUEST_PIXELS in all (nothing decoded)."""
+    total = sum(declared_pixels(data) for data in files)
+    if total > REQUEST_PIXELS:
+        raise TooManyPixels(
+            f"the images declare {total:,} pixels in all, over the {REQUEST_PIXELS:,} one request may hold: "
+            "send fewer or smaller images"
+        )
+
+
+def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[bytes]]:
+    """Encoded image files as the model's input (N×C×H×W uint8, decoded no larger than it needs),
+    and the files; refused before any is decoded when their headers declare more than REQUEST_PIXELS in all."""
+    files = [image_bytes(item, index) for index, item in enumerate(items)]
+    check_pixels(files)
+    images = []
+    for index, data in enumerate(files):
+        try:
+            images.append(load_image(data, size, channels, formats=FORMATS))
+        except PipelineError as error:
+            reason = str(error).removeprefix("image: ")
+            raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
+    return np.stack(images), files
+
+
+def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[bytes] | None]:
+    """The request's images as uint8 N×C×H×W, and the encoded files (None for arrays)."""
+    if isinstance(model_input_, bytes | str):
+        model_input_ = [model_input_]
+    if isinstance(model_input_, list) and all(isinstance(item, bytes | bytearray | str) for item in model_input_):
+        if not model_input_:
+            raise BadInput("no images in the request")
+        return decode_files(model_input_, info.image_size, info.channels)
+    try:
+        array = np.asarray(model_input_)
+    except ValueError:
+        raise BadInput("inputs: images of different shapes; send image files or one N×C×H×W array") from None
+    if array.size == 0:
+        raise BadInput("no images in the request")
+    if array.dtype.kind in "USO" and array.ndim == 1:
+        return decode_files(list(array), info.image_size, info.channels)
+    if array.dtype.kind not in "iuf":
+        raise BadInput("inputs: expected base64 image files or uint8 images N×C×H×W")
+    if array.ndim == 3:
+        array = array[:, None]
+    expected = (info.channels, info.image_size, info.image_size)
+    if array.ndim != 4 or array.shape[1:] != expected:
+        raise BadInput(f"inputs: images of shape {array.shape[1:]}, expected {expected} (or send image files)")
+    if array.min() < 0 or array.max() > 255:
+        raise BadInput("inputs: pixel values outside 0..255")
+    return array.astype(np.uint8), None
+
+
+def as_picture(image: np.ndarray) -> Image.Image:
+    """A uint8 C×H×W image as a PIL image."""
+    return Image.fromarray(image.transpose(1, 2, 0).squeeze(-1))
+
+
+def png_base64(picture: Image.Image) -> str:
+    """An image as a base64 PNG file (what an HTTP client sends, and what overlays come back as)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class AttentionClassifier(mlflow.pyfunc.PythonModel):
+    """The project's model file behind MLflow's pyfunc interface (see the module docstring)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.model, self.info = load_model(Path(context.artifacts["model_file"]))
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> dict:  # MLflow: no schema
+        params = params or {}
+        top_k = min(max(int(params.get("top_k", 5)), 1), len(self.info.classes))
+        images, files = as_images(model_input, self.info)
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(images))
+        probabilities = out.logits.float().softmax(dim=1).numpy()
+        attention = out.attention.float().numpy()
+        ranked = top_classes(probabilities, top_k)
+        answer = {
+            "class": np.array([self.info.classes[i] for i in self.info.rule.classes(probabilities, self.info.classes)]),
+            "probabilities": probabilities,
+            "top_k": [
+                [{"class": self.info.classes[i], "probability": float(row[i])} for i in order]
+                for row, order in zip(probabilities, ranked, strict=True)
+            ],
+            "attention": attention,
+        }
+        detector = self.info.detector
+        if detector is not None and out.novelty is not None:
+            answer["novelty"] = out.novelty.float().numpy()
+            answer["unknown"] = detector.unknown(answer["novelty"]).tolist()
+        if params.get("embedding"):
+            answer["embedding"] = out.embedding.float().numpy()
+        if params.get("overlay"):
+            from pipeline.core.overlay import overlay
+
+            if files:  # the files at their own size, for the overlays
+                shown = [decode_image(data, self.info.channels, formats=FORMATS) for data in files]
+            else:
+                shown = [as_picture(image) for image in images]
+            answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
+        return answer
+
+
+mlflow.models.set_model(AttentionClassifier())

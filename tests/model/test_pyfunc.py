@@ -1,0 +1,59 @@
+"""The registered model's MLflow form (`pipeline/model/pyfunc.py`), and versions registered before
+it had that name."""
+
+import base64
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import mlflow
+import yaml
+from PIL import Image
+
+from pipeline import serve, train
+from pipeline.model import pyfunc
+from tests.synthetic import PROJECT, prepared_project
+
+# `pipeline/model/serving.py` as it was when the wrapper had that name, byte for byte: the code file
+# that the versions registered until then carry
+BEFORE_RENAME = Path(__file__).with_name("serving_before_rename.py.txt")
+
+
+def png_base64(side: int = 28) -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 90).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_a_model_registered_as_serving_py_still_loads_and_predicts(tmp_path, monkeypatch):
+    """MLflow's "models from code" copies the code file into the model and runs it under a module
+    name of its own when loading (`code_model_<uuid>`), so nothing refers to `pipeline.model.serving`
+    by name: what an old version needs is that the project modules its code file imports still
+    exist. Loaded as the server loads it (the project's `pipeline` imported first), it answers."""
+    with prepared_project(tmp_path, {"train": 30, "test": 10}) as cfg:
+        train.run(cfg)
+    bundled = tmp_path / "code"  # the old version's code_paths: the package without pyfunc.py
+    shutil.copytree(PROJECT / "pipeline", bundled / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (bundled / "pipeline" / "model" / "pyfunc.py").unlink()
+    old_code = bundled / "pipeline" / "model" / "serving.py"
+    shutil.copyfile(BEFORE_RENAME, old_code)
+    saved = tmp_path / "old-version"
+    mlflow.pyfunc.save_model(
+        saved, python_model=str(old_code), artifacts={"model_file": str(cfg.paths.model_file)},
+        code_paths=[str(bundled / "pipeline")], signature=pyfunc.SIGNATURE,
+    )  # fmt: skip
+    flavor = yaml.safe_load((saved / "MLmodel").read_text())["flavors"]["python_function"]
+    assert Path(flavor["model_code_path"]).name == "serving.py"
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts the model's code folder first
+    model = mlflow.pyfunc.load_model(str(saved))
+    assert type(model.unwrap_python_model()).__module__.startswith("code_model_")  # the old file, run as itself
+    answer = model.predict([png_base64(), png_base64(40)], params={"top_k": 3})
+    assert len(answer["class"]) == 2 and [len(top) for top in answer["top_k"]] == [3, 3]
+    assert answer["attention"].shape[0] == 2
+
+    response, _ = serve.answer(model, json.dumps({"inputs": [png_base64()], "params": {"top_k": 2}}).encode())
+    assert response.status_code == 200, response.body
+    assert len(json.loads(response.body)["predictions"]["top_k"][0]) == 2
