@@ -101,4 +101,3 @@ def resume_run(cfg: Config, run_id: str | None) -> Iterator[mlflow.ActiveRun]:
         ) from None
     with active:
         yield active
-
