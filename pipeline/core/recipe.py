@@ -10,7 +10,7 @@ filled from `data.image_size` (and from each other), and a key given a value kee
 - `model.output_stride`: 4 for the seed CNN; for an ImageNet backbone, the coarsest stride it
   allows that still leaves an attention map of at least 4 cells a side: its own 32 from 128 px
   (4×4 at 128 px, 7×7 at 224 px). The finer strides dilate the last stages, whose depthwise
-  convolutions then train about 9× slower on the CPU (measured: 63 → 7 images/s at 128 px);
+  convolutions then train about 2× slower on the CPU (52 → 23 images/s at 128 px, 2-core Xeon);
 - `train.freeze_epochs`: 2 with pretrained weights (the new head learns first, so its random
   gradients do not wreck the weights), else 0;
 - `train.backbone_lr`: with pretrained weights, the head's rate / 8, else the head's rate (null).

@@ -71,7 +71,7 @@ def uses_cuda(device: str) -> bool:
 
 
 # bf16 convolutions with no fast CPU path: EfficientNet's depthwise ones train 2× slower than in fp32
-# (2-core Xeon with AMX: 34 against 63 images/s at 128 px)
+# (2-core Xeon with AMX, a training step at 128 px: 34 against 52 images/s)
 CPU_FP32_BACKBONES = {"efficientnet_lite0"}
 
 
