@@ -76,8 +76,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One pytest process per core, each taking whole test files (their fixtures stay in one process).
 test: setup $(CHROMIUM) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 bench: setup
 	python -m bench.run

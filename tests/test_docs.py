@@ -1,11 +1,19 @@
-"""The documentation: the MkDocs site builds with every link and anchor resolved, and every link of
-the README points at a file and a heading that exist."""
+"""The documentation: the MkDocs site builds with every link and anchor resolved, renders styled in
+a browser with no network, and every link of the README points at a file and a heading that exist."""
 
+import functools
+import http.server
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.servers import free_port
 from tests.synthetic import PROJECT
 
 
@@ -23,13 +31,57 @@ def headings(path) -> set[str]:
     return anchors
 
 
-def test_the_site_builds_strictly(tmp_path):
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")]
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site as `make docs` builds it (strict: a broken link or anchor fails the build)."""
+    folder = tmp_path_factory.mktemp("docs") / "site"
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(folder)]
     quiet = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env=quiet)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "site" / "model" / "index.html").is_file()
-    assert "fonts.googleapis" not in (tmp_path / "site" / "index.html").read_text()  # offline: no web fonts
+    return folder
+
+
+def test_the_site_builds_strictly(site):
+    assert (site / "model" / "index.html").is_file()
+    assert "fonts.googleapis" not in (site / "index.html").read_text()  # offline: no web fonts
+
+
+def test_the_site_renders_styled_with_no_network_and_its_navigation_and_images_work(site):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    local, web = f"http://127.0.0.1:{server.server_port}/", []
+
+    def offline(route):
+        if route.request.url.startswith(local):
+            route.continue_()
+        else:
+            web.append(route.request.url)
+            route.abort()
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            context = browser.new_context()
+            context.route("**/*", offline)
+            page = context.new_page()
+            page.goto(local, wait_until="load")
+            header = page.locator("header.md-header").evaluate("e => getComputedStyle(e).position")
+            demo = page.locator("img[src$='demo.png']").evaluate("e => e.complete && e.naturalWidth")
+            page.locator("nav.md-nav--primary a.md-nav__link", has_text="Your own images").first.click()
+            page.wait_for_url("**/your-own-images/", wait_until="load")
+            title = page.locator("article h1").first.inner_text().rstrip("¶")  # its permalink sign
+            browser.close()
+    finally:
+        server.shutdown()
+    assert header == "sticky"  # Material's own stylesheet is applied (unstyled, a header is static)
+    assert demo > 0 and title == "Your own images"  # the picture loaded; the navigation led to the page
+    assert web == []  # nothing was asked of the network
 
 
 def test_every_link_of_the_readme_resolves():
