@@ -221,9 +221,20 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     port = free_port()
     with make_target("demo", f"http://127.0.0.1:{port}/", tmp_path / "demo.log", timeout=180,
                      DEMO_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
+        web: list[str] = []
+
+        def offline(route):  # the page must work with no network: everything from the demo's own server
+            if route.request.url.startswith(f"http://127.0.0.1:{port}/"):
+                route.continue_()
+            else:
+                web.append(route.request.url)
+                route.abort()
+
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.route("**/*", offline)
+            page = context.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
             page.set_input_files("#upload input[type=file]", str(image))
@@ -247,6 +258,7 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     assert ("Not sure" in known) == (cli[-1] == "unknown")  # the page and predict agree on the test image
     assert "does not look like anything I was trained on" in unknown
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert web == []  # nothing was asked of the network (fonts, scripts, analytics)
 
 
 def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):
