@@ -1,12 +1,14 @@
 """The pipeline against a real `mlflow server` (`make mlflow-server`) on localhost: it logs and
-registers there, and the champion can be read back over HTTP."""
+registers there, the champion can be read back over HTTP, and its UI works with no network."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import requests
+from playwright.sync_api import sync_playwright
 
 from tests.dvc_repo import command_env, make_repo
 from tests.servers import free_port, make_target
@@ -29,9 +31,35 @@ def test_pipeline_logs_and_registers_on_a_tracking_server(tmp_path):
             params={"name": "attention-classifier", "alias": "champion"}, timeout=10,
         ).json()["model_version"]  # fmt: skip
         run = requests.get(f"{uri}/api/2.0/mlflow/runs/get", params={"run_id": champion["run_id"]}, timeout=10).json()
+        listed, web = ui_offline(uri)
     tags = {tag["key"]: tag["value"] for tag in run["run"]["data"]["tags"]}
     metrics = {metric["key"] for metric in run["run"]["data"]["metrics"]}
     assert champion["version"] == "1" and tags["registry_decision"] == "promoted"
     assert {"val_accuracy", "test_accuracy"} <= metrics
     assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()
     assert (store / "mlflow.db").is_file() and any((store / "artifacts").rglob("model.pt"))
+    assert "attention-pipeline" in listed and web == []  # the UI lists the run's experiment, all from the server
+
+
+def ui_offline(uri: str) -> tuple[str, list[str]]:
+    """The UI's home page in Chromium with every request off the server refused: its text, and
+    what it asked of the network."""
+    web: list[str] = []
+
+    def offline(route):
+        if route.request.url.startswith(f"{uri}/"):
+            route.continue_()
+        else:
+            web.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        context = browser.new_context()
+        context.route("**/*", offline)
+        page = context.new_page()
+        page.goto(f"{uri}/", wait_until="domcontentloaded")
+        page.get_by_text("attention-pipeline", exact=True).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        browser.close()
+    return text, web
