@@ -49,14 +49,14 @@ $(DATA): | $(STAMP)
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
 	  echo "error: $(1) is missing: run 'sudo apt-get install $(1)' (Debian/Ubuntu), then 'make' again" >&2; \
 	  exit 1; fi; \
-	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(1)
+	$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $(1)
 
 debian-fashion-mnist:
 	@$(call APT_INSTALL,dataset-fashion-mnist)
 
 # The browser the page's test drives (Playwright cannot download its own here).
 $(CHROMIUM):
-	@$(call APT_INSTALL,chromium)
+	@$(call APT_INSTALL,chromium fonts-liberation)
 
 run: setup
 	python -m flows.training
@@ -76,11 +76,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The 25 slowest tests are listed at the end, for whoever keeps CI under 25 minutes. (Not yet in
-# parallel: with pytest-xdist, a worker running tests/flows/test_monitoring.py after some other
-# file registered into the wrong MLflow store: in-process MLflow state leaks between files.)
+# The tests run in TEST_WORKERS processes (pytest-xdist), a whole file to each, so a file's shared
+# fixtures are built once; the 25 slowest are listed at the end, for whoever keeps CI under 25 minutes.
+TEST_WORKERS ?= 2
 test: setup $(CHROMIUM) lint
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 bench: setup
 	python -m bench.run

@@ -39,10 +39,11 @@ import torch
 from PIL import Image
 
 from bench import RESULTS, benchmarks_md, default_run, machine
-from bench.speed.training_step import LADDER, TUTORIAL_BATCH
+from bench.speed.training_step import LADDER, STREAMED, TUTORIAL_BATCH
 from pipeline.core.config import load_config
 from pipeline.core.paths import project_root
 from pipeline.data.fashion_mnist import FILES as FASHION_MNIST_FILES
+from pipeline.data.splits import load_split
 from pipeline.training.runtime import native_cpu_bf16
 
 PROJECT = project_root()
@@ -62,9 +63,9 @@ def measured(module: str, *args: str) -> dict:
 
 def export_pngs(processed: Path, target: Path) -> Path:
     """The preprocessed training split as PNG files in class folders, for the reference's ImageFolder."""
-    split = torch.load(processed / "train.pt", weights_only=True)
+    split = load_split(processed, "train")
     classes = json.loads((processed / "meta.json").read_text())["classes"]
-    for index, (image, label) in enumerate(zip(split["images"], split["labels"].tolist(), strict=True)):
+    for index, (image, label) in enumerate(zip(split.images, split.labels.tolist(), strict=True)):
         folder = target / classes[label]
         folder.mkdir(parents=True, exist_ok=True)
         pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
@@ -91,7 +92,11 @@ def training_throughput(copy: Path, pngs: Path, repeats: int, steps: list[str], 
     for repeat in range(repeats):
         reference = measured("reference", str(pngs), str(copy), *sizes)
         pipeline = measured("training_step", str(copy), *sizes, *(["--count-flops"] if repeat == 0 else []))
-        row = {"reference": reference["images_per_second"], "pipeline": pipeline["images_per_second"]}
+        streamed = measured("training_step", str(copy), *sizes, "--variant", STREAMED)
+        row = {
+            "reference": reference["images_per_second"], "pipeline": pipeline["images_per_second"],
+            STREAMED: streamed["images_per_second"],
+        }  # fmt: skip
         for step in steps:
             row[step] = measured("training_step", str(copy), *sizes, "--variant", step)["images_per_second"]
         if repeat == 0:
@@ -103,6 +108,8 @@ def training_throughput(copy: Path, pngs: Path, repeats: int, steps: list[str], 
         "reference_images_per_second": median["reference"],
         "pipeline_images_per_second": median["pipeline"],
         "speedup": statistics.median(run["pipeline"] / run["reference"] for run in runs),
+        "streamed_images_per_second": median[STREAMED],  # the images read from shards on disk, not memory
+        "streamed_vs_memory": statistics.median(run[STREAMED] / run["pipeline"] for run in runs),
         "ladder": [
             {
                 "change": step,

@@ -115,17 +115,16 @@ def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
 
 def example_files(cfg: Config, folder: Path) -> list[str]:
     """A few test-split images (one per class first) as PNG files, when the pipeline has run."""
-    import torch
+    from pipeline.data.splits import TABLE, load_split
 
-    split = cfg.paths.processed / "test.pt"
-    if not split.is_file():
+    if not (cfg.paths.processed / "test" / TABLE).is_file():
         return []
-    test = torch.load(split, weights_only=True)
-    labels = test["labels"].tolist()
+    test = load_split(cfg.paths.processed, "test", "stream")
+    labels = test.labels.tolist()
     chosen = list(dict.fromkeys(labels.index(label) for label in sorted(set(labels))))[:EXAMPLES]
     files = []
     for index in chosen:
-        pixels = test["images"][index].numpy().transpose(1, 2, 0).squeeze(-1)
+        pixels = test.images[index].numpy().transpose(1, 2, 0).squeeze(-1)
         path = folder / f"test-{index:05d}.png"
         Image.fromarray(pixels).save(path)
         files.append(str(path))

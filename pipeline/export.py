@@ -91,7 +91,7 @@ def run(cfg: Config) -> dict:
     """Export the model to ONNX, compare it with PyTorch on the test split, write the report."""
     paths, settings = cfg.paths, cfg.export
     model, info = load_model(paths.model_file)
-    test = parity_sample(load_split(paths.processed / "test.pt"), settings.parity_images)
+    test = parity_sample(load_split(paths.processed, "test"), settings.parity_images)
     images, labels = test.images.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
     torch_out, torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)

@@ -72,13 +72,12 @@ class Verdict:
 
 def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
     """The validation split as the model at `uri` answers it, as log records."""
-    val_path = cfg.paths.processed / "val.pt"
-    if not val_path.is_file():
-        raise PipelineError(f"{val_path}: no validation split for the reference; run 'dvc repro preprocess'")
+    images = load_split(cfg.paths.processed, "val").images
     wrapper = mlflow.pyfunc.load_model(uri)
     info = wrapper.unwrap_python_model().info
-    images = load_split(val_path).images.numpy()
-    answers = [wrapper.predict(images[i : i + 1024], params={"embedding": True}) for i in range(0, len(images), 1024)]
+    answers = [
+        wrapper.predict(images[i : i + 1024].numpy(), params={"embedding": True}) for i in range(0, len(images), 1024)
+    ]
     merged = {key: np.concatenate([np.asarray(a[key]) for a in answers]) for key in ("class", "probabilities")}
     for key in ("novelty", "unknown", "embedding"):
         if all(key in a for a in answers):

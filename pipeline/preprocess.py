@@ -4,15 +4,18 @@ An image's split is a pure function of its content and `data.seed`
 (`pipeline/data/split_rule.py`): a folder that grows, shrinks or is reordered never moves an image
 between train, val and test, and copies of one image always share a split.
 
-Writes `data/processed/{train,val,test}.pt` (images N×C×H×W uint8, labels int64) and
-`data/processed/meta.json` (class names, normalisation statistics of the training split). Where
-the source knows each object's box, the splits hold it too, scaled with the images.
-Training then loads tensors and never decodes an image again.
+Writes each split to `data/processed/<split>/` (`pipeline/data/splits.py`): its images, uint8 at
+the model's size, in streaming shards, in a seeded shuffled order, and a table of labels, manifest
+paths and, where the source knows them, object boxes scaled with the images; and
+`data/processed/meta.json` (class names, image counts, normalisation statistics of the training
+split). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
+with the dataset. Training then reads shards and never decodes an image again.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,18 +23,52 @@ import torch
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
-from pipeline.core.files import atomic_path, replace_dir, write_json
+from pipeline.core.files import replace_dir, write_json
 from pipeline.data.manifest import BOX, upright_size
+from pipeline.data.shards import ShardWriter
 from pipeline.data.sources import load_images
 from pipeline.data.split_rule import split_manifest
+from pipeline.data.splits import write_table
 
 log = logging.getLogger(__name__)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units."""
-    pixels = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    return pixels.mean(dim=1).tolist(), pixels.std(dim=1).tolist()
+BLOCK_BYTES = 256 * 2**20  # decoded images held at once
+
+
+class ChannelStats:
+    """Per-channel mean and std in [0, 1] units, accumulated over blocks of N×C×H×W uint8 images."""
+
+    def __init__(self, channels: int) -> None:
+        self.count, self.sum, self.squares = 0, np.zeros(channels), np.zeros(channels)
+
+    def add(self, images: np.ndarray) -> None:
+        pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64) / 255
+        self.count += pixels.shape[1]
+        self.sum += pixels.sum(axis=1)
+        self.squares += np.square(pixels).sum(axis=1)
+
+    def result(self) -> tuple[list[float], list[float]]:
+        mean = self.sum / self.count
+        variance = (self.squares - self.count * mean**2) / max(1, self.count - 1)
+        return mean.tolist(), np.sqrt(np.maximum(variance, 0)).tolist()
+
+
+def write_split(
+    cfg: Config, rows: pd.DataFrame, labels: torch.Tensor, folder: Path, stats: ChannelStats | None
+) -> None:
+    """Decode the split's images a block at a time into shards at `folder`, with its table."""
+    d = cfg.data
+    block = max(1, BLOCK_BYTES // (d.channels * d.image_size**2))
+    writer = ShardWriter(folder)
+    for start in range(0, len(rows), block):
+        images = load_images(cfg, list(rows["path"].iloc[start : start + block]))
+        writer.add(images, labels[start : start + block].tolist())
+        if stats is not None:
+            stats.add(images)
+    writer.close()
+    shape = [len(rows), d.channels, d.image_size, d.image_size]
+    write_table(folder, labels, shape, list(rows["path"]), scaled_boxes(rows, d.image_size))
 
 
 def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
@@ -57,18 +94,15 @@ def run(cfg: Config) -> dict:
     meta: dict = {
         "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels, "counts": {},
     }  # fmt: skip
+    stats = ChannelStats(cfg.data.channels)
     with replace_dir(cfg.paths.processed) as staging:
         for name, rows in splits.items():
-            images = torch.from_numpy(load_images(cfg, list(rows["path"])))
+            # shuffled once, seeded: streamed training reads shards in order, a window at a time
+            rows = rows.sample(frac=1, random_state=cfg.data.seed).reset_index(drop=True)
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
-            payload = {"images": images, "labels": labels, "paths": list(rows["path"])}
-            if (boxes := scaled_boxes(rows, cfg.data.image_size)) is not None:
-                payload["boxes"] = boxes
-            with atomic_path(staging / f"{name}.pt") as temporary:
-                torch.save(payload, temporary)
+            write_split(cfg, rows, labels, staging / name, stats if name == "train" else None)
             meta["counts"][name] = len(labels)
-            if name == "train":
-                meta["mean"], meta["std"] = channel_stats(images)
+        meta["mean"], meta["std"] = stats.result()
         write_json(staging / "meta.json", meta)
     log.info("preprocess: %s images -> %s", meta["counts"], cfg.paths.processed)
     return meta

@@ -161,7 +161,7 @@ def run(cfg: Config) -> dict:
             f"{export_path}: no ONNX export of {paths.model_file}; run the export stage first ('dvc repro export')"
         )
     accuracy = evaluation["accuracy"]
-    test = load_split(paths.processed / "test.pt")
+    test = load_split(paths.processed, "test")
     example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
     signature = pyfunc.SIGNATURE
     name = cfg.register.model_name

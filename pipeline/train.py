@@ -40,7 +40,7 @@ from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime, uses_cuda
-from pipeline.training.steps import SCORING_BATCH, build_training, evaluate_split, peak_memory_mb, train_epoch
+from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, scoring_batch, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,11 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     paths = cfg.paths
     experiment_id = connect(cfg) if ranks.is_main else None  # fail fast, before any training
     runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank, cfg.model.backbone)
-    train_data, val_data = (load_split(paths.processed / f"{name}.pt") for name in ("train", "val"))
-    train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
+    train_data, val_data = (load_split(paths.processed, name, cfg.train.loader) for name in ("train", "val"))
+    if train_data.streamed:
+        log.info("train: images streamed from the shards in %s (train.loader %s)", paths.processed, cfg.train.loader)
+    else:
+        train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
     training = build_training(cfg, meta, runtime, train_data.labels, ranks)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
@@ -211,7 +214,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
 def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime) -> dict[str, float]:
     """Fit the model's temperature on the validation split; it and the calibration error before and after."""
     model.temperature.fill_(1.0)
-    logits = predict_batches(model, val_data.images, SCORING_BATCH, runtime).logits
+    logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
     labels = val_data.labels.cpu()
     temperature = fit_temperature(logits, labels)
     model.temperature.fill_(temperature)
@@ -229,7 +232,7 @@ def decision_rule(
     chosen on the validation split."""
     if cfg.data.positive_class is None:
         return Decision()
-    logits = predict_batches(model, val_data.images, SCORING_BATCH, runtime).logits
+    logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
     probabilities = logits.softmax(1).numpy()
     return choose_threshold(
         probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall
@@ -243,9 +246,9 @@ def fit_detector(
     (seeded), and the threshold that accepts `train.unknown.accept` of the validation images."""
     settings = cfg.train.unknown
     rows = bank_rows(len(train_data.labels), settings.bank, cfg.train.seed).to(train_data.images.device)
-    features = predict_batches(model, train_data.images[rows], SCORING_BATCH, runtime).embedding
+    features = predict_batches(model, train_data.images, scoring_batch(train_data.images), runtime, rows).embedding
     model.attach_novelty(len(features), settings.neighbours).bank.copy_(unit_rows(features))
-    scores = predict_batches(model, val_data.images, SCORING_BATCH, runtime).novelty.numpy()
+    scores = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).novelty.numpy()
     detector = Novelty(
         neighbours=model.novelty.neighbours, bank=len(features),
         threshold=acceptance_threshold(scores, settings.accept), accept=settings.accept,

@@ -33,7 +33,7 @@ from pipeline.core.params_file import apply_overrides
 from pipeline.core.tracking import connect
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.training.runtime import predict_batches, select_runtime
-from pipeline.training.steps import SCORING_BATCH, build_training, train_epoch
+from pipeline.training.steps import build_training, scoring_batch, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
             mlflow.log_params({**overrides, "plan.epochs": plan.epochs, "plan.batch_size": plan.batch_size})
             for epoch in range(1, plan.epochs + 1):
                 train_epoch(training, train_data, trial_cfg.train, runtime, epoch)
-                logits = predict_batches(training.model, val_data.images, SCORING_BATCH, runtime).logits
+                batch = scoring_batch(val_data.images)
+                logits = predict_batches(training.model, val_data.images, batch, runtime).logits
                 value = score(labels, logits.argmax(1).numpy(), cfg.register.metric)
                 mlflow.log_metric(f"val_{cfg.register.metric}", value, step=epoch)
                 trial.report(value, epoch)
@@ -115,7 +116,7 @@ def run(
     if not meta_path.is_file():
         raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
     meta = json.loads(meta_path.read_text())
-    train_data, val_data = (load_split(cfg.paths.processed / f"{name}.pt") for name in ("train", "val"))
+    train_data, val_data = (load_split(cfg.paths.processed, name) for name in ("train", "val"))
     experiment_id = connect(cfg, f"{cfg.tracking.experiment}-tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

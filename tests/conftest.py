@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,33 @@ def project(tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> C
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # MLflow exports what another test set it to
     return load_config()
+
+
+MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                    "MLFLOW_RUN_ID")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def mlflow_state_of_its_own():
+    """Every test starts with MLflow as a fresh process has it. MLflow keeps the tracking and
+    registry URIs and the active experiment in module globals and exports the URIs to the
+    environment: in one process (a pytest-xdist worker runs many files) a stage would otherwise
+    log into the store of a test that ran before."""
+    import mlflow
+    from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+    saved = {name: os.environ.get(name) for name in MLFLOW_VARIABLES}
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    _tracking_service.utils._tracking_uri = None
+    _model_registry.utils._registry_uri = None
+    fluent._active_experiment_id = None
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ waited for over HTTP, and stopped with everything they spawned."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,3 +56,28 @@ def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@contextmanager
+def offline_page(allowed: str, **context_options) -> Iterator[tuple[object, list[str]]]:
+    """A page in Debian's Chromium on which every request whose URL does not start with `allowed`
+    is refused and listed: yields (page, that list), to prove a page asks nothing of the network."""
+    from playwright.sync_api import sync_playwright
+
+    web: list[str] = []
+
+    def offline(route):
+        if route.request.url.startswith(allowed):
+            route.continue_()
+        else:
+            web.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            context = browser.new_context(**context_options)
+            context.route("**/*", offline)
+            yield context.new_page(), web
+        finally:
+            browser.close()

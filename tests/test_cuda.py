@@ -59,7 +59,7 @@ def test_train_stage_on_the_gpu_writes_a_model_the_cpu_serves_alike(prepared):
     assert result.metrics["val_accuracy"] > 0.8  # three easy classes (1.0 on the CPU): it learned on the GPU
 
     model, _ = load_model(cfg.paths.model_file)  # a CPU model from a GPU run
-    test = load_split(cfg.paths.processed / "test.pt")
+    test = load_split(cfg.paths.processed, "test")
     cpu_logits, cpu_attention, _, _ = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32"))
     gpu = select_runtime("cuda", "bf16")
     gpu_logits, gpu_attention, _, _ = predict_batches(gpu.prepare(copy.deepcopy(model)), test.images, 64, gpu)
@@ -85,7 +85,7 @@ def test_compiled_training_matches_eager_training(prepared):
     """`train.compile` changes the speed, not the result: the same seeded epochs give the same losses
     (within bf16 rounding), including the short last batch of each epoch."""
     meta = json.loads((prepared.paths.processed / "meta.json").read_text())
-    split = load_split(prepared.paths.processed / "train.pt")
+    split = load_split(prepared.paths.processed, "train")
     runtime = select_runtime("cuda", "bf16")
     data = TensorSplit(split.images.to(runtime.device), split.labels.to(runtime.device))
     losses = {}

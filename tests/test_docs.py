@@ -5,15 +5,13 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.servers import free_port
+from tests.servers import free_port, offline_page
 from tests.synthetic import PROJECT
 
 
@@ -55,28 +53,15 @@ def test_the_site_renders_styled_with_no_network_and_its_navigation_and_images_w
     handler = functools.partial(Quiet, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    local, web = f"http://127.0.0.1:{server.server_port}/", []
-
-    def offline(route):
-        if route.request.url.startswith(local):
-            route.continue_()
-        else:
-            web.append(route.request.url)
-            route.abort()
-
+    local = f"http://127.0.0.1:{server.server_port}/"
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            context = browser.new_context()
-            context.route("**/*", offline)
-            page = context.new_page()
+        with offline_page(local) as (page, web):
             page.goto(local, wait_until="load")
             header = page.locator("header.md-header").evaluate("e => getComputedStyle(e).position")
             demo = page.locator("img[src$='demo.png']").evaluate("e => e.complete && e.naturalWidth")
             page.locator("nav.md-nav--primary a.md-nav__link", has_text="Your own images").first.click()
             page.wait_for_url("**/your-own-images/", wait_until="load")
             title = page.locator("article h1").first.inner_text().rstrip("¶")  # its permalink sign
-            browser.close()
     finally:
         server.shutdown()
     assert header == "sticky"  # Material's own stylesheet is applied (unstyled, a header is static)

@@ -31,7 +31,7 @@ def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
     report = export.run(load_config(overrides={"export.quantize": True}))
     model, _ = load_model(trained.paths.model_file)
     session = onnx_file.session(trained.paths.onnx_file)
-    images = load_split(trained.paths.processed / "test.pt").images
+    images = load_split(trained.paths.processed, "test").images
     for batch in (1, 7, len(images)):
         logits, attention, embedding, novelty = session.run(None, {"images": images[:batch].numpy()})
         with torch.no_grad():

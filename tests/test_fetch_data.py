@@ -100,4 +100,4 @@ def test_a_clone_without_the_debian_package_pulls_the_data_from_the_remote_and_r
         assert (clone / "data" / "fashion-mnist" / name).read_bytes() == (debian_copy / name).read_bytes()
     output = dvc(clone, "repro", "preprocess")  # the validate and preprocess stages run on the pulled data
     assert "Running stage 'validate'" in output and "Running stage 'preprocess'" in output
-    assert (clone / "data" / "processed" / "train.pt").is_file()
+    assert (clone / "data" / "processed" / "train" / "index.json").is_file()

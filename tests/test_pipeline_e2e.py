@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,9 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from pipeline.data.splits import load_split
 from tests.dvc_repo import STAGES, dvc, make_repo, run, stages_run
-from tests.servers import free_port, make_target
+from tests.servers import free_port, make_target, offline_page
 from tests.synthetic import write_dataset
 
 SECRET = "s3cr3t-t0ken"
@@ -103,7 +103,7 @@ def test_first_model_is_champion_and_loads_with_attention(repo, first_repro):
     report = json.loads((repo / "reports" / "registration.json").read_text())
     assert str(champion.version) == report["version"] and champion.tags["decision"] == "promoted"
     model = mlflow.pyfunc.load_model("models:/attention-classifier@champion")
-    images = torch.load(repo / "data" / "processed" / "test.pt", weights_only=True)["images"][:4].numpy()
+    images = load_split(repo / "data" / "processed", "test").images[:4].numpy()
     out = model.predict(images)
     assert out["probabilities"].shape == (4, 3)
     assert set(out["class"]) <= {"bars", "columns", "squares"}
@@ -210,8 +210,6 @@ def test_the_champion_is_served_over_http_from_image_files_and_refuses_bad_reque
 
 
 def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, first_repro, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     image = repo / "data" / "images" / "test" / "columns" / "003.png"
     cli = run(repo, sys.executable, "-m", "pipeline.predict", str(image)).stdout.rstrip().split("\t")
     expected = cli[1]
@@ -221,20 +219,8 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     port = free_port()
     with make_target("demo", f"http://127.0.0.1:{port}/", tmp_path / "demo.log", timeout=180,
                      DEMO_PORT=str(port), MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):  # fmt: skip
-        web: list[str] = []
-
-        def offline(route):  # the page must work with no network: everything from the demo's own server
-            if route.request.url.startswith(f"http://127.0.0.1:{port}/"):
-                route.continue_()
-            else:
-                web.append(route.request.url)
-                route.abort()
-
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.route("**/*", offline)
-            page = context.new_page()
+        # the page must work with no network: everything from the demo's own server
+        with offline_page(f"http://127.0.0.1:{port}/", viewport={"width": 1400, "height": 1000}) as (page, web):
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
             page.set_input_files("#upload input[type=file]", str(image))
@@ -250,7 +236,6 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
             page.set_input_files("#upload input[type=file]", str(flat))
             page.wait_for_function("document.querySelector('#answer').innerText.includes('Not sure')", timeout=30_000)
             unknown = page.inner_text("#answer")
-            browser.close()
     assert top[1] == expected  # the headline class: the one pipeline.predict gives
     assert set(top) & {"bars", "columns", "squares"} == {"bars", "columns", "squares"}  # the top classes, charted
     assert "attention-classifier version 1 (" in about and "champion" in about and "test accuracy" in about

@@ -7,6 +7,7 @@ import torch
 from pipeline import preprocess, validate
 from pipeline.core.config import load_config
 from pipeline.data.split_rule import split_manifest
+from pipeline.data.splits import load_split
 
 
 def manifest(train_per_class: int, test_per_class: int = 0) -> pd.DataFrame:
@@ -76,12 +77,12 @@ def test_copies_of_one_image_share_a_split_and_every_class_gets_a_val_image():
 def test_writes_uint8_tensors_and_training_statistics(project):
     validate.run(project)
     meta = preprocess.run(project)
-    train = torch.load(project.paths.processed / "train.pt", weights_only=True)
-    assert train["images"].dtype == torch.uint8 and train["images"].shape[1:] == (1, 16, 16)
+    train = load_split(project.paths.processed, "train")
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (1, 16, 16)
     counts = meta["counts"]
     assert counts["train"] + counts["val"] == 120 and counts["test"] == 30 and 10 <= counts["val"] <= 40
     assert meta["classes"] == ["bars", "columns", "squares"]
-    expected_mean = train["images"].float().div(255).mean().item()
+    expected_mean = train.images.float().div(255).mean().item()
     assert meta["mean"][0] == pytest.approx(expected_mean, rel=1e-4)
     assert json.loads((project.paths.processed / "meta.json").read_text()) == meta
 
@@ -90,5 +91,5 @@ def test_rgb_and_resize(project):
     cfg = load_config(overrides={"data.channels": 3, "data.image_size": 24})
     validate.run(cfg)
     preprocess.run(cfg)
-    test = torch.load(cfg.paths.processed / "test.pt", weights_only=True)
-    assert test["images"].shape == (30, 3, 24, 24)
+    test = load_split(cfg.paths.processed, "test")
+    assert test.images.shape == (30, 3, 24, 24)

@@ -3,15 +3,13 @@ registers there, the champion can be read back over HTTP, and its UI works with 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import requests
-from playwright.sync_api import sync_playwright
 
 from tests.dvc_repo import command_env, make_repo
-from tests.servers import free_port, make_target
+from tests.servers import free_port, make_target, offline_page
 
 
 def test_pipeline_logs_and_registers_on_a_tracking_server(tmp_path):
@@ -44,22 +42,8 @@ def test_pipeline_logs_and_registers_on_a_tracking_server(tmp_path):
 def ui_offline(uri: str) -> tuple[str, list[str]]:
     """The UI's home page in Chromium with every request off the server refused: its text, and
     what it asked of the network."""
-    web: list[str] = []
-
-    def offline(route):
-        if route.request.url.startswith(f"{uri}/"):
-            route.continue_()
-        else:
-            web.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        context = browser.new_context()
-        context.route("**/*", offline)
-        page = context.new_page()
+    with offline_page(f"{uri}/") as (page, web):
         page.goto(f"{uri}/", wait_until="domcontentloaded")
         page.get_by_text("attention-pipeline", exact=True).first.wait_for(timeout=60_000)
         text = page.inner_text("body")
-        browser.close()
     return text, web

@@ -178,3 +178,14 @@ def test_unusable_tracking_store_is_named(prepared, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(PipelineError, match="MLflow tracking store .*a-file/mlflow.db"):
         train.run(load_config())
+
+
+def test_training_streamed_from_the_shards_learns_as_training_from_memory(prepared, caplog):
+    caplog.set_level("INFO", logger="pipeline.train")
+    memory = train.run(load_config(overrides={"train.epochs": 5, "train.loader": "memory"}))
+    assert "images streamed from the shards" not in caplog.text
+    streamed = train.run(load_config(overrides={"train.epochs": 5, "train.loader": "stream"}))
+    assert "images streamed from the shards" in caplog.text
+    assert streamed.metrics["steps"] == memory.metrics["steps"]
+    assert streamed.history["train_accuracy"].iloc[-1] > 0.6  # three classes: 1/3 by chance
+    assert streamed.metrics["val_accuracy"] >= memory.metrics["val_accuracy"] - 0.1

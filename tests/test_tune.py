@@ -2,6 +2,7 @@
 whose best settings land in params.yaml."""
 
 import json
+import shutil
 
 import mlflow
 import pytest
@@ -16,7 +17,7 @@ from tests.synthetic import prepared_project
 def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     with prepared_project(root, {"train": 30, "test": 10}, train={"precision": "fp32"}) as cfg:
-        (cfg.paths.processed / "test.pt").unlink()  # tuning must never need the test split
+        shutil.rmtree(cfg.paths.processed / "test")  # tuning must never need the test split
         params = cfg.root / "params.yaml"
         params.write_text("# my notes on this dataset\n" + params.read_text())
         result = tune.run(cfg, trials=4, minutes=10, epochs=2, write=True, fixed=frozenset({"train.augment.erasing"}))

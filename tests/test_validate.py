@@ -10,6 +10,7 @@ from PIL import Image
 from pipeline import validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
+from tests.servers import offline_page
 
 
 def tree_checksum(root: Path) -> dict[str, str]:
@@ -133,24 +134,10 @@ def test_data_docs_list_the_runs_and_are_styled_with_the_network_off(project):
     """GX's pages load their scripts and styles from CDNs; the stage's copies must stand in for all
     of them: the index's table of validation runs is filled by bootstrap-table, a result page is
     laid out by Bootstrap, and the browser asks the web for nothing."""
-    from playwright.sync_api import sync_playwright
-
     run_validation(project)
     index = project.paths.reports / "data_docs" / "index.html"
-    web, failed = [], []
-
-    def offline(route):
-        if route.request.url.startswith("file:"):
-            route.continue_()
-        else:
-            web.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        context = browser.new_context()
-        context.route("**/*", offline)
-        page = context.new_page()
+    failed = []
+    with offline_page("file:") as (page, web):
         page.on("requestfailed", lambda request: failed.append(request.url))
         page.goto(index.as_uri(), wait_until="load")
         runs = page.locator(".ge-index-page-validation-results-table tbody tr[data-href]")
@@ -161,7 +148,6 @@ def test_data_docs_list_the_runs_and_are_styled_with_the_network_off(project):
         style = "e => [getComputedStyle(e).display, getComputedStyle(e).position]"
         navbar = page.locator("nav.navbar").first.evaluate(style)
         result_rows = page.locator("table tbody tr").count()
-        browser.close()
     assert len(listed) == 2 and sorted("files" in run for run in listed) == [False, True], listed  # files, classes
     assert navbar == ["flex", "sticky"]  # Bootstrap's .navbar and .sticky-top (unstyled: block, static)
     assert result_rows > 0

@@ -48,7 +48,7 @@ def measure(root: Path, overrides: dict, variant: str, images: int) -> dict:
     runtime = Runtime(selected.device, selected.amp_dtype, change.get("channels_last", True))
     processed = root / "data" / "processed"
     meta = json.loads((processed / "meta.json").read_text())
-    full = load_split(processed / "train.pt")
+    full = load_split(processed, "train")
     count = images - images % batch  # whole batches only: no recompilation for a short last batch
     index = torch.arange(count) % len(full.labels)
     data = TensorSplit(full.images[index].to(runtime.device), full.labels[index].to(runtime.device))
@@ -80,7 +80,7 @@ def flops_per_image(root: Path, overrides: dict) -> float:
     cfg = load_config(root / "params.yaml", overrides)
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     meta = json.loads((root / "data" / "processed" / "meta.json").read_text())
-    full = load_split(root / "data" / "processed" / "train.pt")
+    full = load_split(root / "data" / "processed", "train")
     data = TensorSplit(full.images.to(runtime.device), full.labels.to(runtime.device))
     return time_to_accuracy.flops_per_image(cfg, meta, data)
 

@@ -44,9 +44,9 @@ def measure(root: Path, overrides: dict) -> dict:
     processed = root / "data" / "processed"
     meta = json.loads((processed / "meta.json").read_text())
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
-    full = load_split(processed / "train.pt")
+    full = load_split(processed, "train")
     train = TensorSplit(full.images.to(runtime.device), full.labels.to(runtime.device))
-    test = load_split(processed / "test.pt")
+    test = load_split(processed, "test")
     flops = flops_per_image(cfg, meta, train)
     training = build_training(cfg, meta, runtime, train.labels)
     epochs, trained = [], 0.0

@@ -31,7 +31,7 @@ import yaml
 from bench import RESULTS
 from pipeline.core.config import load_config
 from pipeline.data.outliers import SETS, outlier_set
-from pipeline.data.splits import load_split
+from pipeline.data.splits import TensorSplit, load_split, save_split
 from pipeline.evaluate import separation
 from pipeline.model.model_file import load_model
 from pipeline.model.novelty import logit_scores, unit_rows
@@ -69,7 +69,7 @@ def far_sets(root: Path) -> tuple[dict, dict]:
     cfg = load_config(root / "params.yaml")
     model, info = load_model(cfg.paths.model_file)
     runtime = select_runtime("cpu", "fp32")
-    splits = {name: load_split(cfg.paths.processed / f"{name}.pt") for name in ("train", "val", "test")}
+    splits = {name: load_split(cfg.paths.processed, name) for name in ("train", "val", "test")}
     out = {name: predict_batches(model, split.images, 1024, runtime) for name, split in splits.items()}
     for name in SETS:
         images = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
@@ -95,7 +95,7 @@ def far_sets(root: Path) -> tuple[dict, dict]:
 def cost(root: Path) -> dict:
     cfg = load_config(root / "params.yaml")
     model, _ = load_model(cfg.paths.model_file)
-    test = load_split(cfg.paths.processed / "test.pt").images
+    test = load_split(cfg.paths.processed, "test").images
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     detector, figures = model.novelty, {}
     for label, attached in (("without", None), ("with", detector)):
@@ -136,12 +136,12 @@ def near_set(root: Path, held_out: str) -> dict:
     shutil.copy(cfg.paths.manifest, work / "data" / "manifest.csv")
     outliers = None
     for name in ("train", "val", "test"):
-        split = load_split(cfg.paths.processed / f"{name}.pt")
+        split = load_split(cfg.paths.processed, name)
         keep = split.labels != gone
         if name == "test":
             outliers = split.images[~keep]
         labels = split.labels[keep]
-        torch.save({"images": split.images[keep], "labels": labels - (labels > gone).long()}, processed / f"{name}.pt")
+        save_split(processed / name, TensorSplit(split.images[keep], labels - (labels > gone).long()))
     json.dump({**meta, "classes": [c for c in meta["classes"] if c != held_out]}, (processed / "meta.json").open("w"))
     os.environ["PIPELINE_ROOT"] = str(work)
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def near_set(root: Path, held_out: str) -> dict:
     seconds = time.perf_counter() - started
     model, info = load_model(work / "models" / "model.pt")
     runtime = select_runtime("cpu", "fp32")
-    known = predict_batches(model, load_split(processed / "test.pt").images, 1024, runtime)
+    known = predict_batches(model, load_split(processed, "test").images, 1024, runtime)
     unknown = predict_batches(model, outliers, 1024, runtime)
     result = {"held_out": held_out, "val_accuracy": trained.metrics["val_accuracy"], "train_seconds": round(seconds)}
     result["shipped"] = separation(known.novelty.numpy(), unknown.novelty.numpy())

@@ -52,8 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.root.resolve() / "params.yaml")
     model, info = load_model(cfg.paths.model_file)
-    reference = records(model, info, load_split(cfg.paths.processed / "val.pt").images)
-    test = load_split(cfg.paths.processed / "test.pt").images
+    reference = records(model, info, load_split(cfg.paths.processed, "val").images)
+    test = load_split(cfg.paths.processed, "test").images
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
     windows = {f"unchanged {i + 1}": test[order[i * args.window : (i + 1) * args.window]] for i in range(5)}
     quarter = args.window // 4

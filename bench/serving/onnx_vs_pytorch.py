@@ -43,7 +43,7 @@ def main() -> None:
     paths = ProjectPaths(args.root.resolve())
     model, _ = load_model(paths.model_file)
     session = onnx_file.session(paths.onnx_file)
-    images = load_split(paths.processed / "test.pt").images
+    images = load_split(paths.processed, "test").images
     runtime = select_runtime("cpu", "fp32")
     results = {}
     for name, batch_call, single_call in (

@@ -27,7 +27,7 @@ def measure(project_root: Path, calls: int = SINGLE_IMAGE_CALLS) -> dict:
     cfg = load_config(project_root / "params.yaml")
     runtime = select_runtime(cfg.train.device, cfg.train.precision)
     processed = project_root / "data" / "processed"
-    test = load_split(processed / "test.pt")
+    test = load_split(processed, "test")
     if cfg.paths.model_file.is_file():
         model = runtime.prepare(load_model(cfg.paths.model_file)[0])
     else:

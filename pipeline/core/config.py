@@ -126,6 +126,7 @@ class TrainConfig(_Section):
     freeze_epochs: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # fine-tuning: epochs of the head alone
     backbone_lr: Annotated[float, Field(gt=0)] | Literal["auto"] | None = "auto"  # fine-tuning; null: lr
     checkpoint_seconds: float = Field(60, ge=0)  # a checkpoint after an epoch once this long since the last
+    loader: Literal["auto", "memory", "stream"] = "auto"  # the splits held in memory or streamed from their shards
 
 
 class EvaluateConfig(_Section):

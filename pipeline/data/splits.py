@@ -1,26 +1,70 @@
-"""The preprocessed splits: written by the preprocess stage, read by training, evaluation and registration."""
+"""The preprocessed splits: written by the preprocess stage, read by training, evaluation and registration.
+
+`data/processed/<split>/` holds the split's images in streaming shards (`pipeline/data/shards.py`)
+and `table.pt`: its labels, each image's manifest path and, where known, its object box, in the
+shards' order. A split is read whole into memory when it fits (`fits_in_memory`), else its images
+are read from the shards as they are used.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.memory import fits_in_memory
+from pipeline.data.shards import ShardedImages, ShardWriter, read_all
+
+TABLE = "table.pt"
+Loading = Literal["auto", "memory", "stream"]
 
 
 @dataclass(frozen=True)
 class TensorSplit:
-    images: torch.Tensor  # N×C×H×W uint8
+    images: torch.Tensor | ShardedImages  # N×C×H×W uint8: in memory, or read from the shards on demand
     labels: torch.Tensor  # N int64
     boxes: torch.Tensor | None = None  # N×4 float (x_min, y_min, x_max, y_max in pixels, NaN: none), where known
     paths: list[str] | None = None  # each image's manifest path
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, ShardedImages)
 
-def load_split(path: Path) -> TensorSplit:
-    """One preprocessed split, loaded safely (tensors only)."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
-    payload = torch.load(path, weights_only=True)
-    return TensorSplit(payload["images"], payload["labels"], payload.get("boxes"), payload.get("paths"))
+
+def write_table(
+    folder: Path, labels: torch.Tensor, shape: list[int], paths: list[str], boxes: torch.Tensor | None = None
+) -> None:
+    """The split's table beside its shards (written after them: its presence marks a whole split)."""
+    table = {"labels": labels, "paths": paths, "shape": shape}
+    if boxes is not None:
+        table["boxes"] = boxes
+    torch.save(table, folder / TABLE)
+
+
+def save_split(folder: Path, split: TensorSplit) -> None:
+    """Write an in-memory split as the preprocess stage does (for tools that derive one split from another)."""
+    writer = ShardWriter(folder)
+    writer.add(split.images.numpy(), split.labels.tolist())
+    writer.close()
+    paths = split.paths or [f"#{i}" for i in range(len(split.labels))]
+    write_table(folder, split.labels, list(split.images.shape), paths, split.boxes)
+
+
+def load_split(processed: Path, name: str, loading: Loading = "auto") -> TensorSplit:
+    """The split `name` of the preprocessed folder: its images in memory (`memory`, or `auto` when
+    they fit) or read from its shards on demand (`stream`)."""
+    folder = processed / name
+    if not (folder / TABLE).is_file():
+        raise PipelineError(f"{folder}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
+    table = torch.load(folder / TABLE, weights_only=True)
+    shape = tuple(table["shape"])
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel ranks on this machine each hold one
+    if loading == "stream" or (loading == "auto" and not fits_in_memory(torch.Size(shape).numel(), copies)):
+        images = ShardedImages(folder, shape)
+    else:
+        images = read_all(folder, shape)
+    return TensorSplit(images, table["labels"], table.get("boxes"), table.get("paths"))

@@ -92,12 +92,17 @@ def select_runtime(device: str = "auto", precision: str = "auto", gpu: int = 0, 
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> Prediction:
-    """The model's outputs for uint8 `images` (float32, on the CPU), in batches."""
+def predict_batches(
+    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None = None
+) -> Prediction:
+    """The model's outputs for uint8 `images` (or those at `rows`), float32 on the CPU, in batches:
+    `images` may be a split read from its shards as it goes."""
     model.eval()
     parts: list[Prediction] = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(runtime.device, non_blocking=True)
+    count = len(images) if rows is None else len(rows)
+    for start in range(0, count, batch_size):
+        part = slice(start, start + batch_size)
+        batch = (images[part] if rows is None else images[rows[part]]).to(runtime.device, non_blocking=True)
         with runtime.autocast():
             out = model(batch.contiguous(memory_format=runtime.memory_format))
         parts.append(Prediction(*(None if t is None else t.float().cpu() for t in out)))

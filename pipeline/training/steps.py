@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.core.config import Config, TrainConfig
+from pipeline.data.shards import stream_batches
 from pipeline.data.splits import TensorSplit
 from pipeline.model.network import AttentionCNN
 from pipeline.training.augment import augment
@@ -20,7 +22,13 @@ from pipeline.training.distributed import ONE_PROCESS, Ranks
 from pipeline.training.plan import Plan, plan_training
 from pipeline.training.runtime import Runtime, predict_batches
 
-SCORING_BATCH = 1024  # images per forward pass when the train stage scores a split
+SCORING_VALUES = 2**24  # pixel values per forward pass when the train stage scores a split
+
+
+def scoring_batch(images: torch.Tensor) -> int:
+    """Images per forward pass for scoring `images`: 1,024 small ones, fewer large ones (about 16 M
+    pixel values, 64 MB as float32, so activations stay bounded at any image size)."""
+    return max(1, min(1024, SCORING_VALUES // images.shape[1:].numel()))
 
 
 def make_optimizer(model: AttentionCNN, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
@@ -94,7 +102,7 @@ def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
-    logits = predict_batches(training.model, split.images, SCORING_BATCH, runtime).logits
+    logits = predict_batches(training.model, split.images, scoring_batch(split.images), runtime).logits
     labels, weight = split.labels.cpu(), training.loss_fn.weight
     loss = nn.functional.cross_entropy(
         logits,
@@ -112,6 +120,22 @@ def peak_memory_mb(runtime: Runtime) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def epoch_batches(
+    data: TensorSplit, batch_size: int, seed: int, epoch: int, generator: torch.Generator, ranks: Ranks
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's (images, labels) batches of an epoch on the generator's device: from memory in a
+    seeded random order cut as DistributedSampler cuts it, or streamed from the split's shards."""
+    device = generator.device
+    if data.streamed:
+        for images, labels in stream_batches(data.images.folder, batch_size, seed, epoch):
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return
+    order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=device))
+    for first in range(0, len(order), batch_size):
+        index = order[first : first + batch_size]
+        yield data.images[index], data.labels[index]
+
+
 def train_epoch(
     training: Training, data: TensorSplit, cfg: TrainConfig, runtime: Runtime, epoch: int, ranks: Ranks = ONE_PROCESS
 ) -> dict[str, float]:
@@ -123,19 +147,17 @@ def train_epoch(
     # dropout: the same per epoch, so a resumed run matches; different on each rank
     torch.manual_seed((cfg.seed + epoch) * ranks.world_size + ranks.rank)
     generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed + epoch)
-    order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=runtime.device))
     batch_size = ranks.per_rank_batch(training.plan.batch_size)
     total_loss = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
     seen, start = 0, time.perf_counter()
-    batches = range(0, len(order), batch_size)
     progress = tqdm(
-        batches, desc=f"epoch {epoch}/{training.plan.epochs}", leave=False, disable=None if ranks.is_main else True
-    )
-    for step, first in enumerate(progress):
-        index = order[first : first + batch_size]
-        images = augment(data.images[index], cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
-        labels = data.labels[index]
+        epoch_batches(data, batch_size, cfg.seed, epoch, generator, ranks),
+        total=training.plan.steps_per_epoch, desc=f"epoch {epoch}/{training.plan.epochs}", leave=False,
+        disable=None if ranks.is_main else True,
+    )  # fmt: skip
+    for step, (batch, labels) in enumerate(progress):
+        images = augment(batch, cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
         with runtime.autocast():
             logits = model(images).logits
             loss = loss_fn(logits.float(), labels)

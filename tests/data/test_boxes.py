@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from pipeline import evaluate, preprocess, train, validate
@@ -14,6 +13,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data import image_folder
 from pipeline.data.manifest import BOX, manifest_frame
+from pipeline.data.splits import load_split
 
 BOX_RULE = "object box inside its image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)"
 
@@ -81,9 +81,9 @@ def test_boxes_of_some_images_are_scaled_with_them_and_scored_in_evaluate(projec
     manifest = pd.read_csv(cfg.paths.manifest)
     assert manifest[BOX].notna().all(axis=1).sum() == len(annotated)
     preprocess.run(cfg)
-    test = torch.load(cfg.paths.processed / "test.pt", weights_only=True)
-    expected = [[0, 0, 4, 8] if path in annotated else [np.nan] * 4 for path in test["paths"]]
-    np.testing.assert_array_equal(test["boxes"].numpy(), np.array(expected, dtype=np.float32))
+    test = load_split(cfg.paths.processed, "test")
+    expected = [[0, 0, 4, 8] if path in annotated else [np.nan] * 4 for path in test.paths]
+    np.testing.assert_array_equal(test.boxes.numpy(), np.array(expected, dtype=np.float32))
     train.run(cfg)
     evaluate.run(cfg)
     localisation = json.loads((cfg.paths.metrics / "eval.json").read_text())["attention"]["localisation"]

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from pipeline import evaluate, preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.data import cluttered
 from pipeline.data.manifest import Scan, manifest_frame
+from pipeline.data.splits import load_split
 from tests.synthetic import write_small_fashion_mnist
 
 
@@ -75,10 +75,10 @@ def test_the_cluttered_source_runs_through_the_stages_and_measures_localisation(
     manifest = pd.read_csv(cfg.paths.manifest)
     assert len(manifest) == 400 and manifest["box_x_max"].le(60).all() and manifest["box_x_min"].ge(0).all()
     preprocess.run(cfg)
-    test = torch.load(cfg.paths.processed / "test.pt", weights_only=True)
-    rows = manifest.set_index("path").loc[test["paths"]]
+    test = load_split(cfg.paths.processed, "test")
+    rows = manifest.set_index("path").loc[test.paths]
     expected = rows[["box_x_min", "box_y_min", "box_x_max", "box_y_max"]].to_numpy() / 2  # 60 px → 30 px
-    np.testing.assert_allclose(test["boxes"].numpy(), expected)
+    np.testing.assert_allclose(test.boxes.numpy(), expected)
     train.run(cfg)
     evaluate.run(cfg)
     localisation = json.loads((cfg.paths.metrics / "eval.json").read_text())["attention"]["localisation"]

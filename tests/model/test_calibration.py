@@ -60,7 +60,7 @@ def test_the_model_file_and_its_onnx_export_answer_with_the_fitted_temperature(c
     model, info = load_model(cfg.paths.model_file)
     assert info.temperature == pytest.approx(fitted["temperature"]) and info.temperature != 1.0
     assert float(model.temperature) == pytest.approx(info.temperature)
-    test = load_split(cfg.paths.processed / "test.pt")
+    test = load_split(cfg.paths.processed, "test")
     logits = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits
     model.temperature.fill_(1.0)
     raw = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits

@@ -75,7 +75,7 @@ def trained(tmp_path_factory):
         result = train.run(cfg)
         chosen, run_params = load_model(cfg.paths.model_file)[1].rule, mlflow.get_run(result.run_id).data.params
         model, info = load_model(cfg.paths.model_file)
-        test = load_split(cfg.paths.processed / "test.pt")
+        test = load_split(cfg.paths.processed, "test")
         probabilities = probabilities_of(model, test.images)
         index = info.classes.index(POSITIVE)
         low = float(np.quantile(probabilities[:, index], 0.4))  # well below 0.5: overrules the argmax often

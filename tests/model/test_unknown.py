@@ -76,7 +76,7 @@ def test_the_model_file_keeps_the_bank_and_the_threshold_chosen_on_validation(de
     rule = info.detector
     assert rule == Novelty(**trained.metrics["unknown"]) and rule.bank == 60 and rule.neighbours == 3
     assert model.novelty.bank.norm(dim=1).sub(1).abs().max() < 1e-5  # unit vectors of real features
-    val = load_split(cfg.paths.processed / "val.pt")
+    val = load_split(cfg.paths.processed, "val")
     scores = predict_batches(model, val.images, 64, select_runtime("cpu", "fp32")).novelty.numpy()
     assert 1 - rule.unknown(scores).mean() >= 0.9  # the share asked for is accepted, at one of its own scores
     assert np.isclose(scores, rule.threshold, atol=1e-5).any() and rule.unknown(scores).any()
@@ -103,6 +103,6 @@ def test_the_check_fails_for_a_detector_that_says_the_same_of_everything(detecte
 
     model.novelty = Constant()
     runtime = select_runtime("cpu", "fp32")
-    test = predict_batches(model, load_split(cfg.paths.processed / "test.pt").images, 64, runtime)
+    test = predict_batches(model, load_split(cfg.paths.processed, "test").images, 64, runtime)
     checked, _ = evaluate.unknown_metrics(cfg, model, runtime, info, test)
     assert all(figures["auroc"] == 0.5 and figures["flagged"] == 0.0 for figures in checked["sets"].values())

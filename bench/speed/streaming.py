@@ -1,0 +1,57 @@
+"""Streamed against in-memory training, side by side in one process: the train stage's epochs on
+the same images, read from memory and from shards on local disk, alternating after a warm-up.
+
+    python -m bench.speed.streaming [PROJECT_ROOT] [--images 12800] [--rounds 3]
+
+Needs the preprocessed splits (`dvc repro preprocess`). Prints one JSON line: each epoch's
+images/s and the median ratio streamed / memory. Alternating in one process cancels the drift a
+fresh process shows over its first epochs (allocator, CPU clock), which separate runs mix in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from pipeline.core.config import load_config
+from pipeline.data.splits import TensorSplit, load_split, save_split
+from pipeline.training.runtime import select_runtime
+from pipeline.training.steps import build_training, train_epoch
+
+
+def measure(root: Path, images: int, rounds: int) -> dict:
+    cfg = load_config(root / "params.yaml")
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
+    processed = root / "data" / "processed"
+    meta = json.loads((processed / "meta.json").read_text())
+    full = load_split(processed, "train")
+    memory = TensorSplit(full.images[:images].to(runtime.device), full.labels[:images].to(runtime.device))
+    shards = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    save_split(shards / "train", TensorSplit(full.images[:images], full.labels[:images]))
+    streamed = load_split(shards, "train", "stream")
+    training = build_training(cfg, meta, runtime, full.labels.repeat(2 * rounds + 3))
+    epoch = 1
+    rates: dict[str, list[float]] = {"memory": [], "streamed": []}
+    for name, data in [("memory", memory), ("streamed", streamed)] * (rounds + 1):
+        rate = train_epoch(training, data, cfg.train, runtime, epoch)["images_per_second"]
+        if epoch > 2:  # the first round warms up
+            rates[name].append(round(rate))
+        epoch += 1
+    ratios = [s / m for s, m in zip(rates["streamed"], rates["memory"], strict=True)]
+    return {"images": images, "runtime": runtime.name, **rates, "streamed_vs_memory": statistics.median(ratios)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.streaming")
+    parser.add_argument("project_root", type=Path, nargs="?", default=Path("."))
+    parser.add_argument("--images", type=int, default=12800)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.project_root, args.images, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
