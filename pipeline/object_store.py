@@ -37,7 +37,8 @@ from pipeline.core.locks import LockHeld, file_lock
 
 HOST = "127.0.0.1"
 LOCAL_CREDENTIALS = ("attention-local", "attention-local-secret")  # for this machine only; never a real key
-START_TIMEOUT = 30.0  # seconds; a start takes about 1 s
+START_TIMEOUT = 30.0  # seconds; a start takes about 1 s, a restart up to about 5 s
+PROBE = ".object-store/probe"  # an object every start reads back before it says it is ready
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,16 @@ def weed_binary() -> str:
 
 def weed_command(weed: str, data_dir: Path, port: int) -> list[str]:
     """`weed mini` with its S3 endpoint on HOST:port and nothing it does not need (WebDAV, the admin UI,
-    the Iceberg and Lance catalogs, telemetry); its logs under data_dir/logs, not /tmp."""
+    the Iceberg and Lance catalogs, telemetry); its logs under data_dir/logs, not /tmp.
+
+    Its master starts afresh and learns the volumes from the volume server (as `weed server` does):
+    resuming the master's saved state left stored objects unreadable (HTTP 500) for about 4 s after
+    one restart in five here.
+    """
     return [
         weed, f"-logdir={data_dir / 'logs'}", "mini", f"-dir={data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
-        f"-s3.port={port}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.port={port}", "-master.resumeState=false", "-master.telemetry=false", "-webdav=false",
+        "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
 
 
@@ -182,18 +188,49 @@ def wait_until_up(process: subprocess.Popen, endpoint: str, deadline: float) -> 
         time.sleep(0.1)
 
 
-def create_bucket_when_ready(client, bucket: str, deadline: float) -> bool:
-    """ensure_bucket, retried while the freshly started store still refuses connections or answers 5xx."""
+def retry_until(deadline: float, action):
+    """`action()`, retried while the store refuses connections or answers 5xx, until `deadline`."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     while True:
         try:
-            return ensure_bucket(client, bucket)
+            return action()
         except (BotoCoreError, ClientError) as error:
             status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if (isinstance(error, ClientError) and status < 500) or time.monotonic() > deadline:
-                raise PipelineError(f"cannot create bucket '{bucket}': {first_line(error)}") from None
+                raise
             time.sleep(0.2)
+
+
+def has_object(client, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+            raise
+        return False
+
+
+def prepare_bucket(client, bucket: str, deadline: float) -> bool:
+    """Make the bucket unless it exists, then wait until an object stored by an earlier start reads back
+    (the probe, written on the first start); whether the bucket was made.
+
+    SeaweedFS answers as soon as its filer knows the names, but after some restarts its volume server
+    takes seconds to register the volumes again, and reading a stored object fails with 500 meanwhile.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        created = retry_until(deadline, lambda: ensure_bucket(client, bucket))
+        if not retry_until(deadline, lambda: has_object(client, bucket, PROBE)):
+            retry_until(deadline, lambda: client.put_object(Bucket=bucket, Key=PROBE, Body=b"ok"))
+        retry_until(deadline, lambda: client.get_object(Bucket=bucket, Key=PROBE)["Body"].read())
+    except (BotoCoreError, ClientError) as error:
+        raise PipelineError(f"the object store is not ready: {first_line(error)}") from None
+    return created
 
 
 class _Stop(Exception):
@@ -222,7 +259,7 @@ def serve(data_dir: Path, port: int, bucket: str) -> None:
             try:
                 endpoint, deadline = f"http://{HOST}:{port}", started + START_TIMEOUT
                 wait_until_up(process, endpoint, deadline)
-                created = create_bucket_when_ready(s3_client(endpoint, credentials), bucket, deadline)
+                created = prepare_bucket(s3_client(endpoint, credentials), bucket, deadline)
                 print(
                     f"object store ready in {time.monotonic() - started:.1f} s: s3://{bucket} "
                     f"({'created' if created else 'kept'}) at {endpoint}, data in {data_dir}, "
