@@ -4,12 +4,14 @@ are checked, and data that outlives a restart. No mocks: every byte goes through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -132,6 +134,25 @@ def test_a_second_start_serves_the_same_objects_within_seconds(tmp_path):
     for log in (first_log, second_log):
         seconds = float(re.search(r"object store ready in ([\d.]+) s", log).group(1))
         assert seconds < 10, log
+
+
+def test_every_part_of_the_store_listens_on_loopback_only(store):
+    port = store.endpoint.rsplit(":", 1)[1]
+    (weed,) = [proc for proc in Path("/proc").glob("[0-9]*")
+               if f"-s3.port={port}".encode() in (proc / "cmdline").read_bytes()]  # fmt: skip
+    sockets = set()
+    for fd in (weed / "fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(fd)).startswith("socket:["):
+                sockets.add(target[8:-1])
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN
+                listening.add(fields[1])
+    assert len(listening) >= 5, listening  # S3, master, volume, filer and their gRPC ports
+    assert {address.split(":")[0] for address in listening} == {"0100007F"}, listening  # 127.0.0.1
 
 
 def test_the_store_takes_both_keys_from_the_environment_or_neither():
