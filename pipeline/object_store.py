@@ -233,6 +233,22 @@ def prepare_bucket(client, bucket: str, deadline: float) -> bool:
     return created
 
 
+def unix_sockets(pid: int) -> list[Path]:
+    """The paths of the Unix sockets a process has open (from /proc; none where there is no /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            if (target := os.readlink(fd)).startswith("socket:["):
+                inodes.add(target[8:-1])
+        except OSError:
+            continue
+    try:
+        rows = [row.split() for row in Path("/proc/net/unix").read_text().splitlines()[1:]]
+    except OSError:
+        return []
+    return sorted({Path(row[7]) for row in rows if len(row) > 7 and row[6] in inodes and row[7].startswith("/")})
+
+
 class _Stop(Exception):
     """SIGTERM, turned into an exception so that SeaweedFS is stopped too."""
 
@@ -256,10 +272,12 @@ def serve(data_dir: Path, port: int, bucket: str) -> None:
             signal.signal(signal.SIGTERM, _raise_stop)
             started = time.monotonic()
             process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=banner)
+            sockets: list[Path] = []
             try:
                 endpoint, deadline = f"http://{HOST}:{port}", started + START_TIMEOUT
                 wait_until_up(process, endpoint, deadline)
                 created = prepare_bucket(s3_client(endpoint, credentials), bucket, deadline)
+                sockets = unix_sockets(process.pid)  # SeaweedFS leaves some in /tmp when it stops
                 print(
                     f"object store ready in {time.monotonic() - started:.1f} s: s3://{bucket} "
                     f"({'created' if created else 'kept'}) at {endpoint}, data in {data_dir}, "
@@ -272,6 +290,8 @@ def serve(data_dir: Path, port: int, bucket: str) -> None:
                 pass
             finally:
                 stop(process)
+                for path in sockets:
+                    path.unlink(missing_ok=True)
     except LockHeld as held:
         raise PipelineError(f"{data_dir} is already served by another object store ({held}): stop that one") from None
 
