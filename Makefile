@@ -23,13 +23,17 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 # Shared servers (see docs/scaling.md); all listen on 127.0.0.1 only.
 MLFLOW_SERVER_PORT  ?= 5050
 MLFLOW_SERVER_STORE ?= $(CURDIR)/.mlflow-server
+MLFLOW_ARTIFACTS    ?= $(MLFLOW_SERVER_STORE)/artifacts
+OBJECT_STORE_PORT   ?= 8333
+OBJECT_STORE_DIR    ?= $(CURDIR)/.object-store
+OBJECT_STORE_BUCKET ?= attention-pipeline
 PREFECT_PORT        ?= 4200
 SERVE_PORT          ?= 5001
 SERVE_MODEL         ?= models:/attention-classifier@champion
 DEMO_PORT           ?= 7860
 DOCS_PORT           ?= 8000
 
-.PHONY: setup lint debian-fashion-mnist demo run run-gpu repro tune test bench bench-smoke docs docs-serve mlflow-ui mlflow-server prefect-server prefect-worker schedule serve clean
+.PHONY: setup lint debian-fashion-mnist demo run run-gpu repro tune test bench bench-smoke docs docs-serve mlflow-ui mlflow-server object-store prefect-server prefect-worker schedule serve clean
 
 setup: $(STAMP) $(DATA)
 
@@ -99,10 +103,19 @@ docs-serve: setup
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+# Artifacts to a folder (default) or an object store: MLFLOW_ARTIFACTS=s3://BUCKET/PREFIX with
+# MLFLOW_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; those are checked before it starts.
 mlflow-server: setup
 	mkdir -p $(MLFLOW_SERVER_STORE)
+	@case "$(MLFLOW_ARTIFACTS)" in s3://*) python -m pipeline.object_store check "$(MLFLOW_ARTIFACTS)";; esac
 	mlflow server --backend-store-uri sqlite:///$(MLFLOW_SERVER_STORE)/mlflow.db \
-	  --artifacts-destination $(MLFLOW_SERVER_STORE)/artifacts --host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1
+	  --artifacts-destination $(MLFLOW_ARTIFACTS) --host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) --workers 1
+
+# An S3-compatible object store (SeaweedFS) for the DVC remote and MLflow's artifacts (docs/object-store.md):
+# http://127.0.0.1:$(OBJECT_STORE_PORT), keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, data in $(OBJECT_STORE_DIR).
+object-store: setup
+	python -m pipeline.object_store serve --dir "$(OBJECT_STORE_DIR)" --port $(OBJECT_STORE_PORT) \
+	  --bucket $(OBJECT_STORE_BUCKET)
 
 prefect-server: setup
 	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
