@@ -14,6 +14,7 @@ with the dataset. Training then reads shards and never decodes an image again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import replace_dir, write_json
 from pipeline.data.manifest import BOX, upright_size
-from pipeline.data.shards import ShardWriter
+from pipeline.data.shards import ShardWriter, publish
 from pipeline.data.sources import load_images
 from pipeline.data.split_rule import split_manifest
 from pipeline.data.splits import write_table
@@ -82,6 +83,17 @@ def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
     return torch.from_numpy(boxes * scale).float()
 
 
+def publish_splits(folder: Path, names: list[str], url: str) -> str:
+    """Upload the splits' shards under `url`/<digest of their indexes>/<split>: a new version of the
+    data lands beside the old ones, never over shards that a running job streams. Returns the URL."""
+    digest = hashlib.sha256(b"".join((folder / name / "index.json").read_bytes() for name in names)).hexdigest()
+    base = f"{url.rstrip('/')}/{digest[:16]}"
+    for name in names:
+        publish(folder / name, f"{base}/{name}")
+    log.info("preprocess: shards published to %s", base)
+    return base
+
+
 def run(cfg: Config) -> dict:
     """Split the validated manifest and write each split's tensors and the metadata."""
     manifest_path = cfg.paths.manifest
@@ -103,6 +115,8 @@ def run(cfg: Config) -> dict:
             write_split(cfg, rows, labels, staging / name, stats if name == "train" else None)
             meta["counts"][name] = len(labels)
         meta["mean"], meta["std"] = stats.result()
+        if cfg.data.shards_url:
+            meta["shards"] = publish_splits(staging, list(meta["counts"]), cfg.data.shards_url)
         write_json(staging / "meta.json", meta)
     log.info("preprocess: %s images -> %s", meta["counts"], cfg.paths.processed)
     return meta

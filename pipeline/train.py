@@ -87,7 +87,8 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank, cfg.model.backbone)
     train_data, val_data = (load_split(paths.processed, name, cfg.train.loader) for name in ("train", "val"))
     if train_data.streamed:
-        log.info("train: images streamed from the shards in %s (train.loader %s)", paths.processed, cfg.train.loader)
+        where = str(train_data.images.folder).removesuffix("/train")
+        log.info("train: images streamed from the shards in %s (train.loader %s)", where, cfg.train.loader)
     else:
         train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 

@@ -45,7 +45,8 @@ def cgroup_unavailable() -> str | None:
     """Why a memory cgroup cannot be made here, or None when it can."""
     if sys.platform != "linux" or os.geteuid() != 0:
         return "memory cgroups need Linux and root"
-    if (V1 / "memory.limit_in_bytes").exists() or "memory" in (V2 / "cgroup.subtree_control").read_text():
+    controllers = V2 / "cgroup.subtree_control"
+    if (V1 / "memory.limit_in_bytes").exists() or (controllers.exists() and "memory" in controllers.read_text()):
         return None
     return "no writable memory cgroup controller (v1 or v2)"
 

@@ -38,6 +38,8 @@ class DataConfig(_Section):
     seed: int = 42
     canvas: int = Field(60, ge=56, le=1024)  # cluttered-fashion-mnist: canvas side; the 28-px item covers ≤ 1/4
     clutter: int = Field(4, ge=0, le=64)  # cluttered-fashion-mnist: 8×8 fragments of other items per canvas
+    # preprocess also publishes the shards there (s3://bucket/prefix); streamed training reads them from there
+    shards_url: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]+(/.*)?$")] | None = None
 
 
 class ValidateConfig(_Section):

@@ -5,12 +5,15 @@ Written once by the preprocess stage, a block of images at a time, so no step ho
 Read three ways: in order (`ShardedImages`, a lazy sequence that slices like a tensor), whole into
 one tensor (`read_all`), and shuffled in batches for training (`stream_batches`), which gives every
 data-parallel rank its own share and the same number of batches. The folder can be local or an
-object store URL (`s3://…`, LitData's `storage_options` for the endpoint and credentials).
+object store URL (`s3://bucket/prefix`, where `publish` uploads a folder): the keys and endpoint
+come from the environment as for boto3 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_ENDPOINT_URL`); LitData caches the chunks it downloads under `~/.lightning/chunks`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,8 +28,20 @@ log = logging.getLogger(__name__)
 SHARD_BYTES = "64MB"
 
 
+def _allow_plain_http() -> None:
+    """LitData's object-store client (obstore) refuses an http:// endpoint unless told; a store on
+    this machine (`make object-store`) speaks plain HTTP on 127.0.0.1."""
+    if os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        from litdata.streaming import downloader
+
+        downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
+
+
 def _streaming_dataset(folder: Path | str, shuffle: bool = False, seed: int = 0):
     from litdata import StreamingDataset
+
+    if str(folder).startswith("s3://"):
+        _allow_plain_http()
 
     with warnings.catch_warnings():  # LitData's version check and its cache-size notes
         warnings.simplefilter("ignore")
@@ -57,6 +72,17 @@ class ShardWriter:
         self._writer.merge()
 
 
+def publish(folder: Path, url: str) -> None:
+    """Upload a shard folder to `url` (s3://bucket/prefix): the chunks, then the files that name them."""
+    import boto3
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = boto3.client("s3")
+    files = sorted(folder.iterdir(), key=lambda file: (file.suffix != ".bin", file.name))
+    for file in files:
+        client.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.name}")
+
+
 class ShardedImages:
     """A split's images read from its shards on demand: `len`, `shape`, and indexing by an int, a
     slice or a sequence of indices (read in ascending order, where shards are fast) give uint8
@@ -65,7 +91,7 @@ class ShardedImages:
     device = torch.device("cpu")
     dtype = torch.uint8
 
-    def __init__(self, folder: Path, shape: tuple[int, ...]) -> None:
+    def __init__(self, folder: Path | str, shape: tuple[int, ...]) -> None:
         self.folder = folder
         self.shape = torch.Size(shape)
         self._dataset = _streaming_dataset(folder)

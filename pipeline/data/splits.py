@@ -3,11 +3,13 @@
 `data/processed/<split>/` holds the split's images in streaming shards (`pipeline/data/shards.py`)
 and `table.pt`: its labels, each image's manifest path and, where known, its object box, in the
 shards' order. A split is read whole into memory when it fits (`fits_in_memory`), else its images
-are read from the shards as they are used.
+are read from the shards as they are used: from the object store when preprocess published them
+there (`data.shards_url`; `meta.json` names where), else from the local folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,14 @@ def save_split(folder: Path, split: TensorSplit) -> None:
     write_table(folder, split.labels, list(split.images.shape), paths, split.boxes)
 
 
+def shards_location(processed: Path, name: str) -> Path | str:
+    """Where split `name`'s shards are streamed from: the object store URL preprocess published
+    them to, else the local folder."""
+    meta = processed / "meta.json"
+    published = json.loads(meta.read_text()).get("shards") if meta.is_file() else None
+    return f"{published}/{name}" if published else processed / name
+
+
 def load_split(processed: Path, name: str, loading: Loading = "auto") -> TensorSplit:
     """The split `name` of the preprocessed folder: its images in memory (`memory`, or `auto` when
     they fit) or read from its shards on demand (`stream`)."""
@@ -64,7 +74,7 @@ def load_split(processed: Path, name: str, loading: Loading = "auto") -> TensorS
     shape = tuple(table["shape"])
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel ranks on this machine each hold one
     if loading == "stream" or (loading == "auto" and not fits_in_memory(torch.Size(shape).numel(), copies)):
-        images = ShardedImages(folder, shape)
+        images = ShardedImages(shards_location(processed, name), shape)
     else:
         images = read_all(folder, shape)
     return TensorSplit(images, table["labels"], table.get("boxes"), table.get("paths"))

@@ -107,16 +107,21 @@ def _rank(rank: int, world: int, port: int, folder, out) -> None:
         dist.destroy_process_group()
 
 
-def test_data_parallel_ranks_stream_disjoint_shares_in_equal_batch_counts(shards):
-    folder, _ = shards
+def stream_ranks(folder) -> list[list[list[int]]]:
+    """The image indices of each batch that 2 gloo ranks stream from `folder` in one epoch."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_rank, args=(2, port, folder / "train", out), nprocs=2, join=True)
-        batches = [out[0], out[1]]
-    assert len(batches[0]) == len(batches[1]) > 0
-    seen = [{i for batch in rank for i in batch} for rank in batches]
+        mp.spawn(_rank, args=(2, port, folder, out), nprocs=2, join=True)
+        return [out[0], out[1]]
+
+
+def test_data_parallel_ranks_stream_disjoint_shares_in_equal_batch_counts(shards):
+    folder, _ = shards
+    first, second = stream_ranks(folder / "train")
+    assert len(first) == len(second) > 0
+    seen = [{i for batch in rank for i in batch} for rank in (first, second)]
     assert not seen[0] & seen[1]
     assert len(seen[0]) == len(seen[1]) and len(seen[0] | seen[1]) >= IMAGES - 2 * 16
