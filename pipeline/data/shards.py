@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,20 @@ class ShardWriter:
 def publish(folder: Path, url: str) -> None:
     """Upload a shard folder to `url` (s3://bucket/prefix): the chunks, then the files that name them."""
     import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    client = boto3.client("s3")
     files = sorted(folder.iterdir(), key=lambda file: (file.suffix != ".bin", file.name))
-    for file in files:
-        client.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.name}")
+    try:
+        client = boto3.client("s3")
+        for file in files:
+            client.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.name}")
+    except (Boto3Error, BotoCoreError, ClientError) as error:
+        raise PipelineError(
+            f"{url}: cannot upload the shards ({first_line(error)}); check AWS_ENDPOINT_URL and the keys "
+            f"(python -m pipeline.object_store check {url})"
+        ) from None
 
 
 class ShardedImages:

@@ -11,6 +11,7 @@ import yaml
 
 from pipeline import preprocess, train, validate
 from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
 from pipeline.data.shards import publish
 from pipeline.data.splits import save_split
 from tests.data.test_shards import IMAGES, numbered, stream_ranks
@@ -60,3 +61,11 @@ def test_data_parallel_ranks_stream_disjoint_shares_from_the_bucket(s3, tmp_path
     assert len(first) == len(second) > 0
     seen = [{i for batch in rank for i in batch} for rank in (first, second)]
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) >= IMAGES - 2 * 16
+
+
+def test_wrong_keys_stop_the_upload_in_one_line(s3, tmp_path, monkeypatch):
+    save_split(tmp_path / "train", numbered(8))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(PipelineError, match=r"s3://attention-pipeline/x: cannot upload the shards \(.*\); check") as e:
+        publish(tmp_path / "train", f"s3://{s3.bucket}/x")
+    assert "\n" not in str(e.value)
