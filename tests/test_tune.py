@@ -4,8 +4,8 @@ whose best settings land in params.yaml."""
 import json
 import shutil
 
-import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from pipeline import tune
 from pipeline.core.config import load_config
@@ -44,8 +44,9 @@ def test_the_best_settings_of_the_trials_are_written_to_params_yaml_with_its_com
 
 def test_every_trial_is_a_nested_mlflow_run_under_one_parent(tuned):
     cfg, result, _ = tuned
-    experiment = mlflow.get_experiment_by_name(f"{cfg.tracking.experiment}-tuning")
-    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    client = MlflowClient(tracking_uri=f"sqlite:///{cfg.paths.mlflow_db}")  # the project's store, named
+    experiment = client.get_experiment_by_name(f"{cfg.tracking.experiment}-tuning")
+    runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 4
