@@ -74,14 +74,14 @@ class ShardWriter:
 
 def publish(folder: Path, url: str) -> None:
     """Upload a shard folder to `url` (s3://bucket/prefix): the chunks, then the files that name them."""
-    import boto3
+    import boto3.session
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     files = sorted(folder.iterdir(), key=lambda file: (file.suffix != ".bin", file.name))
     try:
-        client = boto3.client("s3")
+        client = boto3.session.Session().client("s3")  # the keys in the environment now, not a cached session's
         for file in files:
             client.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.name}")
     except (Boto3Error, BotoCoreError, ClientError) as error:

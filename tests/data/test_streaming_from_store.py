@@ -5,6 +5,7 @@ the bucket, and data-parallel ranks read disjoint shares there in equal batch co
 from __future__ import annotations
 
 import shutil
+import uuid
 
 import pytest
 import yaml
@@ -54,7 +55,7 @@ def test_preprocess_publishes_the_shards_and_training_streams_them_from_the_buck
 
 def test_data_parallel_ranks_stream_disjoint_shares_from_the_bucket(s3, tmp_path):
     save_split(tmp_path / "train", numbered(IMAGES))
-    url = f"s3://{s3.bucket}/ranks/train"
+    url = f"s3://{s3.bucket}/ranks-{uuid.uuid4().hex[:8]}/train"  # as preprocess names them: never reused
     publish(tmp_path / "train", url)
     shutil.rmtree(tmp_path / "train")
     first, second = stream_ranks(url)
