@@ -174,7 +174,7 @@ def run(cfg: Config) -> dict:
     """Evaluate `models/model.pt` on the test split; write metrics and figures; log them to MLflow."""
     paths = cfg.paths
     model, info = load_model(paths.model_file)
-    test = load_split(paths.processed, "test")
+    test = load_split(paths.processed, "test", cfg.train.loader)
     runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(model)
     predict_batches(model, test.images[: cfg.evaluate.batch_size], cfg.evaluate.batch_size, runtime)  # warm-up

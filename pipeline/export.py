@@ -72,7 +72,7 @@ def parity_sample(split: TensorSplit, size: int) -> TensorSplit:
     if not size or size >= len(split.labels):
         return split
     chosen = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(0))[:size].sort().values
-    return TensorSplit(split.images[chosen], split.labels[chosen])
+    return split.subset(chosen)
 
 
 def novelty_parity(onnx_scores: np.ndarray | None, torch_scores: torch.Tensor | None, info: ModelInfo) -> dict:
@@ -91,14 +91,15 @@ def run(cfg: Config) -> dict:
     """Export the model to ONNX, compare it with PyTorch on the test split, write the report."""
     paths, settings = cfg.paths, cfg.export
     model, info = load_model(paths.model_file)
-    test = parity_sample(load_split(paths.processed, "test"), settings.parity_images)
-    images, labels = test.images.numpy(), test.labels.numpy()
+    test = parity_sample(load_split(paths.processed, "test", cfg.train.loader), settings.parity_images)
+    pixels = test.images[:]  # the sample in memory (read from the shards when the split is streamed)
+    images, labels = pixels.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
-    torch_out, torch_seconds = _timed(predict_batches, model, test.images, settings.batch_size, runtime)
+    torch_out, torch_seconds = _timed(predict_batches, model, pixels, settings.batch_size, runtime)
     reference = torch_out.logits.numpy()
 
     with atomic_path(paths.onnx_file) as temporary:
-        export_onnx(model, info, test.images[:2], temporary)
+        export_onnx(model, info, pixels[:2], temporary)
         loaded = onnx_file.session(temporary)
         outputs, onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
         logits, attention, novelty = outputs["logits"], outputs["attention"], outputs.get("novelty")

@@ -72,7 +72,7 @@ class Verdict:
 
 def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
     """The validation split as the model at `uri` answers it, as log records."""
-    images = load_split(cfg.paths.processed, "val").images
+    images = load_split(cfg.paths.processed, "val", cfg.train.loader).images
     wrapper = mlflow.pyfunc.load_model(uri)
     info = wrapper.unwrap_python_model().info
     answers = [

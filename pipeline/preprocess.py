@@ -6,15 +6,22 @@ between train, val and test, and copies of one image always share a split.
 
 Writes each split to `data/processed/<split>/` (`pipeline/data/splits.py`): its images, uint8 at
 the model's size, in streaming shards, in a seeded shuffled order, and a table of labels, manifest
-paths and, where the source knows them, object boxes scaled with the images; and
+paths and hashes and, where the source knows them, object boxes scaled with the images; and
 `data/processed/meta.json` (class names, image counts, normalisation statistics of the training
 split). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
 with the dataset. Training then reads shards and never decodes an image again.
+
+A dataset that grows is not written again: when a split still holds every image of the last run
+(same path, content and label) and nothing that shapes the pixels changed (`recipe`: the data
+params, the class list, the decoding code), its old chunks are kept as they are and only the new
+images, shuffled among themselves, are decoded into new chunks after them (DVC keeps the folder
+between runs: `persist` in dvc.yaml). Anything else writes the split whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -26,10 +33,10 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import replace_dir, write_json
 from pipeline.data.manifest import BOX, upright_size
-from pipeline.data.shards import ShardWriter, publish
+from pipeline.data.shards import ShardWriter, link_chunks, publish
 from pipeline.data.sources import load_images
 from pipeline.data.split_rule import split_manifest
-from pipeline.data.splits import write_table
+from pipeline.data.splits import TABLE, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +45,84 @@ BLOCK_BYTES = 256 * 2**20  # decoded images held at once
 
 
 class ChannelStats:
-    """Per-channel mean and std in [0, 1] units, accumulated over blocks of N×C×H×W uint8 images."""
+    """Per-channel mean and std in [0, 1] units of N×C×H×W uint8 images added a block at a time: a
+    histogram of each channel's 256 values, exact, and carried between runs in meta.json."""
 
     def __init__(self, channels: int) -> None:
-        self.count, self.sum, self.squares = 0, np.zeros(channels), np.zeros(channels)
+        self.histogram = np.zeros((channels, 256), dtype=np.int64)
 
     def add(self, images: np.ndarray) -> None:
-        pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64) / 255
-        self.count += pixels.shape[1]
-        self.sum += pixels.sum(axis=1)
-        self.squares += np.square(pixels).sum(axis=1)
+        for channel in range(images.shape[1]):
+            self.histogram[channel] += np.bincount(images[:, channel].ravel(), minlength=256)
+
+    def merge(self, histogram: list[list[int]]) -> None:
+        self.histogram += np.asarray(histogram, dtype=np.int64)
 
     def result(self) -> tuple[list[float], list[float]]:
-        mean = self.sum / self.count
-        variance = (self.squares - self.count * mean**2) / max(1, self.count - 1)
+        values = np.arange(256) / 255
+        count = self.histogram.sum(1)
+        mean = self.histogram @ values / count
+        variance = (self.histogram @ values**2 - count * mean**2) / np.maximum(1, count - 1)
         return mean.tolist(), np.sqrt(np.maximum(variance, 0)).tolist()
 
 
-def write_split(
-    cfg: Config, rows: pd.DataFrame, labels: torch.Tensor, folder: Path, stats: ChannelStats | None
-) -> None:
-    """Decode the split's images a block at a time into shards at `folder`, with its table."""
+def recipe(cfg: Config, classes: list[str]) -> str:
+    """A digest of what the stored pixels and labels depend on besides the images themselves: the
+    data params that shape them, the class list, and the code that decodes (this stage's and
+    `pipeline/data`'s: any change to it writes every split again)."""
     d = cfg.data
+    settings = {"classes": classes, "image_size": d.image_size, "channels": d.channels,
+                "canvas": d.canvas, "clutter": d.clutter}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode())
+    for code in [Path(__file__), *sorted((Path(__file__).parent / "data").glob("*.py"))]:
+        digest.update(code.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def arrange(rows: pd.DataFrame, labels: torch.Tensor, previous: Path | None) -> tuple[pd.DataFrame, torch.Tensor, int]:
+    """The split's rows and labels with those already in the `previous` run's shards first, in the
+    shards' order, and how many of them there are: 0 (nothing kept) when there is no previous split
+    or one of its images is gone, changed or relabelled."""
+    if previous is None or not (previous / TABLE).is_file():
+        return rows, labels, 0
+    table = read_table(previous)
+    position = {key: i for i, key in enumerate(zip(rows["path"], rows["sha256"], labels.tolist(), strict=True))}
+    hashes = table.get("sha256", [None] * len(table["paths"]))
+    old = list(zip(table["paths"], hashes, table["labels"].tolist(), strict=True))
+    if not old or any(key not in position for key in old):
+        return rows, labels, 0
+    first = [position[key] for key in old]
+    order = first + sorted(set(range(len(rows))) - set(first))  # the new ones keep their shuffled order
+    return rows.iloc[order].reset_index(drop=True), labels[order], len(first)
+
+
+def write_split(
+    cfg: Config,
+    rows: pd.DataFrame,
+    labels: torch.Tensor,
+    folder: Path,
+    stats: ChannelStats | None,
+    previous: Path | None = None,
+) -> int:
+    """Decode the split's images a block at a time into shards at `folder`, with its table; keep the
+    chunks of the `previous` run's split where all of its images are still there (`arrange`) and
+    decode only the others. Returns how many images were kept."""
+    d = cfg.data
+    rows, labels, kept = arrange(rows, labels, previous)
     block = max(1, BLOCK_BYTES // (d.channels * d.image_size**2))
-    writer = ShardWriter(folder)
-    for start in range(0, len(rows), block):
-        images = load_images(cfg, list(rows["path"].iloc[start : start + block]))
-        writer.add(images, labels[start : start + block].tolist())
-        if stats is not None:
-            stats.add(images)
-    writer.close()
+    if kept < len(rows):
+        writer = ShardWriter(folder, after=link_chunks(previous, folder) if kept else None)
+        for start in range(kept, len(rows), block):
+            images = load_images(cfg, list(rows["path"].iloc[start : start + block]))
+            writer.add(images, labels[start : start + block].tolist())
+            if stats is not None:
+                stats.add(images)
+        writer.close()
+    else:
+        link_chunks(previous, folder)
     shape = [len(rows), d.channels, d.image_size, d.image_size]
-    write_table(folder, labels, shape, list(rows["path"]), scaled_boxes(rows, d.image_size))
+    write_table(folder, labels, shape, list(rows["path"]), scaled_boxes(rows, d.image_size), list(rows["sha256"]))
+    return kept
 
 
 def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
@@ -105,16 +158,26 @@ def run(cfg: Config) -> dict:
     splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
     meta: dict = {
         "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels, "counts": {},
+        "recipe": recipe(cfg, list(classes)),
     }  # fmt: skip
-    stats = ChannelStats(cfg.data.channels)
-    with replace_dir(cfg.paths.processed) as staging:
+    processed = cfg.paths.processed
+    last = json.loads((processed / "meta.json").read_text()) if (processed / "meta.json").is_file() else {}
+    same_recipe = last.get("recipe") == meta["recipe"]
+    with replace_dir(processed) as staging:
         for name, rows in splits.items():
             # shuffled once, seeded: streamed training reads shards in order, a window at a time
             rows = rows.sample(frac=1, random_state=cfg.data.seed).reset_index(drop=True)
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
-            write_split(cfg, rows, labels, staging / name, stats if name == "train" else None)
+            previous = processed / name if same_recipe else None
+            stats = ChannelStats(cfg.data.channels) if name == "train" else None
+            kept = write_split(cfg, rows, labels, staging / name, stats, previous)
+            if stats is not None:
+                if kept:
+                    stats.merge(last["histogram"])  # the kept images' pixels
+                meta["mean"], meta["std"] = stats.result()
+                meta["histogram"] = stats.histogram.tolist()
             meta["counts"][name] = len(labels)
-        meta["mean"], meta["std"] = stats.result()
+            log.info("preprocess: %s: %d images kept in their shards, %d decoded", name, kept, len(labels) - kept)
         if cfg.data.shards_url:
             meta["shards"] = publish_splits(staging, list(meta["counts"]), cfg.data.shards_url)
         write_json(staging / "meta.json", meta)

@@ -132,7 +132,7 @@ def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[T
         return test, None
     manifest = pd.read_csv(cfg.paths.manifest, usecols=["path", "sha256"]).set_index("path")["sha256"]
     keep = torch.tensor([manifest[path] not in seen for path in test.paths], dtype=torch.bool)
-    return TensorSplit(test.images[keep], test.labels[keep]), int((~keep).sum())
+    return test.subset(keep), int((~keep).sum())
 
 
 def _pip_requirements() -> list[str]:
@@ -161,7 +161,7 @@ def run(cfg: Config) -> dict:
             f"{export_path}: no ONNX export of {paths.model_file}; run the export stage first ('dvc repro export')"
         )
     accuracy = evaluation["accuracy"]
-    test = load_split(paths.processed, "test")
+    test = load_split(paths.processed, "test", cfg.train.loader)
     example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
     signature = pyfunc.SIGNATURE
     name = cfg.register.model_name

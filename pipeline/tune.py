@@ -116,7 +116,7 @@ def run(
     if not meta_path.is_file():
         raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
     meta = json.loads(meta_path.read_text())
-    train_data, val_data = (load_split(cfg.paths.processed, name) for name in ("train", "val"))
+    train_data, val_data = (load_split(cfg.paths.processed, name, cfg.train.loader) for name in ("train", "val"))
     experiment_id = connect(cfg, f"{cfg.tracking.experiment}-tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from pipeline import export, preprocess, train, validate
+from pipeline import evaluate, export, preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data.splits import TensorSplit, load_split
@@ -111,3 +112,22 @@ def test_the_parity_check_runs_on_a_fixed_sample_of_the_test_split():
     assert torch.equal(export.parity_sample(split, 10).labels, sample.labels)  # the same every run
     assert not torch.equal(sample.labels, torch.arange(10))  # spread over the split, not its start
     assert export.parity_sample(split, 0) is split and export.parity_sample(split, 500) is split
+
+
+def test_evaluate_and_export_on_a_streamed_test_split_report_what_they_report_from_memory(project):
+    validate.run(project)
+    preprocess.run(project)
+    memory = load_config(overrides={"train.loader": "memory"})
+    train.run(memory)
+    figures = {}
+    for loader in ("memory", "stream"):
+        cfg = load_config(overrides={"train.loader": loader})
+        evaluated, exported = evaluate.run(cfg), export.run(cfg)
+        figures[loader] = (
+            {key: value for key, value in evaluated.items() if key not in ("run_id", "inference_images_per_second")},
+            {key: exported[key] for key in ("test_images", "top1_agreement", "onnx_accuracy")},
+        )
+        rows = pd.read_csv(cfg.paths.metrics / "predictions.csv")
+        figures[loader] += (rows.drop(columns=[c for c in rows.columns if "seconds" in c]).round(5),)
+    assert figures["stream"][:2] == figures["memory"][:2]
+    pd.testing.assert_frame_equal(figures["stream"][2], figures["memory"][2])

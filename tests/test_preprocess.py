@@ -1,13 +1,18 @@
 import json
+import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from pipeline import preprocess, validate
 from pipeline.core.config import load_config
 from pipeline.data.split_rule import split_manifest
 from pipeline.data.splits import load_split
+from tests.dvc_repo import dvc, make_repo
+from tests.synthetic import CLASSES, synthetic_image
 
 
 def manifest(train_per_class: int, test_per_class: int = 0) -> pd.DataFrame:
@@ -93,3 +98,84 @@ def test_rgb_and_resize(project):
     preprocess.run(cfg)
     test = load_split(cfg.paths.processed, "test")
     assert test.images.shape == (30, 3, 24, 24)
+
+
+def chunk_files(folder) -> dict[int, int]:
+    """inode -> bytes of the shard chunks under a processed folder (a kept chunk keeps its inode)."""
+    return {path.stat().st_ino: path.stat().st_size for path in folder.glob("*/chunk-*.bin")}
+
+
+def add_images(dataset, per_class: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        for index in range(per_class):
+            image = Image.fromarray(synthetic_image(label, 16, rng), mode="L")
+            image.save(dataset / "train" / name / f"added-{seed}-{index}.png")
+
+
+def contents(processed) -> dict:
+    """Each split's images by manifest path, with its label."""
+    splits = {name: load_split(processed, name, "memory") for name in ("train", "val", "test")}
+    return {(name, path): (split.images[i], int(split.labels[i]))
+            for name, split in splits.items() for i, path in enumerate(split.paths)}  # fmt: skip
+
+
+def test_a_grown_folder_keeps_its_shards_and_decodes_only_the_new_images(project, dataset):
+    validate.run(project)
+    preprocess.run(project)
+    before = chunk_files(project.paths.processed)
+    add_images(dataset, 4, seed=1)  # 10 % more training images
+    validate.run(project)
+    grown = preprocess.run(project)
+    after = chunk_files(project.paths.processed)
+    assert set(before) <= set(after)  # not one old chunk written again
+    written = sum(size for inode, size in after.items() if inode not in before)
+    assert 0 < written <= 0.15 * sum(before.values())
+    appended = contents(project.paths.processed)
+    assert grown["counts"]["train"] + grown["counts"]["val"] == 132
+    # the same as writing everything from scratch, statistics included
+    shutil.rmtree(project.paths.processed)
+    whole = preprocess.run(project)
+    fresh = contents(project.paths.processed)
+    assert appended.keys() == fresh.keys()
+    assert all(torch.equal(appended[key][0], fresh[key][0]) and appended[key][1] == fresh[key][1] for key in fresh)
+    assert grown["mean"] == pytest.approx(whole["mean"]) and grown["std"] == pytest.approx(whole["std"])
+
+
+@pytest.mark.parametrize("change", ["removed", "resized"])
+def test_a_removed_image_or_a_changed_recipe_writes_the_splits_again(project, dataset, change):
+    validate.run(project)
+    preprocess.run(project)
+    before = chunk_files(project.paths.processed)
+    add_images(dataset, 4, seed=1)
+    cfg = project
+    if change == "removed":
+        next(iter(sorted((dataset / "train").rglob("0*.png")))).unlink()
+    else:
+        cfg = load_config(overrides={"data.image_size": 20})
+    validate.run(cfg)
+    preprocess.run(cfg)
+    after = chunk_files(cfg.paths.processed)
+    kept = set(before) & set(after)
+    if change == "removed":  # only the split that lost an image is written again
+        assert kept and len(kept) < len(before)
+    else:
+        assert not kept
+    fresh_sizes = {key[1] for key in contents(cfg.paths.processed)}
+    assert len(fresh_sizes) == sum(1 for _ in dataset.rglob("*.png"))
+
+
+def test_dvc_repro_after_the_folder_grows_keeps_the_old_shards(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, "repro", "preprocess")
+    processed = repo / "data" / "processed"
+    before = chunk_files(processed)
+    add_images(repo / "data" / "images", 4, seed=1)  # 10 % more training images
+    dvc(repo, "add", "-q", "data/images")
+    output = dvc(repo, "repro", "preprocess")
+    assert "Running stage 'preprocess'" in output
+    after = chunk_files(processed)
+    assert set(before) <= set(after), "DVC or the stage wrote an old shard again"
+    assert 0 < sum(size for inode, size in after.items() if inode not in before) <= 0.15 * sum(before.values())
+    assert "up to date" in dvc(repo, "status", "preprocess")
+    assert len(contents(processed)) == 162

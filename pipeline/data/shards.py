@@ -1,7 +1,9 @@
 """Images in streaming shards (LitData): chunks of about `SHARD_BYTES` that hold each image as it is
 trained on (uint8 C×H×W at the model's size) with its label, and an `index.json`.
 
-Written once by the preprocess stage, a block of images at a time, so no step holds a whole split.
+Written by the preprocess stage, a block of images at a time, so no step holds a whole split; when
+a split only grows, its old chunks are kept (hard-linked) and the new images go into new chunks
+after them (`link_chunks`, `ShardWriter(after=...)`).
 Read three ways: in order (`ShardedImages`, a lazy sequence that slices like a tensor), whole into
 one tensor (`read_all`), and shuffled in batches for training (`stream_batches`), which gives every
 data-parallel rank its own share and the same number of batches. The folder can be local or an
@@ -12,8 +14,10 @@ come from the environment as for boto3 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,14 +57,19 @@ def _streaming_dataset(folder: Path | str, shuffle: bool = False, seed: int = 0)
 
 
 class ShardWriter:
-    """Append images and labels, in order, to a new shard folder; `close` writes its index."""
+    """Append images and labels, in order, to a new shard folder, or after the chunks of the index
+    `after` (already in the folder: `link_chunks`); `close` writes the folder's index."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, after: dict | None = None) -> None:
         from litdata.streaming.writer import BinaryWriter
 
         self.folder = folder
-        self._writer = BinaryWriter(str(folder), chunk_bytes=SHARD_BYTES)
-        self.count = 0
+        self._after = after
+        if after:  # LitData's writer writes nothing into a folder that has an index; close writes the new one
+            (folder / "index.json").unlink(missing_ok=True)
+        chunks = after["chunks"] if after else []
+        self._writer = BinaryWriter(str(folder), chunk_bytes=SHARD_BYTES, chunk_index=len(chunks))
+        self.count = sum(chunk["chunk_size"] for chunk in chunks)
 
     def add(self, images: np.ndarray, labels: Sequence[int]) -> None:
         for image, label in zip(images, labels, strict=True):
@@ -69,7 +78,23 @@ class ShardWriter:
 
     def close(self) -> None:
         self._writer.done()
-        self._writer.merge()
+        if self._after is None:
+            self._writer.merge()
+        else:  # LitData's own append (`optimize(mode="append")`): the old chunks first, then the new
+            self._writer._merge_no_wait(existing_index=self._after)
+
+
+def link_chunks(source: Path, target: Path) -> dict:
+    """Put shard folder `source` (its chunks and index) into the new folder `target` without writing
+    the chunks again (hard links; copies across file systems) and return its index."""
+    index = json.loads((source / "index.json").read_text())
+    target.mkdir(parents=True)
+    for name in [chunk["filename"] for chunk in index["chunks"]] + ["index.json"]:
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)
+    return index
 
 
 def publish(folder: Path, url: str) -> None:
@@ -93,33 +118,46 @@ def publish(folder: Path, url: str) -> None:
 
 class ShardedImages:
     """A split's images read from its shards on demand: `len`, `shape`, and indexing by an int, a
-    slice or a sequence of indices (read in ascending order, where shards are fast) give uint8
-    tensors, so the code that scores a tensor in slices scores shards unchanged."""
+    slice, a sequence of indices or a boolean mask (read in ascending order, where shards are fast)
+    give uint8 tensors, so the code that scores a tensor in slices scores shards unchanged; `subset`
+    gives a lazy view of some of them."""
 
     device = torch.device("cpu")
     dtype = torch.uint8
 
-    def __init__(self, folder: Path | str, shape: tuple[int, ...]) -> None:
+    def __init__(self, folder: Path | str, shape: tuple[int, ...], rows: np.ndarray | None = None) -> None:
         self.folder = folder
-        self.shape = torch.Size(shape)
         self._dataset = _streaming_dataset(folder)
+        self._rows = rows  # which stored images this view shows, in order (None: all)
         stored = sum(end - start for start, end in self._dataset.region_of_interest)  # all ranks' (len: this rank's)
         if stored != shape[0]:
             raise PipelineError(
                 f"{folder}: {stored} images in the shards, {shape[0]} in its table; "
                 "run the preprocess stage again ('dvc repro -f preprocess')"
             )
+        self._count = stored
+        self.shape = torch.Size(shape if rows is None else (len(rows), *shape[1:]))
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index) -> torch.Tensor:
-        if isinstance(index, int):
-            return torch.from_numpy(self._dataset[index]["image"])
+    def _stored(self, index) -> np.ndarray:
+        """The stored positions of the images at `index` (a slice, indices or a boolean mask)."""
         if isinstance(index, slice):
             rows = np.arange(len(self))[index]
         else:
             rows = torch.as_tensor(index).cpu().numpy().reshape(-1)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return rows if self._rows is None else self._rows[rows]
+
+    def subset(self, index) -> ShardedImages:
+        """A view of the images at `index`, read only when used."""
+        return ShardedImages(self.folder, (self._count, *self.shape[1:]), self._stored(index))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return torch.from_numpy(self._dataset[int(self._stored([index])[0])]["image"])
+        rows = self._stored(index)
         order = np.argsort(rows, kind="stable")
         out = torch.empty((len(rows), *self.shape[1:]), dtype=torch.uint8)
         for position in order:

@@ -1,8 +1,8 @@
 """The preprocessed splits: written by the preprocess stage, read by training, evaluation and registration.
 
 `data/processed/<split>/` holds the split's images in streaming shards (`pipeline/data/shards.py`)
-and `table.pt`: its labels, each image's manifest path and, where known, its object box, in the
-shards' order. A split is read whole into memory when it fits (`fits_in_memory`), else its images
+and `table.pt`: its labels, each image's manifest path and content hash and, where known, its
+object box, in the shards' order. A split is read whole into memory when it fits (`fits_in_memory`), else its images
 are read from the shards as they are used: from the object store when preprocess published them
 there (`data.shards_url`; `meta.json` names where), else from the local folder.
 """
@@ -36,12 +36,29 @@ class TensorSplit:
     def streamed(self) -> bool:
         return isinstance(self.images, ShardedImages)
 
+    def subset(self, index: torch.Tensor) -> TensorSplit:
+        """The images at `index` (indices or a boolean mask) with their labels, boxes and paths; a
+        streamed split stays streamed (a view read on demand)."""
+        index = torch.as_tensor(index)
+        rows = torch.nonzero(index)[:, 0] if index.dtype == torch.bool else index
+        images = self.images.subset(rows) if self.streamed else self.images[rows.to(self.images.device)]
+        boxes = None if self.boxes is None else self.boxes[rows]
+        paths = None if self.paths is None else [self.paths[i] for i in rows.tolist()]
+        return TensorSplit(images, self.labels[rows.to(self.labels.device)], boxes, paths)
+
 
 def write_table(
-    folder: Path, labels: torch.Tensor, shape: list[int], paths: list[str], boxes: torch.Tensor | None = None
+    folder: Path,
+    labels: torch.Tensor,
+    shape: list[int],
+    paths: list[str],
+    boxes: torch.Tensor | None = None,
+    sha256: list[str] | None = None,
 ) -> None:
     """The split's table beside its shards (written after them: its presence marks a whole split)."""
     table = {"labels": labels, "paths": paths, "shape": shape}
+    if sha256 is not None:
+        table["sha256"] = sha256
     if boxes is not None:
         table["boxes"] = boxes
     torch.save(table, folder / TABLE)
@@ -64,13 +81,18 @@ def shards_location(processed: Path, name: str) -> Path | str:
     return f"{published}/{name}" if published else processed / name
 
 
+def read_table(folder: Path) -> dict:
+    """A split's table: labels, shape, paths and, where written, sha256 and boxes."""
+    return torch.load(folder / TABLE, weights_only=True)
+
+
 def load_split(processed: Path, name: str, loading: Loading = "auto") -> TensorSplit:
     """The split `name` of the preprocessed folder: its images in memory (`memory`, or `auto` when
     they fit) or read from its shards on demand (`stream`)."""
     folder = processed / name
     if not (folder / TABLE).is_file():
         raise PipelineError(f"{folder}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
-    table = torch.load(folder / TABLE, weights_only=True)
+    table = read_table(folder)
     shape = tuple(table["shape"])
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel ranks on this machine each hold one
     if loading == "stream" or (loading == "auto" and not fits_in_memory(torch.Size(shape).numel(), copies)):

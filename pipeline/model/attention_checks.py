@@ -60,19 +60,26 @@ def near_empty_cells(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tenso
     return share < EMPTY_CELL
 
 
-def near_empty_figures(images: torch.Tensor, attention: torch.Tensor) -> dict[str, float | int | None]:
+def near_empty_figures(
+    images: torch.Tensor, attention: torch.Tensor, batch: int = 256
+) -> dict[str, float | int | None]:
     """Attention mass and peaks on near-empty cells, beside those cells' share of the grid, over the
     images with a uniform background (`near_empty_images` of them; the figures None when they are
-    under half of the images)."""
-    uniform = uniform_background(images)
-    images, attention = images[uniform], attention[uniform]
-    if not len(images) or len(images) < MEANINGFUL_SHARE * len(uniform):
-        return {"near_empty_images": len(images), **dict.fromkeys(NEAR_EMPTY_KEYS)}
-    empty = near_empty_cells(images, tuple(attention.shape[1:]))
-    flat_attention, flat_empty = attention.flatten(1), empty.flatten(1)
+    under half of the images). `images` (a tensor, or a split read from its shards) are looked at
+    `batch` at a time."""
+    uniform, empty = [], []
+    for start in range(0, len(images), batch):
+        block = images[start : start + batch]
+        uniform.append(uniform_background(block))
+        empty.append(near_empty_cells(block[uniform[-1]], tuple(attention.shape[1:])))
+    uniform = torch.cat(uniform) if uniform else torch.zeros(0, dtype=torch.bool)
+    attention = attention[uniform]
+    if not len(attention) or len(attention) < MEANINGFUL_SHARE * len(uniform):
+        return {"near_empty_images": len(attention), **dict.fromkeys(NEAR_EMPTY_KEYS)}
+    flat_attention, flat_empty = attention.flatten(1), torch.cat(empty).flatten(1)
     peak_empty = flat_empty.gather(1, flat_attention.argmax(1, keepdim=True))[:, 0]
     return {
-        "near_empty_images": len(images),
+        "near_empty_images": len(attention),
         "near_empty_cell_share": flat_empty.float().mean().item(),
         "near_empty_attention_mass": (flat_attention * flat_empty).sum(1).mean().item(),
         "near_empty_peak_share": peak_empty.float().mean().item(),

@@ -34,6 +34,16 @@ def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with(truth):
     assert after < 0.03 < before  # 15-bin ECE: only the fitted temperature makes confidence honest
 
 
+def test_the_calibration_error_is_torchmetrics_expected_calibration_error():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    logits, labels = overconfident(2.5)
+    probabilities = logits.softmax(1)
+    reference = multiclass_calibration_error(probabilities, labels, 10, n_bins=15, norm="l1")
+    assert calibration_error(probabilities, labels) == pytest.approx(float(reference), abs=1e-5)
+    assert calibration_error(probabilities, labels.roll(1)) > 0.5  # wrong labels: far from calibrated
+
+
 def test_the_reliability_bins_hold_confidence_accuracy_and_share():
     probabilities = np.array([[0.92, 0.08], [0.9, 0.1], [0.55, 0.45], [0.58, 0.42]])
     bins = reliability(probabilities, np.array([0, 1, 0, 0]))  # the 0.9 answer is wrong
