@@ -85,7 +85,8 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     paths = cfg.paths
     experiment_id = connect(cfg) if ranks.is_main else None  # fail fast, before any training
     runtime = select_runtime(cfg.train.device, cfg.train.precision, ranks.local_rank, cfg.model.backbone)
-    train_data, val_data = (load_split(paths.processed, name, cfg.train.loader) for name in ("train", "val"))
+    train_data = load_split(paths.processed, "train", cfg.train.loader, runtime.device)  # held on the device
+    val_data = load_split(paths.processed, "val", cfg.train.loader)
     if train_data.streamed:
         where = str(train_data.images.folder).removesuffix("/train")
         log.info("train: images streamed from the shards in %s (train.loader %s)", where, cfg.train.loader)

@@ -14,6 +14,7 @@ import torch
 
 from pipeline import evaluate, export, preprocess, train, validate
 from pipeline.core.config import AugmentConfig, load_config
+from pipeline.core.memory import MEMORY_SHARE, available_bytes, fits_in_memory
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model.model_file import load_model
 from pipeline.training import steps
@@ -98,3 +99,13 @@ def test_compiled_training_matches_eager_training(prepared):
         losses[compiled] = [steps.train_epoch(training, data, cfg.train, runtime, e)["train_loss"] for e in (1, 2)]
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=0.05, atol=0.02)
     assert losses[False][1] < losses[False][0]  # and it learns
+
+
+def test_auto_streams_a_split_the_machine_could_hold_but_the_gpu_cannot():
+    gpu = torch.device("cuda")
+    taken = torch.empty(int(0.9 * torch.cuda.mem_get_info(gpu)[0]), dtype=torch.uint8, device=gpu)
+    size = int(1.5 * MEMORY_SHARE * torch.cuda.mem_get_info(gpu)[0])  # over the GPU's share of its free memory
+    assert size < MEMORY_SHARE * available_bytes(), "this machine's own memory is too small for the check"
+    assert fits_in_memory(size) and not fits_in_memory(size, device=gpu)
+    del taken
+    assert fits_in_memory(size, device=gpu)

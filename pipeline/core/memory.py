@@ -1,11 +1,12 @@
 """How much memory this process may still use: the machine's available memory, or less under a
-memory cgroup (v1 or v2) limit, as in containers and the tests' limits."""
+memory cgroup (v1 or v2) limit, as in containers and the tests' limits; and on a GPU, its free memory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import psutil
+import torch
 
 # a split is held whole in memory when it takes at most this share of what is available
 MEMORY_SHARE = 0.25
@@ -43,6 +44,9 @@ def available_bytes() -> int:
     return available if room is None else min(available, room)
 
 
-def fits_in_memory(nbytes: int, copies: int = 1) -> bool:
-    """Whether `copies` of `nbytes` take at most `MEMORY_SHARE` of the available memory."""
+def fits_in_memory(nbytes: int, copies: int = 1, device: torch.device | None = None) -> bool:
+    """Whether `copies` of `nbytes` take at most `MEMORY_SHARE` of the available memory; for a
+    CUDA `device` (where training holds the split), also at most that share of its free memory."""
+    if device is not None and device.type == "cuda" and nbytes > MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]:
+        return False
     return nbytes * copies <= MEMORY_SHARE * available_bytes()

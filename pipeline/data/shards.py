@@ -176,9 +176,10 @@ def read_all(folder: Path, shape: tuple[int, ...]) -> torch.Tensor:
 def stream_batches(
     folder: Path | str, batch_size: int, seed: int, epoch: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of (uint8 images, int64 labels) batches in a seeded shuffled order, read by a
-    background process. Under torch.distributed each rank streams its own share; all ranks get the
-    same number of batches (the few images that do not divide evenly are left out of that epoch)."""
+    """One epoch of (uint8 images, int64 labels) batches in a seeded shuffled order (chunks decoded
+    in this process; from an object store LitData downloads the next chunks on a background
+    thread). Under torch.distributed each rank streams its own share; all ranks get the same number
+    of batches (the few images that do not divide evenly are left out of that epoch)."""
     from litdata import StreamingDataLoader
 
     dataset = _streaming_dataset(folder, shuffle=True, seed=seed)

@@ -86,16 +86,19 @@ def read_table(folder: Path) -> dict:
     return torch.load(folder / TABLE, weights_only=True)
 
 
-def load_split(processed: Path, name: str, loading: Loading = "auto") -> TensorSplit:
+def load_split(
+    processed: Path, name: str, loading: Loading = "auto", device: torch.device | None = None
+) -> TensorSplit:
     """The split `name` of the preprocessed folder: its images in memory (`memory`, or `auto` when
-    they fit) or read from its shards on demand (`stream`)."""
+    they fit: in this machine's memory and, for a CUDA `device` that will hold them, in the GPU's)
+    or read from its shards on demand (`stream`)."""
     folder = processed / name
     if not (folder / TABLE).is_file():
         raise PipelineError(f"{folder}: no preprocessed split; run the preprocess stage first ('dvc repro preprocess')")
     table = read_table(folder)
     shape = tuple(table["shape"])
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel ranks on this machine each hold one
-    if loading == "stream" or (loading == "auto" and not fits_in_memory(torch.Size(shape).numel(), copies)):
+    if loading == "stream" or (loading == "auto" and not fits_in_memory(torch.Size(shape).numel(), copies, device)):
         images = ShardedImages(shards_location(processed, name), shape)
     else:
         images = read_all(folder, shape)
