@@ -167,6 +167,7 @@ def attention_metrics(
     }
     result["faithfulness_images"] = len(chosen)
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
+    result["faithfulness"] = checks.faithfulness(result["deletion_auc"])
     return result, curves
 
 
@@ -219,7 +220,7 @@ def run(cfg: Config) -> dict:
         paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],
         None if test.boxes is None else test.boxes[chosen],
     )  # fmt: skip
-    figures.deletion_curves(curves, paths.plots / "deletion_curves.png")
+    figures.deletion_curves(curves, paths.plots / "deletion_curves.png", metrics["attention"])
     figures.reliability_diagram(
         {
             "calibrated": reliability(probabilities, true.numpy()),
@@ -271,6 +272,8 @@ def run(cfg: Config) -> dict:
         metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"], empty,
         cfg.evaluate.deletion_fill, checked.get("deletion_auc"), info.run_id,
     )  # fmt: skip
+    if checked.get("faithfulness", "").startswith("not faithful"):
+        log.warning("evaluate: the attention is %s", checked["faithfulness"])
     if unknown["sets"]:
         log.info(
             "evaluate: unknown for %.1f %% of test images; out-of-distribution AUROC %s, flagged %s",

@@ -116,6 +116,11 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
     opened = np.asarray(Image.open(next((tmp_path / "out" / "test" / "open").iterdir())))
     test_rows = pixels[300:]  # the bottom quarter
     assert any((test_rows[y : y + 64, x : x + 64] == opened).all() for y in range(0, 37) for x in range(0, 237, 64))
+    # the attention-variants set: larger patches around crowns no larger than max_box
+    for max_box, crowns in ((40, [1, 1]), (39, [0, 0])):  # both small boxes have a 40-px side
+        wide = neon_crowns.cut_tile(pixels, boxes, np.random.default_rng(0), patch=96, max_box=max_box)
+        assert [sum(p[0] == "crown" for p in wide[split]) for split in ("train", "test")] == crowns
+        assert all(patch.shape == (96, 96, 3) for found in wide.values() for _, patch, _ in found)
 
 
 def test_the_benchmark_copy_holds_the_data_its_dvc_files_pin_so_the_stages_run_there(tmp_path):

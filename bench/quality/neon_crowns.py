@@ -64,8 +64,11 @@ def read_tile(xml: Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(image.convert("RGB")), np.array(boxes, dtype=int).reshape(-1, 4)
 
 
-def cut_tile(pixels: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> dict[str, list]:
-    """The tile's `crown` patches (with their boxes) and `open` patches, by split (the module's rule)."""
+def cut_tile(
+    pixels: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, patch: int = PATCH, max_box: int = PATCH - 8
+) -> dict[str, list]:
+    """The tile's `patch`-px `crown` patches (with their boxes, of at most `max_box` px) and `open`
+    patches, by split (the module's rule)."""
     height, width = pixels.shape[:2]
     covered = np.zeros((height, width), bool)
     for x0, y0, x1, y1 in boxes:
@@ -75,33 +78,36 @@ def cut_tile(pixels: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) ->
     out: dict[str, list] = {"train": [], "test": []}
     for split, (top, bottom) in parts.items():
         for x0, y0, x1, y1 in boxes:
-            fits = max(x1 - x0, y1 - y0) <= PATCH - 8 and x0 >= 0 and x1 <= width
+            fits = max(x1 - x0, y1 - y0) <= max_box and x0 >= 0 and x1 <= width
             if not fits or y0 < top or y1 > bottom:
                 continue
-            left = rng.integers(max(0, x1 - PATCH), min(x0, width - PATCH) + 1)
-            upper = rng.integers(max(top, y1 - PATCH), min(y0, bottom - PATCH) + 1)
-            patch = pixels[upper : upper + PATCH, left : left + PATCH]
-            out[split].append(("crown", patch, (x0 - left, y0 - upper, x1 - left, y1 - upper)))
-        for upper in range(top, bottom - PATCH + 1, PATCH):
-            for left in range(0, width - PATCH + 1, PATCH):
-                if not covered[upper : upper + PATCH, left : left + PATCH].any():
-                    out[split].append(("open", pixels[upper : upper + PATCH, left : left + PATCH], None))
+            left = rng.integers(max(0, x1 - patch), min(x0, width - patch) + 1)
+            upper = rng.integers(max(top, y1 - patch), min(y0, bottom - patch) + 1)
+            cut = pixels[upper : upper + patch, left : left + patch]
+            out[split].append(("crown", cut, (x0 - left, y0 - upper, x1 - left, y1 - upper)))
+        for upper in range(top, bottom - patch + 1, patch):
+            for left in range(0, width - patch + 1, patch):
+                if not covered[upper : upper + patch, left : left + patch].any():
+                    out[split].append(("open", pixels[upper : upper + patch, left : left + patch], None))
     return out
 
 
-def build(source: Path, target: Path, seed: int = 0) -> dict[str, dict[str, int]]:
-    """Write the image folder `target/{train,test}/{crown,open}/*.png` and `target/boxes.csv` from
-    the tiles in `source`; the number of images per split and class."""
+def build(
+    source: Path, target: Path, seed: int = 0, patch: int = PATCH, max_box: int = PATCH - 8
+) -> dict[str, dict[str, int]]:
+    """Write the image folder `target/{train,test}/{crown,open}/*.png` of `patch`-px patches and
+    `target/boxes.csv` from the tiles in `source` (crowns of at most `max_box` px); the number of
+    images per split and class."""
     rng = np.random.default_rng(seed)
     rows, counts = ["path,x_min,y_min,x_max,y_max"], {}
     for xml in sorted(source.glob("*.xml")):
-        for split, patches in cut_tile(*read_tile(xml), rng).items():
-            for label, patch, box in patches:
+        for split, patches in cut_tile(*read_tile(xml), rng, patch, max_box).items():
+            for label, pixels, box in patches:
                 index = counts.setdefault(split, {}).setdefault(label, 0)
                 counts[split][label] += 1
                 path = f"{split}/{label}/{xml.stem}_{index:04d}.png"
                 (target / path).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(patch).save(target / path)
+                Image.fromarray(pixels).save(target / path)
                 if box is not None:
                     rows.append(f"{path},{box[0]},{box[1]},{box[2]},{box[3]}")
     (target / "boxes.csv").write_text("\n".join(rows) + "\n")

@@ -67,8 +67,9 @@ class ModelConfig(_Section):
     widths: list[int] = Field([32, 64, 128], min_length=1)
     convs_per_block: int = Field(2, ge=1, le=4)
     output_stride: Literal["auto", 1, 2, 4, 8, 16, 32] | None = "auto"  # the attention map's; null: the backbone's
-    attention: Literal["soft", "none"] = "soft"
+    attention: Literal["auto", "soft", "gated", "none"] = "auto"  # gated: Ilse et al.'s tanh ⊙ sigmoid scores
     attention_dim: int = Field(128, ge=1)
+    attention_heads: int = Field(1, ge=1, le=16)  # maps, each pooling its own vector (concatenated)
     dropout: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -84,6 +85,8 @@ class ModelConfig(_Section):
             self.pretrained is False or self.backbone not in {"auto", "resnet18", "vgg11_bn"}
         ):
             raise ValueError("pretrained_weights is only for resnet18 or vgg11_bn with pretrained: true")
+        if self.attention_heads > 1 and self.attention == "none":
+            raise ValueError("attention_heads > 1 needs attention: soft or gated (average pooling has no heads)")
         return self
 
 
@@ -119,6 +122,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    attention_entropy: float = Field(0.0, ge=0)  # weight of the attention map's normalised entropy in the loss
     augment: AugmentConfig = AugmentConfig()
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -280,6 +284,10 @@ def fill_auto(config: Config) -> tuple[dict, tuple[str, ...]]:
     (pipeline/core/recipe.py), and what each became, with why."""
     model, train, size = config.model, config.train, config.data.image_size
     chosen = []
+    attention = model.attention
+    if attention == "auto":
+        attention, why = recipe.attention(config.data.source)
+        chosen.append(f"model.attention {attention}: {why}")
     name, weights, stride = model.backbone, model.pretrained, model.output_stride
     if name == "auto":
         name, why = recipe.backbone(size)
@@ -300,7 +308,7 @@ def fill_auto(config: Config) -> tuple[dict, tuple[str, ...]]:
         chosen.append(f"train.backbone_lr {backbone_lr:g} (lr / {recipe.BACKBONE_LR_DIVISOR})" if backbone_lr else
                       "train.backbone_lr null (lr)")  # fmt: skip
     raw = config.model_dump(by_alias=True)
-    raw["model"].update(backbone=name, pretrained=weights, output_stride=stride)
+    raw["model"].update(backbone=name, pretrained=weights, output_stride=stride, attention=attention)
     raw["train"].update(freeze_epochs=freeze, backbone_lr=backbone_lr)
     return raw, tuple(chosen)
 

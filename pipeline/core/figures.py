@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -116,13 +117,22 @@ def reliability_diagram(bins: dict[str, dict[str, np.ndarray]], path: Path) -> N
     _save(figure, path)
 
 
-def deletion_curves(curves: dict[str, np.ndarray], path: Path) -> None:
-    """The predicted class's mean probability as image regions are deleted, one line per order."""
-    figure, axes = plt.subplots(figsize=(5, 3.6))
+def deletion_curves(curves: dict[str, np.ndarray], path: Path, checked: dict | None = None) -> None:
+    """The predicted class's mean probability as image regions are deleted, one line per order; from
+    the evaluate stage's attention figures (`checked`), each order's area under the curve and the
+    verdict (`attention_checks.faithfulness`) under the title."""
+    checked = checked or {}
+    figure, axes = plt.subplots(figsize=(5.4, 3.9))
     for name, curve in curves.items():
-        axes.plot(np.linspace(0, 100, len(curve)), curve, marker=".", label=f"{LABELS.get(name, name)} order")
+        label = f"{LABELS.get(name, name)} order"
+        if name in checked.get("deletion_auc", {}):
+            label += f": AUC {checked['deletion_auc'][name]:.3f}"
+        axes.plot(np.linspace(0, 100, len(curve)), curve, marker=".", label=label)
     axes.set(xlabel="% of attention cells deleted", ylabel="probability of the predicted class", ylim=(0, 1.02))
-    axes.set_title("Deletion: lower means the prediction rests on those regions", fontsize=9)
+    title = "Deletion: lower means the prediction rests on those regions"
+    if checked.get("faithfulness"):
+        title += "\n" + textwrap.fill(checked["faithfulness"].split(";")[0], 80)
+    axes.set_title(title, fontsize=8)
     if curves:
         axes.legend()
     else:

@@ -13,7 +13,11 @@ filled from `data.image_size` (and from each other), and a key given a value kee
   convolutions then train about 2× slower on the CPU (52 → 23 images/s at 128 px, 2-core Xeon);
 - `train.freeze_epochs`: 2 with pretrained weights (the new head learns first, so its random
   gradients do not wreck the weights), else 0;
-- `train.backbone_lr`: with pretrained weights, the head's rate / 8, else the head's rate (null).
+- `train.backbone_lr`: with pretrained weights, the head's rate / 8, else the head's rate (null);
+- `model.attention`: gated scores for your own images (an image folder), the design's soft scores
+  for the built-in Fashion-MNIST sources. On real aerial images with human-drawn boxes the gate
+  was more accurate and its map more faithful on both sets and seeds measured, with the same
+  localisation (BENCHMARKS.md, "Attention variants on real images").
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ def backbone(image_size: int) -> tuple[str, str]:
     if image_size < PRETRAINED_FROM_PX:
         return "seed_cnn", f"{image_size}-px images are under {PRETRAINED_FROM_PX} px: the small CNN from scratch"
     return "efficientnet_lite0", f"{image_size}-px images: an ImageNet-pretrained backbone fine-tuned"
+
+
+def attention(source: str) -> tuple[str, str]:
+    """The attention's scoring for images from `source`, and why."""
+    if source == "imagefolder":
+        return "gated", "your own images: gated scores, more accurate and more faithful on real images"
+    return "soft", f"{source}: the design's soft scores (its reference runs)"
 
 
 def pretrained(name: str, weights_file: str | None) -> bool:

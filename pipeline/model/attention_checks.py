@@ -126,6 +126,19 @@ def area(curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, np.linspace(0, 1, len(curve))))
 
 
+def faithfulness(auc: dict[str, float]) -> str:
+    """One line on how the attention's deletion AUC compares with Grad-CAM's and a random order's."""
+    attention = auc["attention"]
+    if attention >= auc["random"]:
+        return (
+            "not faithful: deleting what the attention shows hurts the prediction no more than deleting at "
+            "random; the overlays do not show what the prediction rests on"
+        )
+    if attention >= auc["gradcam"]:
+        return "faithful, less than Grad-CAM: deleting in Grad-CAM's order hurts the prediction more"
+    return "faithful: deleting what the attention shows hurts the prediction more than Grad-CAM's or a random order"
+
+
 def map_order(maps: torch.Tensor) -> torch.Tensor:
     """N×cells: the cells from the highest to the lowest value of each map (most attended first)."""
     return maps.flatten(1).argsort(dim=1, descending=True, stable=True)

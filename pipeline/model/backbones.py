@@ -119,7 +119,7 @@ def _load(net: nn.Module, state: dict, name: str, path: str) -> None:
 def build_backbone(cfg: ModelConfig, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
     """The feature extractor for `cfg.backbone` and its output channels; with ImageNet weights when
     `pretrained` (the input is then 3 channels in ImageNet normalisation)."""
-    if "auto" in (cfg.backbone, cfg.pretrained, cfg.output_stride):
+    if "auto" in (cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.attention):
         raise PipelineError("model: 'auto' keys are filled by load_config from the data; load params with it")
     stride = cfg.output_stride
     if cfg.backbone == "seed_cnn":

@@ -1,8 +1,9 @@
 """The attention CNN: a convolutional feature extractor, soft attention pooling, a linear classifier.
 
 For the feature map F = {f_1..f_n} (n = H·W): e_i = wᵀ tanh(W_f f_i + b_f), α = softmax(e) over all
-n positions, v = Σ α_i f_i, logits = linear(v). α is returned as an H×W attention map, v as the
-image's embedding and, once the model has a detector (`pipeline/model/novelty.py`), the novelty score.
+n positions, v = Σ α_i f_i, logits = linear(v) (variants: several heads, a gate: `SoftAttentionPool`).
+α is returned as an H×W attention map, v as the image's embedding and, once the model has a
+detector (`pipeline/model/novelty.py`), the novelty score.
 """
 
 from __future__ import annotations
@@ -25,20 +26,29 @@ class Prediction(NamedTuple):
 
 
 class SoftAttentionPool(nn.Module):
-    """Soft attention over all H·W positions of a feature map."""
+    """Soft attention over all H·W positions of a feature map.
 
-    def __init__(self, channels: int, attention_dim: int):
+    `heads` score vectors w_k give `heads` maps α_k, each pooling its own v_k; the pooled vector is
+    their concatenation (heads × C) and the map shown is their mean (still summing to 1). `gated`
+    scores e_i = wᵀ(tanh(W_f f_i + b_f) ⊙ sigmoid(W_g f_i + b_g)) (Ilse et al., 2018), a gate that
+    lets a position's score leave tanh's saturated range.
+    """
+
+    def __init__(self, channels: int, attention_dim: int, heads: int = 1, gated: bool = False):
         super().__init__()
         self.project = nn.Linear(channels, attention_dim)  # W_f, b_f
-        self.score = nn.Linear(attention_dim, 1, bias=False)  # w
+        self.score = nn.Linear(attention_dim, heads, bias=False)  # w (one row per head)
+        self.gate = nn.Linear(channels, attention_dim) if gated else None  # W_g, b_g
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, _, height, width = features.shape
         positions = features.flatten(2).transpose(1, 2)  # B×n×C
-        scores = self.score(torch.tanh(self.project(positions))).squeeze(-1)  # B×n
-        alpha = torch.softmax(scores.float(), dim=1)
-        pooled = torch.bmm(alpha.unsqueeze(1).to(positions.dtype), positions).squeeze(1)  # B×C
-        return pooled, alpha.view(batch, height, width)
+        hidden = torch.tanh(self.project(positions))
+        if self.gate is not None:
+            hidden = hidden * torch.sigmoid(self.gate(positions))
+        alpha = torch.softmax(self.score(hidden).float(), dim=1)  # B×n×heads, over all n positions
+        pooled = torch.bmm(alpha.transpose(1, 2).to(positions.dtype), positions)  # B×heads×C
+        return pooled.flatten(1), alpha.mean(dim=2).view(batch, height, width)
 
 
 class AveragePool(nn.Module):
@@ -74,9 +84,14 @@ class AttentionCNN(nn.Module):
         self.register_buffer("std", std)
         self.features, channels = build_backbone(cfg, in_channels, pretrained)
         self.features_frozen = False  # fine-tuning: train the head alone (train.freeze_epochs)
-        self.pool = SoftAttentionPool(channels, cfg.attention_dim) if cfg.attention == "soft" else AveragePool()
+        if cfg.attention == "none":
+            self.pool, pooled = AveragePool(), channels
+        else:
+            gated = cfg.attention == "gated"
+            self.pool = SoftAttentionPool(channels, cfg.attention_dim, cfg.attention_heads, gated)
+            pooled = channels * cfg.attention_heads
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier = nn.Linear(pooled, num_classes)
         # temperature scaling (pipeline/model/calibration.py): 1 while training, fitted after
         self.register_buffer("temperature", torch.ones(()), persistent=False)
         self.novelty: NearestNeighbours | None = None  # the "unknown" detector, fitted after training

@@ -4,6 +4,7 @@ optimizer, schedule and loss, batch augmentation on the device, one epoch, and v
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Iterator
@@ -100,6 +101,13 @@ def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
     return torch.where(counts > 0, len(labels) / (present * counts.clamp(min=1)), 0.0)
 
 
+def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
+    """Each map's entropy over its n cells divided by log n: 1 for uniform attention, 0 for one
+    cell. As a loss term (`train.attention_entropy`) it asks for maps that commit to a region."""
+    flat = attention.flatten(1).float()
+    return -(flat * flat.clamp(min=1e-12).log()).sum(1) / math.log(max(flat.shape[1], 2))
+
+
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
     logits = predict_batches(training.model, split.images, scoring_batch(split.images), runtime).logits
@@ -159,8 +167,11 @@ def train_epoch(
     for step, (batch, labels) in enumerate(progress):
         images = augment(batch, cfg.augment, generator).contiguous(memory_format=runtime.memory_format)
         with runtime.autocast():
-            logits = model(images).logits
+            out = model(images)
+            logits = out.logits
             loss = loss_fn(logits.float(), labels)
+            if cfg.attention_entropy:
+                loss = loss + cfg.attention_entropy * attention_entropy(out.attention).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -129,3 +129,16 @@ def test_localisation_scores_the_peak_and_the_mass_against_the_box():
 def test_a_box_covers_cells_in_proportion():
     overlap = checks.box_overlap(torch.tensor([[2.0, 0.0, 6.0, 4.0]]), (2, 2), (8, 8))
     assert overlap.tolist() == [[[0.5, 0.5], [0.0, 0.0]]]
+
+
+@pytest.mark.parametrize(
+    ("auc", "verdict"),
+    [
+        ({"attention": 0.30, "gradcam": 0.35, "random": 0.50}, "faithful: "),
+        ({"attention": 0.40, "gradcam": 0.35, "random": 0.50}, "faithful, less than Grad-CAM"),
+        ({"attention": 0.55, "gradcam": 0.35, "random": 0.50}, "not faithful"),
+        ({"attention": 0.50, "gradcam": 0.60, "random": 0.50}, "not faithful"),  # a tie with random says nothing
+    ],
+)
+def test_the_verdict_says_whether_deleting_what_the_attention_shows_hurts_most(auc, verdict):
+    assert checks.faithfulness(auc).startswith(verdict)

@@ -50,7 +50,9 @@ def test_without_pretraining_the_same_photo_is_not_recognised():
 
 def pretrained_cfg(**values) -> ModelConfig:
     values = {"output_stride": None, **values}  # the backbone's own stride (the default, 4, is seed_cnn's)
-    return ModelConfig(backbone="efficientnet_lite0", pretrained=True, attention_dim=16, dropout=0.0, **values)
+    return ModelConfig(
+        backbone="efficientnet_lite0", pretrained=True, attention="soft", attention_dim=16, dropout=0.0, **values
+    )
 
 
 def test_attention_head_sits_on_the_pretrained_feature_map_of_gray_images():
@@ -77,7 +79,9 @@ def test_torchvision_backbones_load_a_users_weights_file(tmp_path):
     torch.manual_seed(1)
     file = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), file)
-    cfg = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(file), output_stride=None)
+    cfg = ModelConfig(
+        backbone="resnet18", pretrained=True, pretrained_weights=str(file), output_stride=None, attention="soft"
+    )
     model = AttentionCNN(cfg, 1, 3, pretrained=True)
     torch.testing.assert_close(model.features[0].weight, torch.load(file, weights_only=True)["conv1.weight"])
     assert model(torch.zeros((1, 1, 64, 64), dtype=torch.uint8)).attention.shape == (1, 2, 2)
@@ -85,13 +89,19 @@ def test_torchvision_backbones_load_a_users_weights_file(tmp_path):
 
 def test_a_missing_or_wrong_weights_file_is_named(tmp_path):
     missing = ModelConfig(
-        backbone="resnet18", pretrained=True, pretrained_weights=str(tmp_path / "none.pth"), output_stride=None
+        backbone="resnet18",
+        pretrained=True,
+        pretrained_weights=str(tmp_path / "none.pth"),
+        output_stride=None,
+        attention="soft",
     )
     with pytest.raises(PipelineError, match=r"model.pretrained_weights: .*none.pth does not exist; download https://"):
         AttentionCNN(missing, 3, 3, pretrained=True)
     other = tmp_path / "vgg.pth"
     torch.save(torchvision.models.vgg11_bn().features.state_dict(), other)
-    wrong = ModelConfig(backbone="resnet18", pretrained=True, pretrained_weights=str(other), output_stride=None)
+    wrong = ModelConfig(
+        backbone="resnet18", pretrained=True, pretrained_weights=str(other), output_stride=None, attention="soft"
+    )
     with pytest.raises(PipelineError, match="holds no resnet18 weights"):
         AttentionCNN(wrong, 3, 3, pretrained=True)
 
@@ -135,7 +145,11 @@ def test_frozen_epochs_train_the_head_only_then_the_backbone_learns(project):
 
 def test_the_backbone_gets_its_own_learning_rate(project):
     model = AttentionCNN(
-        ModelConfig(backbone="seed_cnn", pretrained=False, widths=[4], attention_dim=4, output_stride=None), 1, 2
+        ModelConfig(
+            backbone="seed_cnn", pretrained=False, widths=[4], attention="soft", attention_dim=4, output_stride=None
+        ),
+        1,
+        2,
     )
     optimizer = make_optimizer(model, TrainConfig(lr=0.01, backbone_lr=0.001))
     head, backbone = optimizer.param_groups
@@ -179,7 +193,7 @@ def test_images_of_128_px_are_fine_tuned_from_imagenet_weights_by_default(projec
     ],
 )
 def test_output_stride_keeps_a_finer_attention_map(model, size, side):
-    net = AttentionCNN(ModelConfig(**{"pretrained": False, **model}), 1, 3).eval()
+    net = AttentionCNN(ModelConfig(**{"pretrained": False, "attention": "soft", **model}), 1, 3).eval()
     with torch.no_grad():
         attention = net(torch.zeros(2, 1, size, size)).attention
     assert attention.shape == (2, side, side)
@@ -195,4 +209,4 @@ def test_output_stride_keeps_a_finer_attention_map(model, size, side):
 )
 def test_an_output_stride_a_backbone_cannot_keep_is_one_line(model, message):
     with pytest.raises(PipelineError, match=message):
-        AttentionCNN(ModelConfig(**{"pretrained": False, **model}), 1, 3)
+        AttentionCNN(ModelConfig(**{"pretrained": False, "attention": "soft", **model}), 1, 3)

@@ -7,7 +7,9 @@ from pipeline.model.model_file import ModelInfo, load_model, save_model
 
 
 def info() -> ModelInfo:
-    cfg = ModelConfig(backbone="seed_cnn", pretrained=False, widths=[4, 8], attention_dim=4, output_stride=4)
+    cfg = ModelConfig(
+        backbone="seed_cnn", pretrained=False, widths=[4, 8], attention="soft", attention_dim=4, output_stride=4
+    )
     return ModelInfo(cfg.model_dump(), ["a", "b"], 16, 1, [0.3], [0.2], run_id="r1", data_version="abc.dir")
 
 

@@ -7,13 +7,14 @@ from pipeline.model.backbones import seed_cnn
 from pipeline.model.network import AttentionCNN, SoftAttentionPool
 
 
-def make(attention="soft", backbone="seed_cnn", channels=1, classes=4):
+def make(attention="soft", backbone="seed_cnn", channels=1, classes=4, heads=1):
     cfg = ModelConfig(  # each backbone at its own stride
         backbone=backbone,
         pretrained=False,
         widths=[8, 16],
         attention=attention,
         attention_dim=8,
+        attention_heads=heads,
         dropout=0.0,
         output_stride=None,
     )
@@ -37,9 +38,9 @@ def test_shapes(backbone, channels, size, grid):
     assert out.attention.shape == (5, grid, grid)
 
 
-@pytest.mark.parametrize("attention", ["soft", "none"])
-def test_attention_sums_to_one_over_all_positions_per_image(attention):
-    out = make(attention).eval()(torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8))
+@pytest.mark.parametrize(("attention", "heads"), [("soft", 1), ("none", 1), ("gated", 1), ("soft", 3)])
+def test_attention_sums_to_one_over_all_positions_per_image(attention, heads):
+    out = make(attention, heads=heads).eval()(torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8))
     sums = out.attention.flatten(1).sum(dim=1)
     torch.testing.assert_close(sums, torch.ones(6))
     assert (out.attention >= 0).all()
@@ -55,6 +56,42 @@ def test_softmax_is_over_all_positions_not_one_axis():
     torch.testing.assert_close(pooled, expected)
 
 
+def test_heads_pool_their_own_maps_and_show_their_mean():
+    pool = SoftAttentionPool(channels=4, attention_dim=3, heads=2)
+    features = torch.randn(2, 4, 5, 6)
+    pooled, shown = pool(features)
+    positions = features.flatten(2).transpose(1, 2)
+    alpha = torch.softmax(pool.score(torch.tanh(pool.project(positions))), dim=1)  # 2×30×heads
+    assert not torch.allclose(alpha[..., 0], alpha[..., 1])  # two different maps
+    expected = torch.cat([(alpha[..., k : k + 1] * positions).sum(1) for k in range(2)], dim=1)
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(shown, alpha.mean(2).view(2, 5, 6))
+    assert make(heads=3).classifier.in_features == 3 * 16
+
+
+def test_the_gate_can_silence_a_position():
+    pool = SoftAttentionPool(channels=1, attention_dim=1, gated=True)
+    with torch.no_grad():
+        pool.project.weight.fill_(1.0)
+        pool.project.bias.zero_()
+        pool.score.weight.fill_(10.0)
+        pool.gate.weight.fill_(-20.0)  # the gate closes for large features
+        pool.gate.bias.fill_(10.0)
+    features = torch.zeros(1, 1, 3, 3)
+    features[0, 0, 0, 0] = 0.4  # tanh favours both; the gate only the smaller
+    features[0, 0, 2, 1] = 5.0
+    _, alpha = pool(features)
+    assert alpha[0].argmax().item() == 0
+    ungated = SoftAttentionPool(channels=1, attention_dim=1)
+    ungated.load_state_dict({k: v for k, v in pool.state_dict().items() if not k.startswith("gate")})
+    assert ungated(features)[1][0].argmax().item() == 2 * 3 + 1
+
+
+def test_heads_need_attention():
+    with pytest.raises(ValueError, match="attention_heads"):
+        ModelConfig(attention="none", attention_heads=2)
+
+
 def test_attention_follows_the_scores():
     pool = SoftAttentionPool(channels=1, attention_dim=1)
     with torch.no_grad():
@@ -67,9 +104,9 @@ def test_attention_follows_the_scores():
     assert alpha[0].argmax().item() == 2 * 3 + 1
 
 
-@pytest.mark.parametrize("attention", ["soft", "none"])
-def test_every_parameter_gets_a_gradient(attention):
-    model = make(attention).train()
+@pytest.mark.parametrize(("attention", "heads"), [("soft", 1), ("none", 1), ("gated", 2)])
+def test_every_parameter_gets_a_gradient(attention, heads):
+    model = make(attention, heads=heads).train()
     out = model(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))
     nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 3])).backward()
     for name, parameter in model.named_parameters():
@@ -93,7 +130,9 @@ def test_one_batch_can_be_overfit():
 
 
 def test_normalisation_uses_the_given_statistics():
-    cfg = ModelConfig(backbone="seed_cnn", pretrained=False, widths=[4], attention_dim=2, output_stride=None)
+    cfg = ModelConfig(
+        backbone="seed_cnn", pretrained=False, widths=[4], attention="soft", attention_dim=2, output_stride=None
+    )
     model = AttentionCNN(cfg, 1, 2, mean=[0.5], std=[0.25])
     assert model.mean.item() == pytest.approx(127.5)
     assert model.std.item() == pytest.approx(63.75)

@@ -27,7 +27,16 @@ def test_batched_prediction_matches_one_pass_and_attention_sums_to_one(precision
     runtime = select_runtime("cpu", precision)
     model = runtime.prepare(
         AttentionCNN(
-            ModelConfig(backbone="seed_cnn", pretrained=False, widths=[8, 16], attention_dim=8, output_stride=4), 1, 3
+            ModelConfig(
+                backbone="seed_cnn",
+                pretrained=False,
+                widths=[8, 16],
+                attention="soft",
+                attention_dim=8,
+                output_stride=4,
+            ),
+            1,
+            3,
         )
     ).eval()
     images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)

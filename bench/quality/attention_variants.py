@@ -1,0 +1,133 @@
+"""Attention variants on real images with human-drawn boxes: which one looks where the object is.
+
+    pip install --no-deps deepforest==2.1.0          # its wheel ships the images (bench/quality/neon_crowns.py)
+    python -m bench.quality.attention_variants [--seeds 0,1] [--variants soft,gated,...] [--sets crowns,small]
+
+The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its 64-px patches
+(crowns up to 56 px, so a patch is mostly crown and the centre point is a strong guess), and
+`small`, 96-px patches around crowns of at most 48 px at a random place (the centre point finds
+half of them). On each, the project's train and evaluate stages run with the defaults of
+`params.yaml` except the data section and one attention variant: the soft attention as designed,
+Ilse et al.'s gated scores, several heads, an entropy term that asks each map to commit to a
+region, a finer map (stride 2). Reported: test accuracy; the pointing game and the attention mass
+in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
+attention's, Grad-CAM's and a random order (lower: more faithful). Writes
+`bench/results/attention_variants.json` (a run already there for another set, variant or seed is
+kept); prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from bench import RESULTS
+from bench.default_run import copy_project, run
+from bench.quality.neon_crowns import build, deepforest_data, measure
+from pipeline.core.paths import project_root
+
+SETS = {  # name: (patch side, largest crown box) in px
+    "crowns": (64, 56),
+    "small": (96, 48),
+}
+VARIANTS = {
+    "soft": {"model": {"attention": "soft"}},
+    "gated": {"model": {"attention": "gated"}},
+    "heads-4": {"model": {"attention": "soft", "attention_heads": 4}},
+    "entropy-0.2": {"model": {"attention": "soft"}, "train": {"attention_entropy": 0.2}},
+    "stride-2": {"model": {"attention": "soft", "output_stride": 2}},
+}
+
+
+def with_changes(params: dict, changes: dict) -> dict:
+    """A copy of `params` with `changes` ({section: {key: value}}) applied."""
+    params = yaml.safe_load(yaml.safe_dump(params))
+    for section, values in changes.items():
+        params[section].update(values)
+    return params
+
+
+def prepare(workdir: Path, name: str) -> tuple[Path, dict, dict]:
+    """A fresh project copy with the set `name` built, validated and preprocessed; its root, params
+    and images per split and class."""
+    patch, max_box = SETS[name]
+    root = copy_project(project_root(), workdir / name / "project")
+    counts = build(deepforest_data(), root / "data" / "neon-crowns", patch=patch, max_box=max_box)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(source="imagefolder", path="data/neon-crowns", image_size=patch, channels=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, sys.executable, "-m", "pipeline.validate")
+    run(root, sys.executable, "-m", "pipeline.preprocess")
+    return root, params, counts
+
+
+FIGURES = ("test_accuracy", "pointing_game", "gradcam_pointing_game", "pointing_game_centre_baseline",
+           "box_attention_mass", "gradcam_box_mass", "box_area_share", "deletion_auc_attention",
+           "deletion_auc_gradcam", "deletion_auc_random", "train_seconds")  # fmt: skip
+
+
+def summary(runs: list[dict]) -> list[dict]:
+    """Each set and variant's figures, averaged over its seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["set"], r["variant"]), []).append(r)
+    return [
+        {"set": s, "variant": v, "seed": f"mean of {len(rs)}", **{k: sum(r[k] for r in rs) / len(rs) for k in FIGURES}}
+        for (s, v), rs in groups.items()
+    ]
+
+
+def markdown(output: dict) -> str:
+    rows = [
+        "| set | variant | seed | test accuracy | pointing game: attention / Grad-CAM (centre) "
+        "| mass in box: attention / Grad-CAM (area) | deletion AUC: attention / Grad-CAM (random) | train |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary(output["runs"]) + output["runs"]:
+        rows.append(
+            f"| {r['set']} | {r['variant']} | {r['seed']} | {r['test_accuracy']:.1%} "
+            f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
+            f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}) "
+            f"| {r['train_seconds']:.0f} s |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quality.attention_variants", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-variants")
+    parser.add_argument("--seeds", default="0,1", help="the train.seed values, comma-separated")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"of {', '.join(SETS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    path = RESULTS / "attention_variants.json"
+    output: dict = json.loads(path.read_text()) if path.is_file() else {"sets": {}, "runs": []}
+    for name in args.sets.split(","):
+        root, params, counts = prepare(args.workdir, name)
+        output["sets"][name] = {"patch": SETS[name][0], "max_box": SETS[name][1], "images": counts}
+        for seed in map(int, args.seeds.split(",")):
+            for variant in args.variants.split(","):
+                figures = {
+                    "set": name,
+                    "variant": variant,
+                    **measure(root, with_changes(params, VARIANTS[variant]), variant, seed),
+                }
+                same = (name, variant, seed)
+                output["runs"] = [r for r in output["runs"] if (r["set"], r["variant"], r["seed"]) != same] + [figures]
+                print(json.dumps(figures), flush=True)
+                path.write_text(json.dumps(output, indent=2) + "\n")
+    output["runs"].sort(key=lambda r: (list(SETS).index(r["set"]), r["seed"], list(VARIANTS).index(r["variant"])))
+    path.write_text(json.dumps(output, indent=2) + "\n")
+    print(markdown(output))
+
+
+if __name__ == "__main__":
+    main()
