@@ -131,7 +131,7 @@ def deletion_curves(curves: dict[str, np.ndarray], path: Path, checked: dict | N
     axes.set(xlabel="% of attention cells deleted", ylabel="probability of the predicted class", ylim=(0, 1.02))
     title = "Deletion: lower means the prediction rests on those regions"
     if checked.get("faithfulness"):
-        title += "\n" + textwrap.fill(checked["faithfulness"].split(";")[0], 80)
+        title += "\n" + textwrap.fill(checked["faithfulness"].split(";")[0], 95)
     axes.set_title(title, fontsize=8)
     if curves:
         axes.legend()
