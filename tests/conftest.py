@@ -60,9 +60,9 @@ def mlflow_state_of_its_own():
 
 # The files that take longest (`make test` lists the slowest tests): pytest-xdist hands whole files
 # to its workers in collection order, so these go first and no worker is left with one at the end.
-SLOWEST_FIRST = (  # by each file's total seconds in a full run, largest first, so the workers end together
-    "tests/test_pipeline_e2e.py", "tests/flows/test_flows.py", "tests/test_register.py", "tests/test_bench.py",
-    "tests/training/test_distributed.py", "tests/flows/test_prefect_server.py", "tests/core/test_memory.py",
+SLOWEST_FIRST = (  # the longest single test, then by each file's total seconds, so the workers end together
+    "tests/core/test_memory.py", "tests/test_pipeline_e2e.py", "tests/flows/test_flows.py", "tests/test_register.py",
+    "tests/test_bench.py", "tests/training/test_distributed.py", "tests/flows/test_prefect_server.py",
     "tests/test_train.py", "tests/flows/test_monitoring.py", "tests/test_dvc_remote.py", "tests/test_concurrency.py",
     "tests/test_object_store.py", "tests/test_tracking_server.py", "tests/test_preprocess.py",
 )  # fmt: skip

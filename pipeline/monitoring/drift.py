@@ -42,6 +42,9 @@ def as_frame(records: pd.DataFrame) -> pd.DataFrame:
     """Log records (or reference rows) with the embedding spread over columns e0, e1, …"""
     frame = records[["class", "probability", "novelty"]].copy()
     frame["class"] = frame["class"].astype(str)
+    # float64: a confident model's float32 probabilities can span less than Evidently's 10 histogram
+    # bins can split in float32 (0.99999994 to 1.0), which numpy refuses
+    frame[["probability", "novelty"]] = frame[["probability", "novelty"]].astype("float64")
     embeddings = records["embedding"].dropna()
     if len(embeddings) == len(records) and len(records):
         matrix = np.stack(embeddings.to_numpy())

@@ -15,7 +15,21 @@ def test_small_images_get_the_seed_cnn_from_scratch(tmp_path):
     cfg = auto(tmp_path, **{"data.image_size": 28})
     assert (cfg.model.backbone, cfg.model.pretrained, cfg.model.output_stride) == ("seed_cnn", False, 4)
     assert (cfg.train.freeze_epochs, cfg.train.backbone_lr) == (0, None)
-    assert cfg.chosen[0].startswith("model.backbone seed_cnn: 28-px images are under 128 px")
+    assert any(line.startswith("model.backbone seed_cnn: 28-px images are under 128 px") for line in cfg.chosen)
+
+
+@pytest.mark.parametrize(
+    ("source", "given", "attention"),
+    [("imagefolder", None, "gated"), ("fashion-mnist", None, "soft"), ("cluttered-fashion-mnist", None, "soft"),
+     ("imagefolder", "soft", "soft"), ("fashion-mnist", "gated", "gated")],
+)  # fmt: skip
+def test_an_image_folder_gets_gated_attention_and_fashion_mnist_the_designs_soft_attention(
+    tmp_path, source, given, attention
+):
+    overrides = {"data.source": source} | ({"model.attention": given} if given else {})
+    cfg = auto(tmp_path, **overrides)
+    assert cfg.model.attention == attention
+    assert any(line.startswith(f"model.attention {attention}: ") for line in cfg.chosen) == (given is None)
 
 
 @pytest.mark.parametrize("size", [128, 224, 300, 1024])

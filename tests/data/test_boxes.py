@@ -14,6 +14,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data import image_folder
 from pipeline.data.manifest import BOX, manifest_frame
 from pipeline.data.splits import load_split
+from pipeline.model.attention_checks import faithfulness
 
 BOX_RULE = "object box inside its image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)"
 
@@ -86,7 +87,9 @@ def test_boxes_of_some_images_are_scaled_with_them_and_scored_in_evaluate(projec
     np.testing.assert_array_equal(test.boxes.numpy(), np.array(expected, dtype=np.float32))
     train.run(cfg)
     evaluate.run(cfg)
-    localisation = json.loads((cfg.paths.metrics / "eval.json").read_text())["attention"]["localisation"]
+    checked = json.loads((cfg.paths.metrics / "eval.json").read_text())["attention"]
+    assert checked["faithfulness"] == faithfulness(checked["deletion_auc"])  # the verdict, in words
+    localisation = checked["localisation"]
     assert localisation["boxed_images"] == localisation["gradcam_images"] == len(annotated)
     assert localisation["box_area_share"] == pytest.approx(0.5)
     for key in ("pointing_game", "pointing_game_centre_baseline", "box_attention_mass", "gradcam_pointing_game"):

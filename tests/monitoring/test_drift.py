@@ -29,3 +29,14 @@ def test_a_log_without_embeddings_is_compared_on_what_it_has():
     current["embedding"] = None
     figures = compare(reference, current, embedding_auc=0.55).figures
     assert figures["embedding_auc"] is None and "class_distance" in figures and "embedding" not in figures["drifted"]
+
+
+def test_a_confident_models_float32_probabilities_next_to_one_are_compared():
+    """A model sure of every answer logs float32 probabilities of 0.99999994 and 1.0 (the test
+    project's gated model did): too narrow a range for 10 histogram bins in float32."""
+    reference, current = records(300, 0.0, ["a", "b"], 0), records(300, 0.0, ["a", "b"], 1)
+    for frame in (reference, current):
+        frame["probability"] = np.where(np.arange(len(frame)) % 2, np.float32(1.0), np.nextafter(np.float32(1), 0))
+        frame["probability"] = frame["probability"].astype(np.float32)
+    figures = compare(reference, current, embedding_auc=0.55).figures
+    assert figures["probability_distance"] < 0.1 and "probability" not in figures["drifted"]
