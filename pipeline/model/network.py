@@ -30,8 +30,8 @@ class SoftAttentionPool(nn.Module):
 
     `heads` score vectors w_k give `heads` maps α_k, each pooling its own v_k; the pooled vector is
     their concatenation (heads × C) and the map shown is their mean (still summing to 1). `gated`
-    scores e_i = wᵀ(tanh(W_f f_i + b_f) ⊙ sigmoid(W_g f_i + b_g)) (Ilse et al., 2018), a gate that
-    lets a position's score leave tanh's saturated range.
+    scores e_i = wᵀ(tanh(W_f f_i + b_f) ⊙ sigmoid(W_g f_i + b_g)) (Ilse et al., 2018): a gate in
+    0..1 that can turn a position down whatever its tanh response.
     """
 
     def __init__(self, channels: int, attention_dim: int, heads: int = 1, gated: bool = False):
