@@ -114,6 +114,27 @@ def build(
     return counts
 
 
+def with_changes(params: dict, changes: dict) -> dict:
+    """A copy of `params` with `changes` ({section: {key: value}}) applied."""
+    params = yaml.safe_load(yaml.safe_dump(params))
+    for section, values in changes.items():
+        params[section].update(values)
+    return params
+
+
+def prepare(project: Path, patch: int = PATCH, max_box: int = PATCH - 8) -> tuple[Path, dict, dict]:
+    """A fresh copy of this project at `project` with the crowns built (`build`), validated and
+    preprocessed at `patch` px; its root, params and images per split and class."""
+    root = copy_project(PROJECT, project)
+    counts = build(deepforest_data(), root / "data" / "neon-crowns", patch=patch, max_box=max_box)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(source="imagefolder", path="data/neon-crowns", image_size=patch, channels=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, sys.executable, "-m", "pipeline.validate")
+    run(root, sys.executable, "-m", "pipeline.preprocess")
+    return root, params, counts
+
+
 def measure(root: Path, params: dict, name: str, seed: int) -> dict:
     """Train and evaluate with `params` and `train.seed` `seed`; the figures of the run."""
     params = {**params, "train": {**params["train"], "seed": seed}}
@@ -168,18 +189,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="train.seed 0, 1, …")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
     args = parser.parse_args()
-    root = copy_project(PROJECT, args.workdir / "project")
-    counts = build(deepforest_data(), root / "data" / "neon-crowns")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path="data/neon-crowns", image_size=PATCH, channels=3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(root, sys.executable, "-m", "pipeline.validate")
-    run(root, sys.executable, "-m", "pipeline.preprocess")
+    root, params, counts = prepare(args.workdir / "project")
     variants = {"this version's": params}
     if args.before:
-        variants["before 2026-11-27"] = yaml.safe_load(yaml.safe_dump(params))
-        for section, values in BEFORE.items():
-            variants["before 2026-11-27"][section].update(values)
+        variants["before 2026-11-27"] = with_changes(params, BEFORE)
     runs = []
     for name, variant in variants.items():
         for seed in range(args.seeds):
