@@ -138,7 +138,7 @@ def attention_metrics(
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
     if test.boxes is not None:
         localisation = checks.localisation_figures(attention, test.boxes, size)
-        boxed = _sample(torch.nonzero(~torch.isnan(test.boxes).any(dim=1))[:, 0], count, seed)
+        boxed = _sample(torch.nonzero(checks.boxed(test.boxes))[:, 0], count, seed)
         if len(boxed):
             maps = gradcam_maps(model, test.images[boxed], grid, batch)
             gradcam = checks.localisation_figures(maps, test.boxes[boxed], size)

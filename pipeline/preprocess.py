@@ -32,7 +32,7 @@ import torch
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import replace_dir, write_json
-from pipeline.data.manifest import BOX, upright_size
+from pipeline.data.manifest import BOXES, box_array, upright_size
 from pipeline.data.shards import ShardWriter, link_chunks, publish
 from pipeline.data.sources import load_images
 from pipeline.data.split_rule import split_manifest
@@ -127,13 +127,16 @@ def write_split(
 
 def scaled_boxes(rows: pd.DataFrame, size: int) -> torch.Tensor | None:
     """The rows' object boxes (x_min, y_min, x_max, y_max) in the pixels of the `size`² preprocessed
-    image, NaN where a row has none; None when no row has one."""
-    if not set(BOX) <= set(rows.columns) or rows[BOX].isna().all().all():
+    image: N×K×4, K the most boxes of any row, NaN-padded; None when no row has one."""
+    if BOXES not in rows.columns or rows[BOXES].isna().all():
         return None
-    boxes = rows[BOX].astype("float64").to_numpy()
+    arrays = [box_array(cell) for cell in rows[BOXES]]
+    boxes = np.full((len(arrays), max(len(a) for a in arrays), 4), np.nan)
+    for row, array in enumerate(arrays):
+        boxes[row, : len(array)] = array
     width, height = (side.astype("float64").to_numpy() for side in upright_size(rows))
     scale = size / np.stack([width, height, width, height], axis=1)
-    return torch.from_numpy(boxes * scale).float()
+    return torch.from_numpy(boxes * scale[:, None, :]).float()
 
 
 def publish_splits(folder: Path, names: list[str], url: str) -> str:

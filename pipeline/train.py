@@ -35,11 +35,11 @@ from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
 from pipeline.model.model_file import ModelInfo, save_model
 from pipeline.model.network import AttentionCNN
-from pipeline.model.novelty import bank_rows, unit_rows
+from pipeline.model.novelty import DETECTOR, bank_rows, unit_rows
 from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
-from pipeline.training.runtime import Runtime, predict_batches, select_runtime, uses_cuda
+from pipeline.training.runtime import Runtime, mean_features, predict_batches, select_runtime, uses_cuda
 from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, scoring_batch, train_epoch
 
 log = logging.getLogger(__name__)
@@ -248,12 +248,13 @@ def fit_detector(
     (seeded), and the threshold that accepts `train.unknown.accept` of the validation images."""
     settings = cfg.train.unknown
     rows = bank_rows(len(train_data.labels), settings.bank, cfg.train.seed).to(train_data.images.device)
-    features = predict_batches(model, train_data.images, scoring_batch(train_data.images), runtime, rows).embedding
+    features = mean_features(model, train_data.images, scoring_batch(train_data.images), runtime, rows)
     model.attach_novelty(len(features), settings.neighbours).bank.copy_(unit_rows(features))
     scores = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).novelty.numpy()
     detector = Novelty(
         neighbours=model.novelty.neighbours, bank=len(features),
         threshold=acceptance_threshold(scores, settings.accept), accept=settings.accept,
+        detector=DETECTOR,
     )  # fmt: skip
     log.info(
         "train: unknown beyond novelty %.4f (%d-th nearest of %d training images; accepts %.0f %% of validation)",

@@ -97,10 +97,10 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
     crowns = {split: [p for p in found if p[0] == "crown"] for split, found in patches.items()}
     assert [len(crowns["train"]), len(crowns["test"])] == [1, 1]
     for found in patches.values():
-        for label, patch, box in found:
+        for label, patch, crowns in found:
             assert patch.shape == (neon_crowns.PATCH, neon_crowns.PATCH, 3)
             if label == "crown":
-                x0, y0, x1, y1 = box
+                [(x0, y0, x1, y1)] = crowns
                 assert 0 <= x0 < x1 <= neon_crowns.PATCH and 0 <= y0 < y1 <= neon_crowns.PATCH
     xml = tmp_path / "tile.xml"
     objects = "".join(
@@ -121,6 +121,18 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
         wide = neon_crowns.cut_tile(pixels, boxes, np.random.default_rng(0), patch=96, max_box=max_box)
         assert [sum(p[0] == "crown" for p in wide[split]) for split in ("train", "test")] == crowns
         assert all(patch.shape == (96, 96, 3) for found in wide.values() for _, patch, _ in found)
+
+
+def test_a_crown_patch_lists_every_crown_mostly_inside_it_clipped():
+    import numpy as np
+
+    from bench.quality import neon_crowns
+
+    boxes = np.array([[10, 10, 20, 20], [60, 0, 80, 10], [58, 0, 66, 10], [-4, 30, 6, 40]])
+    crowns = neon_crowns.crowns_in(boxes, 0, 0, 64)
+    # the second has a fifth of its area inside: left out; the third three quarters, the fourth 60 %: clipped
+    assert crowns.tolist() == [[10, 10, 20, 20], [58, 0, 64, 10], [0, 30, 6, 40]]
+    assert neon_crowns.crowns_in(boxes, 100, 100, 64).shape == (0, 4)
 
 
 def test_the_benchmark_copy_holds_the_data_its_dvc_files_pin_so_the_stages_run_there(tmp_path):

@@ -9,8 +9,9 @@ rule that cuts them into an image folder with `boxes.csv` (`build`):
 - each tile is split by rows: its top three quarters give training images, the bottom quarter test
   images, so no test pixel was ever seen in training (neighbouring patches overlap);
 - `crown`: for each box of at most PATCH - 8 px whose whole box lies in one part, a PATCH×PATCH
-  patch around it at a random place (seeded) that holds the whole box; the box goes to
-  `boxes.csv` (other crowns may show at its edges: only this one counts for the pointing game);
+  patch around it at a random place (seeded) that holds the whole box; to `boxes.csv` go that box
+  and every other crown with at least half of its box in the patch (clipped to it): a peak on any
+  crown is a hit;
 - `open`: the PATCH×PATCH patches of a grid with PATCH px steps that no box touches (meadow, road,
   bare ground, shadow).
 Then, in a fresh copy of the project, the stages run with the defaults of `params.yaml` except the
@@ -84,12 +85,22 @@ def cut_tile(
             left = rng.integers(max(0, x1 - patch), min(x0, width - patch) + 1)
             upper = rng.integers(max(top, y1 - patch), min(y0, bottom - patch) + 1)
             cut = pixels[upper : upper + patch, left : left + patch]
-            out[split].append(("crown", cut, (x0 - left, y0 - upper, x1 - left, y1 - upper)))
+            out[split].append(("crown", cut, crowns_in(boxes, left, upper, patch)))
         for upper in range(top, bottom - patch + 1, patch):
             for left in range(0, width - patch + 1, patch):
                 if not covered[upper : upper + patch, left : left + patch].any():
                     out[split].append(("open", pixels[upper : upper + patch, left : left + patch], None))
     return out
+
+
+def crowns_in(boxes: np.ndarray, left: int, upper: int, patch: int) -> np.ndarray:
+    """The boxes with at least half of their area in the patch at (`left`, `upper`), clipped to it,
+    in the patch's pixels."""
+    shifted = boxes - np.array([left, upper, left, upper])
+    clipped = shifted.clip(0, patch)
+    area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
+    inside = np.prod((clipped[:, 2:] - clipped[:, :2]).clip(min=0), axis=1)
+    return clipped[inside >= 0.5 * area]
 
 
 def build(
@@ -102,14 +113,13 @@ def build(
     rows, counts = ["path,x_min,y_min,x_max,y_max"], {}
     for xml in sorted(source.glob("*.xml")):
         for split, patches in cut_tile(*read_tile(xml), rng, patch, max_box).items():
-            for label, pixels, box in patches:
+            for label, pixels, crowns in patches:
                 index = counts.setdefault(split, {}).setdefault(label, 0)
                 counts[split][label] += 1
                 path = f"{split}/{label}/{xml.stem}_{index:04d}.png"
                 (target / path).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(target / path)
-                if box is not None:
-                    rows.append(f"{path},{box[0]},{box[1]},{box[2]},{box[3]}")
+                rows += [f"{path},{x0},{y0},{x1},{y1}" for x0, y0, x1, y1 in ([] if crowns is None else crowns)]
     (target / "boxes.csv").write_text("\n".join(rows) + "\n")
     return counts
 

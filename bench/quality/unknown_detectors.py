@@ -6,7 +6,8 @@
 1. Far sets: `models/model.pt` on the test split against each set of `pipeline/data/outliers.py`.
    AUROC, FPR95 and the share flagged where 95 % of the validation images are accepted, for the
    maximum softmax probability, energy, Mahalanobis distance (class means, shared covariance) and
-   the nearest-neighbour score at several bank sizes and k (the shipped one: the model's own).
+   the nearest-neighbour score at several bank sizes and k (the shipped one: the model's own), on
+   the mean features (the last feature map averaged) and on the attention-pooled vector v.
 2. Near set (`--held-out CLASS`): the train stage, run in a temporary project on the same
    preprocessed splits without that class; that class's test images are the outliers.
 3. Cost: test-split images/s and single-image latency with and without the detector.
@@ -34,14 +35,14 @@ from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import TensorSplit, load_split, save_split
 from pipeline.evaluate import separation
 from pipeline.model.model_file import load_model
-from pipeline.model.novelty import logit_scores, unit_rows
-from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.model.novelty import bank_rows, logit_scores, unit_rows
+from pipeline.training.runtime import mean_features, predict_batches, select_runtime
 
 BANKS, NEIGHBOURS = (1000, 5000, 20000, None), (1, 5, 10, 50)
 
 
-def knn_of(bank: torch.Tensor, k: int, out) -> np.ndarray:
-    similarity = unit_rows(out.embedding) @ unit_rows(bank).T
+def knn_of(bank: torch.Tensor, k: int, vectors: torch.Tensor) -> np.ndarray:
+    similarity = unit_rows(vectors) @ unit_rows(bank).T
     return (1 - similarity.topk(k, dim=1).values[:, -1]).numpy()
 
 
@@ -70,25 +71,30 @@ def far_sets(root: Path) -> tuple[dict, dict]:
     model, info = load_model(cfg.paths.model_file)
     runtime = select_runtime("cpu", "fp32")
     splits = {name: load_split(cfg.paths.processed, name) for name in ("train", "val", "test")}
-    out = {name: predict_batches(model, split.images, 1024, runtime) for name, split in splits.items()}
+    images = {name: split.images for name, split in splits.items()}
     for name in SETS:
-        images = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
-        out[name] = predict_batches(model, images, 1024, runtime)
+        images[name] = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
+    out = {name: predict_batches(model, pixels, 1024, runtime) for name, pixels in images.items()}
+    means = {name: mean_features(model, pixels, 1024, runtime) for name, pixels in images.items()}
     distance = mahalanobis(out["train"].embedding, splits["train"].labels)
-    detectors = {
-        "max_softmax": lambda o: logit_scores(o.logits)["max_softmax"],
-        "energy": lambda o: logit_scores(o.logits)["energy"],
-        "mahalanobis": lambda o: distance(o.embedding),
-        "shipped": lambda o: o.novelty.numpy(),
+    detectors = {  # each scores a set by name
+        "max_softmax": lambda o: logit_scores(out[o].logits)["max_softmax"],
+        "energy": lambda o: logit_scores(out[o].logits)["energy"],
+        "mahalanobis": lambda o: distance(out[o].embedding),
+        "shipped": lambda o: out[o].novelty.numpy(),
     }
     generator = torch.Generator().manual_seed(0)
     for size in BANKS:
-        bank = out["train"].embedding[torch.randperm(len(splits["train"].labels), generator=generator)[:size]]
+        rows = torch.randperm(len(splits["train"].labels), generator=generator)[:size]
         for k in NEIGHBOURS:
-            detectors[f"knn_bank{size or 'all'}_k{k}"] = functools.partial(knn_of, bank, k)
+            knn = functools.partial(knn_of, means["train"][rows], k)
+            detectors[f"knn_bank{size or 'all'}_k{k}"] = lambda o, knn=knn: knn(means[o])
+    shipped_rows = bank_rows(len(splits["train"].labels), cfg.train.unknown.bank, cfg.train.seed)
+    pooled = functools.partial(knn_of, out["train"].embedding[shipped_rows], cfg.train.unknown.neighbours)
+    detectors["knn_pooled_shipped_bank"] = lambda o: pooled(out[o].embedding)  # the detector before 2026-12-02
     results = {}
     for name, detector in detectors.items():
-        results[name] = row(detector(out["test"]), detector(out["val"]), {s: detector(out[s]) for s in SETS})
+        results[name] = row(detector("test"), detector("val"), {s: detector(s) for s in SETS})
     return results, {"model": info.detector.describe(), "test": len(splits["test"].labels)}
 
 

@@ -76,7 +76,7 @@ def attention_overlays(
     colours: list[str] | None = None, boxes: torch.Tensor | None = None,
 ) -> None:  # fmt: skip
     """A grid of uint8 images with their attention maps upsampled and overlaid, a title on each, the
-    attention peak marked (+) and, where `boxes` gives one (pixels, NaN: none), the object's box."""
+    attention peak marked (+) and, where `boxes` (N×K×4 pixels, NaN rows pad) gives them, the objects' boxes."""
     count = len(images)
     columns = min(8, count)
     rows = math.ceil(count / columns)
@@ -94,8 +94,7 @@ def attention_overlays(
         peak_row, peak_col = divmod(int(attention[index].argmax()), cols)
         scale_y, scale_x = size[0] / rows, size[1] / cols
         axis.plot((peak_col + 0.5) * scale_x - 0.5, (peak_row + 0.5) * scale_y - 0.5, "w+", markersize=9, mew=2)
-        if boxes is not None and not torch.isnan(boxes[index]).any():
-            x0, y0, x1, y1 = boxes[index].tolist()
+        for x0, y0, x1, y1 in [] if boxes is None else boxes[index][~torch.isnan(boxes[index]).any(1)].tolist():
             axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5))
         axis.set_title(titles[index], fontsize=7, color=colours[index] if colours else "black")
     _save(figure, path)

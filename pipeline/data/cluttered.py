@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError
 from pipeline.data.fashion_mnist import CLASSES, FILES, fit, read_split
-from pipeline.data.manifest import Scan, manifest_frame
+from pipeline.data.manifest import Scan, box_cell, manifest_frame
 
 ITEM, FRAGMENT = 28, 8
 SPLIT_IDS = {"train": 0, "test": 1}
@@ -64,7 +64,7 @@ def scan(source: Path, canvas: int, clutter: int, seed: int) -> Scan:
                 "bytes": pixels.nbytes, "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "format": "IDX",
                 "width": canvas, "height": canvas, "mode": "L", "frames": 1, "exif_orientation": 1,
                 "decodable": True, "error": None,
-                "box_x_min": x_min, "box_y_min": y_min, "box_x_max": x_max, "box_y_max": y_max,
+                "boxes": box_cell(np.array([[x_min, y_min, x_max, y_max]])),
             })  # fmt: skip
     return Scan(files=manifest_frame(rows), class_folders=[(split, name) for split in FILES for name in CLASSES])
 

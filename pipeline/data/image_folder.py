@@ -4,9 +4,10 @@ Read in place, never changed. Manifest paths are relative to the root (`train/ca
 `cat/1.png` without split folders, which all count as train). Hidden files and symbolic links
 (which could point outside the dataset) are not read; the scan lists them.
 
-An optional `<root>/boxes.csv` gives the object's box for some or all images: a header
-`path,x_min,y_min,x_max,y_max`, then one row per image, its path as in the manifest and the box in
-the pixels of the image as shown (after EXIF rotation). Validation checks the rows.
+An optional `<root>/boxes.csv` gives the objects' boxes for some or all images: a header
+`path,x_min,y_min,x_max,y_max`, then one row per box (several rows for an image with several
+objects), its image's path as in the manifest and the box in the pixels of the image as shown
+(after EXIF rotation). Validation checks the rows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PIL import Image
 
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.data.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
-from pipeline.data.manifest import BOX, Scan, manifest_frame
+from pipeline.data.manifest import BOXES, Scan, box_cell, manifest_frame
 
 SPLITS = ("train", "test")
 BOXES_FILE = "boxes.csv"
@@ -112,9 +113,9 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
         "path": boxes["path"], "image_known": boxes["path"].isin(files["path"]),
         "coordinates_numeric": boxes[_BOX_HEADER[1:]].notna().all(axis=1),
     })  # fmt: skip
-    first = boxes[box_rows["coordinates_numeric"]].drop_duplicates("path").set_index("path")
-    known = files["path"].isin(first.index)
-    files.loc[known, BOX] = first.loc[files.loc[known, "path"], _BOX_HEADER[1:]].to_numpy()
+    numeric = boxes[box_rows["coordinates_numeric"].to_numpy()]
+    by_image = {path: box_cell(rows.to_numpy()) for path, rows in numeric.groupby("path")[_BOX_HEADER[1:]]}
+    files[BOXES] = files["path"].map(by_image)
     return Scan(files=files, class_folders=folders, ignored=ignored, box_rows=box_rows)
 
 

@@ -1,19 +1,21 @@
 """The manifest: one row per image of a source (path, split, label, size, hash, how it decodes, and
-the object's box where the source knows it).
+the objects' boxes where the source knows them).
 
 Built by the sources' scans, checked by the validate stage, read by preprocessing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-BOX = ["box_x_min", "box_y_min", "box_x_max", "box_y_max"]  # the object's box in the upright image's pixels
+BOXES = "boxes"  # the objects' boxes in the upright image's pixels: JSON [[x_min, y_min, x_max, y_max], …]; empty: none
 COLUMNS = [
     "path", "split", "label", "bytes", "sha256", "format", "width", "height",
-    "mode", "frames", "exif_orientation", "decodable", "error", *BOX,
+    "mode", "frames", "exif_orientation", "decodable", "error", BOXES,
 ]  # fmt: skip
 
 
@@ -31,9 +33,20 @@ class Scan:
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     """Manifest rows as a frame with the manifest's columns and types."""
     files = pd.DataFrame(rows, columns=COLUMNS)
-    types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64", "decodable": bool,
-             **dict.fromkeys(BOX, "Float64")}  # fmt: skip
+    types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64", "decodable": bool}
     return files.astype(types)
+
+
+def box_cell(boxes: np.ndarray) -> str | None:
+    """A `boxes` cell for k×4 boxes (None for none)."""
+    return json.dumps(np.asarray(boxes, dtype="float64").reshape(-1, 4).tolist()) if len(boxes) else None
+
+
+def box_array(cell: object) -> np.ndarray:
+    """A `boxes` cell as a k×4 float array (0×4 where the image has none)."""
+    if not isinstance(cell, str) or not cell:
+        return np.zeros((0, 4))
+    return np.asarray(json.loads(cell), dtype="float64").reshape(-1, 4)
 
 
 def upright_size(files: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

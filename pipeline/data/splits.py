@@ -29,7 +29,7 @@ Loading = Literal["auto", "memory", "stream"]
 class TensorSplit:
     images: torch.Tensor | ShardedImages  # N×C×H×W uint8: in memory, or read from the shards on demand
     labels: torch.Tensor  # N int64
-    boxes: torch.Tensor | None = None  # N×4 float (x_min, y_min, x_max, y_max in pixels, NaN: none), where known
+    boxes: torch.Tensor | None = None  # N×K×4 float (x_min, y_min, x_max, y_max in pixels; NaN rows pad), where known
     paths: list[str] | None = None  # each image's manifest path
 
     @property

@@ -14,9 +14,9 @@ box is known, whether it finds the object.
   itself blurred (`blur`: removes the detail a cell holds, a crack or a lesion, without painting a
   new patch that can itself look like one) or the training mean colour (`mean`).
 - Localisation, where boxes are known: the pointing game (a hit when the attention peak's cell
-  overlaps the object's box: a tolerance of one cell), beside a centre-point baseline (the middle
-  cell); the attention mass inside the box, beside the box's share of the image (chance). The same
-  two figures score Grad-CAM's map.
+  overlaps one of the image's boxes: a tolerance of one cell), beside a centre-point baseline (the
+  middle cell); the attention mass inside the boxes (their union, to the pixel), beside the union's
+  share of the image (chance). The same two figures score Grad-CAM's map.
 """
 
 from __future__ import annotations
@@ -150,36 +150,45 @@ def random_order(count: int, cells: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randperm(cells, generator=generator) for _ in range(count)])
 
 
+def boxed(boxes: torch.Tensor) -> torch.Tensor:
+    """N booleans: which images of N×K×4 `boxes` (NaN rows pad) have at least one box."""
+    return (~torch.isnan(boxes).any(dim=2)).any(dim=1)
+
+
 def box_overlap(boxes: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """N×h×w: the share of each attention cell (of an H×W image) that lies inside each image's box."""
-    (rows, cols), (height, width) = grid, size
+    """N×h×w: the share of each attention cell (of an H×W image) inside the union of each image's
+    boxes (N×K×4, NaN rows pad), counted on the pixel grid (a pixel is in when its centre is)."""
+    height, width = size
+    xs, ys = torch.arange(width) + 0.5, torch.arange(height) + 0.5
+    inside = torch.zeros(len(boxes), height, width, dtype=torch.bool)
+    for box in boxes.float().unbind(1):  # NaN compares false: padding covers nothing
+        across = (xs >= box[:, 0:1]) & (xs < box[:, 2:3])
+        down = (ys >= box[:, 1:2]) & (ys < box[:, 3:4])
+        inside |= down[:, :, None] & across[:, None, :]
+    return F.adaptive_avg_pool2d(inside[:, None].float(), grid)[:, 0]
 
-    def along(low: torch.Tensor, high: torch.Tensor, cells: int, length: int) -> torch.Tensor:
-        edges = torch.arange(cells + 1, dtype=torch.float32) * length / cells
-        start, end = edges[:-1][None], edges[1:][None]
-        return (torch.minimum(end, high[:, None]) - torch.maximum(start, low[:, None])).clamp(min=0) / (length / cells)
 
-    x_share = along(boxes[:, 0], boxes[:, 2], cols, width)
-    y_share = along(boxes[:, 1], boxes[:, 3], rows, height)
-    return y_share[:, :, None] * x_share[:, None, :]
-
-
-def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict:
-    """Pointing game (the maps' and a centre baseline's) and the maps' mass inside the box (and its
-    chance level), over the images whose box is known. `maps`: N×h×w, each summing to 1."""
-    known = ~torch.isnan(boxes).any(dim=1)
-    maps, boxes = maps[known].float(), boxes[known].float()
+def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], chunk: int = 256) -> dict:
+    """Pointing game (the maps' and a centre baseline's) and the maps' mass inside the boxes (and its
+    chance level), over the images with a box. `maps`: N×h×w, each summing to 1; `boxes`: N×K×4."""
+    known = boxed(boxes)
+    maps, boxes = maps[known].float(), boxes[known]
     if not len(boxes):
         return {"boxed_images": 0}
     grid = tuple(maps.shape[1:])
-    overlap = box_overlap(boxes, grid, size).flatten(1)
-    peak = maps.flatten(1).argmax(dim=1, keepdim=True)
-    centre = torch.full_like(peak, (grid[0] // 2) * grid[1] + grid[1] // 2)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (size[0] * size[1])
+    centre = (grid[0] // 2) * grid[1] + grid[1] // 2
+    hits, centre_hits, mass, area = [], [], [], []
+    for start in range(0, len(boxes), chunk):  # the pixel masks of a chunk at a time
+        overlap = box_overlap(boxes[start : start + chunk], grid, size).flatten(1)
+        part = maps[start : start + chunk].flatten(1)
+        hits.append(overlap.gather(1, part.argmax(dim=1, keepdim=True))[:, 0] > 0)
+        centre_hits.append(overlap[:, centre] > 0)
+        mass.append((part * overlap).sum(1))
+        area.append(overlap.mean(1))
     return {
         "boxed_images": len(boxes),
-        "pointing_game": (overlap.gather(1, peak) > 0).float().mean().item(),
-        "pointing_game_centre_baseline": (overlap.gather(1, centre) > 0).float().mean().item(),
-        "box_attention_mass": (maps.flatten(1) * overlap).sum(1).mean().item(),
-        "box_area_share": area.mean().item(),
+        "pointing_game": torch.cat(hits).float().mean().item(),
+        "pointing_game_centre_baseline": torch.cat(centre_hits).float().mean().item(),
+        "box_attention_mass": torch.cat(mass).mean().item(),
+        "box_area_share": torch.cat(area).mean().item(),
     }

@@ -53,7 +53,7 @@ class ModelInfo:
         model = AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
         model.temperature.fill_(self.temperature)
         if self.detector is not None:
-            model.attach_novelty(self.detector.bank, self.detector.neighbours)
+            model.attach_novelty(self.detector.bank, self.detector.neighbours, self.detector.detector)
         return model
 
 

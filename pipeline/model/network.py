@@ -3,7 +3,8 @@
 For the feature map F = {f_1..f_n} (n = H·W): e_i = wᵀ tanh(W_f f_i + b_f), α = softmax(e) over all
 n positions, v = Σ α_i f_i, logits = linear(v) (variants: several heads, a gate: `SoftAttentionPool`).
 α is returned as an H×W attention map, v as the image's embedding and, once the model has a
-detector (`pipeline/model/novelty.py`), the novelty score.
+detector (`pipeline/model/novelty.py`), the novelty score (from the feature map's mean over all
+positions: the whole image, not only the attended region).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from pipeline.core.config import ModelConfig
 from pipeline.model.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from pipeline.model.novelty import NearestNeighbours
+from pipeline.model.novelty import DETECTOR, MEAN_FEATURES, READS, NearestNeighbours
 
 
 class Prediction(NamedTuple):
@@ -83,6 +84,7 @@ class AttentionCNN(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.features, channels = build_backbone(cfg, in_channels, pretrained)
+        self.feature_channels = channels
         self.features_frozen = False  # fine-tuning: train the head alone (train.freeze_epochs)
         if cfg.attention == "none":
             self.pool, pooled = AveragePool(), channels
@@ -96,10 +98,12 @@ class AttentionCNN(nn.Module):
         self.register_buffer("temperature", torch.ones(()), persistent=False)
         self.novelty: NearestNeighbours | None = None  # the "unknown" detector, fitted after training
 
-    def attach_novelty(self, size: int, neighbours: int) -> NearestNeighbours:
-        """Give the model a detector with an empty bank of `size` feature vectors (filled by training
-        or by loading a model file)."""
-        self.novelty = NearestNeighbours(size, self.classifier.in_features, neighbours).to(self.mean.device)
+    def attach_novelty(self, size: int, neighbours: int, detector: str = DETECTOR) -> NearestNeighbours:
+        """Give the model a detector (`novelty.READS`) with an empty bank of `size` feature vectors
+        (filled by training or by loading a model file)."""
+        reads = READS[detector]
+        channels = self.feature_channels if reads == MEAN_FEATURES else self.classifier.in_features
+        self.novelty = NearestNeighbours(size, channels, neighbours, reads).to(self.mean.device)
         return self.novelty
 
     def freeze_features(self, frozen: bool) -> None:
@@ -108,12 +112,19 @@ class AttentionCNN(nn.Module):
         if frozen:
             self.features.eval()
 
-    def forward(self, images: torch.Tensor) -> Prediction:
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature extractor's B×C×H×W output for uint8 (or 0..255 float) images."""
         if self.gray_to_rgb:
             images = images.expand(-1, 3, -1, -1)
         normalised = (images.float() - self.mean) / self.std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
-            features = self.features(normalised)
+            return self.features(normalised)
+
+    def forward(self, images: torch.Tensor) -> Prediction:
+        features = self.feature_map(images)
         pooled, attention = self.pool(features)
         logits = self.classifier(self.dropout(pooled)) / self.temperature
-        return Prediction(logits, attention, pooled, None if self.novelty is None else self.novelty(pooled))
+        novelty = None
+        if self.novelty is not None:
+            novelty = self.novelty(features.mean(dim=(2, 3)) if self.novelty.reads == MEAN_FEATURES else pooled)
+        return Prediction(logits, attention, pooled, novelty)

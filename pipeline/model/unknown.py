@@ -19,7 +19,7 @@ class Novelty:
     bank: int
     threshold: float
     accept: float
-    detector: str = "knn-cosine"
+    detector: str = "knn-cosine"  # as files before 2026-12-02 record it; new ones: "knn-cosine-mean-features"
 
     def unknown(self, scores: np.ndarray) -> np.ndarray:
         """Which scores are past the threshold: images the model does not know."""
@@ -31,7 +31,8 @@ class Novelty:
     def describe(self) -> str:
         return (
             f"novelty over {self.threshold:.4g} (cosine distance to the {self.neighbours}-th nearest of "
-            f"{self.bank} training images; accepts {self.accept:.0%} of validation images)"
+            f"{self.bank} training images' {'attention-pooled' if self.detector == 'knn-cosine' else 'mean'} "
+            f"features; accepts {self.accept:.0%} of validation images)"
         )
 
     @classmethod

@@ -91,6 +91,16 @@ def select_runtime(device: str = "auto", precision: str = "auto", gpu: int = 0, 
     return Runtime(chosen, torch.bfloat16 if bf16 else None)
 
 
+def _batches(call, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None):
+    """`call`'s outputs for `images` (or those at `rows`) in batches, on the runtime's device."""
+    count = len(images) if rows is None else len(rows)
+    for start in range(0, count, batch_size):
+        part = slice(start, start + batch_size)
+        batch = (images[part] if rows is None else images[rows[part]]).to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            yield call(batch.contiguous(memory_format=runtime.memory_format))
+
+
 @torch.no_grad()
 def predict_batches(
     model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None = None
@@ -98,12 +108,19 @@ def predict_batches(
     """The model's outputs for uint8 `images` (or those at `rows`), float32 on the CPU, in batches:
     `images` may be a split read from its shards as it goes."""
     model.eval()
-    parts: list[Prediction] = []
-    count = len(images) if rows is None else len(rows)
-    for start in range(0, count, batch_size):
-        part = slice(start, start + batch_size)
-        batch = (images[part] if rows is None else images[rows[part]]).to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            out = model(batch.contiguous(memory_format=runtime.memory_format))
-        parts.append(Prediction(*(None if t is None else t.float().cpu() for t in out)))
+    parts = [
+        Prediction(*(None if t is None else t.float().cpu() for t in out))
+        for out in _batches(model, images, batch_size, runtime, rows)
+    ]
     return Prediction(*(None if column[0] is None else torch.cat(column) for column in zip(*parts, strict=True)))
+
+
+@torch.no_grad()
+def mean_features(
+    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """N×C: each image's last feature map averaged over all positions (what the "unknown" detector
+    compares), float32 on the CPU."""
+    model.eval()
+    means = _batches(model.feature_map, images, batch_size, runtime, rows)
+    return torch.cat([features.float().mean(dim=(2, 3)).cpu() for features in means])

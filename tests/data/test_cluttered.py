@@ -10,7 +10,7 @@ import yaml
 from pipeline import evaluate, preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.data import cluttered
-from pipeline.data.manifest import Scan, manifest_frame
+from pipeline.data.manifest import Scan, box_array, box_cell, manifest_frame
 from pipeline.data.splits import load_split
 from tests.synthetic import write_small_fashion_mnist
 
@@ -52,14 +52,13 @@ def test_a_box_outside_its_image_fails_validation_naming_the_file(project):
     rows = [{
         "path": f"train/a/{i}.png", "split": "train", "label": "ab"[i % 2], "bytes": 1, "sha256": str(i),
         "format": "PNG", "width": 16, "height": 16, "mode": "L", "frames": 1, "exif_orientation": 1,
-        "decodable": True, "error": None, "box_x_min": 2, "box_y_min": 2, "box_x_max": 20 if i == 0 else 9,
-        "box_y_max": 9,
+        "decodable": True, "error": None, "boxes": box_cell(np.array([[2, 2, 20 if i == 0 else 9, 9], [1, 1, 5, 5]])),
     } for i in range(40)]  # fmt: skip
     scan = Scan(manifest_frame(rows), [("train", "a"), ("train", "b")])
     outcome = validate.validate_scan(project, scan)
     failed = [r for r in outcome.results if not r.success]
     assert [r.name for r in failed] == [
-        "object box inside its image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)"
+        "object boxes inside their image (0 ≤ x_min < x_max ≤ width, 0 ≤ y_min < y_max ≤ height)"
     ]
     assert failed[0].offending == ["train/a/0.png"]
 
@@ -73,11 +72,11 @@ def test_the_cluttered_source_runs_through_the_stages_and_measures_localisation(
     cfg = load_config()
     validate.run(cfg)
     manifest = pd.read_csv(cfg.paths.manifest)
-    assert len(manifest) == 400 and manifest["box_x_max"].le(60).all() and manifest["box_x_min"].ge(0).all()
+    boxes = {path: box_array(cell) for path, cell in zip(manifest["path"], manifest["boxes"], strict=True)}
+    assert len(boxes) == 400 and all(b.shape == (1, 4) and b.min() >= 0 and b.max() <= 60 for b in boxes.values())
     preprocess.run(cfg)
     test = load_split(cfg.paths.processed, "test")
-    rows = manifest.set_index("path").loc[test.paths]
-    expected = rows[["box_x_min", "box_y_min", "box_x_max", "box_y_max"]].to_numpy() / 2  # 60 px → 30 px
+    expected = np.stack([boxes[path] for path in test.paths]) / 2  # 60 px → 30 px
     np.testing.assert_allclose(test.boxes.numpy(), expected)
     train.run(cfg)
     evaluate.run(cfg)

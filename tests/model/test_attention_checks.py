@@ -116,7 +116,7 @@ def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_unif
 
 
 def test_localisation_scores_the_peak_and_the_mass_against_the_box():
-    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0], [float("nan")] * 4])  # 8×8 images, 2×2 grid
+    boxes = torch.tensor([[[0.0, 0.0, 4.0, 4.0]], [[4.0, 4.0, 8.0, 8.0]], [[float("nan")] * 4]])  # 8×8 images, 2×2 grid
     on_top_left = torch.tensor([[0.7, 0.1], [0.1, 0.1]])
     figures = checks.localisation_figures(torch.stack([on_top_left] * 3), boxes, (8, 8))
     assert figures["boxed_images"] == 2  # the third has no box
@@ -127,8 +127,23 @@ def test_localisation_scores_the_peak_and_the_mass_against_the_box():
 
 
 def test_a_box_covers_cells_in_proportion():
-    overlap = checks.box_overlap(torch.tensor([[2.0, 0.0, 6.0, 4.0]]), (2, 2), (8, 8))
+    overlap = checks.box_overlap(torch.tensor([[[2.0, 0.0, 6.0, 4.0]]]), (2, 2), (8, 8))
     assert overlap.tolist() == [[[0.5, 0.5], [0.0, 0.0]]]
+
+
+def test_several_boxes_count_as_their_union_once_and_padding_covers_nothing():
+    nan = [float("nan")] * 4
+    boxes = torch.tensor([
+        [[0.0, 0.0, 4.0, 4.0], [2.0, 0.0, 6.0, 4.0], nan],  # two overlapping boxes in the top half
+        [[4.0, 4.0, 8.0, 8.0], nan, nan],
+    ])  # fmt: skip
+    overlap = checks.box_overlap(boxes, (2, 2), (8, 8))
+    assert overlap.tolist() == [[[1.0, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]  # not 1.5 where they overlap
+    on_top_right = torch.tensor([[0.1, 0.7], [0.1, 0.1]])
+    figures = checks.localisation_figures(torch.stack([on_top_right] * 2), boxes, (8, 8))
+    assert figures["pointing_game"] == 0.5  # the second box of the first image counts
+    assert figures["box_area_share"] == pytest.approx((0.375 + 0.25) / 2)
+    assert figures["box_attention_mass"] == pytest.approx((0.1 + 0.35 + 0.1) / 2)
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from pipeline import evaluate, train
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import load_split
 from pipeline.evaluate import separation
-from pipeline.model.model_file import load_model
-from pipeline.model.novelty import NearestNeighbours, bank_rows
+from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.model.novelty import DETECTOR, EMBEDDING, NearestNeighbours, bank_rows
 from pipeline.model.unknown import Novelty, acceptance_threshold
-from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.training.runtime import mean_features, predict_batches, select_runtime
 from tests.synthetic import prepared_project
 
 
@@ -82,6 +82,19 @@ def test_the_model_file_keeps_the_bank_and_the_threshold_chosen_on_validation(de
     assert np.isclose(scores, rule.threshold, atol=1e-5).any() and rule.unknown(scores).any()
 
 
+def test_the_score_reads_the_whole_feature_map_and_older_files_keep_reading_the_pooled_vector(detected):
+    cfg, _, _ = detected
+    model, info = load_model(cfg.paths.model_file)
+    assert info.detector.detector == DETECTOR and model.novelty.bank.shape[1] == model.feature_channels
+    runtime = select_runtime("cpu", "fp32")
+    images = load_split(cfg.paths.processed, "test").images[:20]
+    out = predict_batches(model, images, 8, runtime)
+    torch.testing.assert_close(out.novelty, model.novelty(mean_features(model, images, 8, runtime)))
+    assert not torch.allclose(out.novelty, model.novelty(out.embedding))  # not the attention-pooled vector
+    older = ModelInfo(**{**info.__dict__, "novelty": {**info.novelty, "detector": "knn-cosine"}}).build()
+    assert older.novelty.reads == EMBEDDING and older.novelty.bank.shape[1] == older.classifier.in_features
+
+
 def test_images_unlike_the_training_images_are_answered_unknown(detected):
     cfg, _, metrics = detected
     unknown = metrics["unknown"]
@@ -98,6 +111,8 @@ def test_the_check_fails_for_a_detector_that_says_the_same_of_everything(detecte
     model, info = load_model(cfg.paths.model_file)
 
     class Constant(nn.Module):
+        reads = "embedding"
+
         def forward(self, features: torch.Tensor) -> torch.Tensor:
             return features.new_zeros(len(features))
 
