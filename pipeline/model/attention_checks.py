@@ -33,6 +33,7 @@ EMPTY_CELL = 0.1  # a cell with less foreground than this share is near-empty
 UNIFORM_BORDER = 0.75  # a background is uniform when this share of the border is background-coloured
 MEANINGFUL_SHARE = 0.5  # near-empty figures only where at least this share of the images has one
 MAX_STEPS = 16
+MASK_PIXELS = 2**24  # localisation: box masks of this many pixels at a time (16 MB, 64 MB as floats)
 NEAR_EMPTY_KEYS = ("near_empty_cell_share", "near_empty_attention_mass", "near_empty_peak_share")
 
 
@@ -168,7 +169,7 @@ def box_overlap(boxes: torch.Tensor, grid: tuple[int, int], size: tuple[int, int
     return F.adaptive_avg_pool2d(inside[:, None].float(), grid)[:, 0]
 
 
-def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], chunk: int = 256) -> dict:
+def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict:
     """Pointing game (the maps' and a centre baseline's) and the maps' mass inside the boxes (and its
     chance level), over the images with a box. `maps`: N×h×w, each summing to 1; `boxes`: N×K×4."""
     known = boxed(boxes)
@@ -177,8 +178,9 @@ def localisation_figures(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[in
         return {"boxed_images": 0}
     grid = tuple(maps.shape[1:])
     centre = (grid[0] // 2) * grid[1] + grid[1] // 2
+    chunk = max(1, MASK_PIXELS // (size[0] * size[1]))
     hits, centre_hits, mass, area = [], [], [], []
-    for start in range(0, len(boxes), chunk):  # the pixel masks of a chunk at a time
+    for start in range(0, len(boxes), chunk):  # the pixel masks of a chunk of images at a time
         overlap = box_overlap(boxes[start : start + chunk], grid, size).flatten(1)
         part = maps[start : start + chunk].flatten(1)
         hits.append(overlap.gather(1, part.argmax(dim=1, keepdim=True))[:, 0] > 0)

@@ -131,7 +131,7 @@ def test_a_box_covers_cells_in_proportion():
     assert overlap.tolist() == [[[0.5, 0.5], [0.0, 0.0]]]
 
 
-def test_several_boxes_count_as_their_union_once_and_padding_covers_nothing():
+def test_several_boxes_count_as_their_union_once_and_padding_covers_nothing(monkeypatch):
     nan = [float("nan")] * 4
     boxes = torch.tensor([
         [[0.0, 0.0, 4.0, 4.0], [2.0, 0.0, 6.0, 4.0], nan],  # two overlapping boxes in the top half
@@ -144,6 +144,8 @@ def test_several_boxes_count_as_their_union_once_and_padding_covers_nothing():
     assert figures["pointing_game"] == 0.5  # the second box of the first image counts
     assert figures["box_area_share"] == pytest.approx((0.375 + 0.25) / 2)
     assert figures["box_attention_mass"] == pytest.approx((0.1 + 0.35 + 0.1) / 2)
+    monkeypatch.setattr(checks, "MASK_PIXELS", 64)  # one 8×8 image's mask at a time: the same figures
+    assert checks.localisation_figures(torch.stack([on_top_right] * 2), boxes, (8, 8)) == figures
 
 
 @pytest.mark.parametrize(
