@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -63,11 +64,14 @@ class Limits:
 _model = None  # in a worker process: the loaded pyfunc model
 
 
-def _start_worker(uri: str, tracking_uri: str, registry_uri: str) -> None:
-    """A worker process's start: load the model once."""
+def _start_worker(uri: str, tracking_uri: str, registry_uri: str, threads: int) -> None:
+    """A worker process's start: its share of the cores for PyTorch (workers that each spread over
+    every core fight each other and the server's own process), then load the model once."""
     global _model
     import mlflow
+    import torch
 
+    torch.set_num_threads(threads)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     _model = mlflow.pyfunc.load_model(uri)
@@ -101,7 +105,7 @@ class Gate:
         """Start every worker (each loads the model); what the model takes, from one of them."""
         self.pool = ProcessPoolExecutor(
             self.limits.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-            initargs=(self.uri, *self.stores),
+            initargs=(self.uri, *self.stores, max(1, (os.cpu_count() or 1) // self.limits.workers)),
         )  # fmt: skip
         started = [self.pool.submit(_model_info) for _ in range(self.limits.workers)]
         try:
