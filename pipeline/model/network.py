@@ -120,11 +120,20 @@ class AttentionCNN(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.features_frozen):
             return self.features(normalised)
 
+    @staticmethod
+    def _spatial_mean(features: torch.Tensor) -> torch.Tensor:
+        """B×C: a feature map averaged over all positions, in float32 (what the "unknown" detector reads)."""
+        return features.float().mean(dim=(2, 3))
+
+    def mean_features(self, images: torch.Tensor) -> torch.Tensor:
+        """B×C: each image's last feature map averaged over all positions, in float32."""
+        return self._spatial_mean(self.feature_map(images))
+
     def forward(self, images: torch.Tensor) -> Prediction:
         features = self.feature_map(images)
         pooled, attention = self.pool(features)
         logits = self.classifier(self.dropout(pooled)) / self.temperature
         novelty = None
         if self.novelty is not None:
-            novelty = self.novelty(features.mean(dim=(2, 3)) if self.novelty.reads == MEAN_FEATURES else pooled)
+            novelty = self.novelty(self._spatial_mean(features) if self.novelty.reads == MEAN_FEATURES else pooled)
         return Prediction(logits, attention, pooled, novelty)

@@ -120,7 +120,6 @@ def mean_features(
     model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None = None
 ) -> torch.Tensor:
     """N×C: each image's last feature map averaged over all positions (what the "unknown" detector
-    compares), float32 on the CPU."""
+    compares, `AttentionCNN.mean_features`), float32 on the CPU."""
     model.eval()
-    means = _batches(model.feature_map, images, batch_size, runtime, rows)
-    return torch.cat([features.float().mean(dim=(2, 3)).cpu() for features in means])
+    return torch.cat([means.cpu() for means in _batches(model.mean_features, images, batch_size, runtime, rows)])

@@ -78,7 +78,8 @@ def test_the_model_file_keeps_the_bank_and_the_threshold_chosen_on_validation(de
     assert model.novelty.bank.norm(dim=1).sub(1).abs().max() < 1e-5  # unit vectors of real features
     val = load_split(cfg.paths.processed, "val")
     scores = predict_batches(model, val.images, 64, select_runtime("cpu", "fp32")).novelty.numpy()
-    assert 1 - rule.unknown(scores).mean() >= 0.9  # the share asked for is accepted, at one of its own scores
+    # the share asked for is accepted, at one of its own scores (recomputed here in other batches: 1e-5 of float noise)
+    assert (scores <= rule.threshold + 1e-5).mean() >= 0.9
     assert np.isclose(scores, rule.threshold, atol=1e-5).any() and rule.unknown(scores).any()
 
 
