@@ -14,54 +14,48 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+TRIPS, WARM_UP = 300, 20
 
-def init(threads):
+
+def init(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
 
 
-def noop(body: bytes, work_ms: float):
-    if work_ms:
-        end = time.perf_counter() + work_ms / 1000
-        while time.perf_counter() < end:
-            pass
+def noop(body: bytes, work_ms: float) -> tuple[int, bytes, None]:
+    """What a worker sends back (status, body, no records), after `work_ms` of busy work."""
+    end = time.perf_counter() + work_ms / 1000
+    while time.perf_counter() < end:
+        pass
     return 200, b'{"x": 1}' * 20, None
 
 
-async def loop_trips(pool, n, work_ms):
+async def loop_trips(pool: ProcessPoolExecutor, work_ms: float) -> list[float]:
+    """Milliseconds per round trip from an event loop, as `pipeline.serve` awaits its workers."""
     loop = asyncio.get_running_loop()
     body = os.urandom(5000)
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
+    latencies = []
+    for _ in range(TRIPS):
+        started = time.perf_counter()
         await loop.run_in_executor(pool, noop, body, work_ms)
-        out.append(1000 * (time.perf_counter() - t))
-    return out
+        latencies.append(1000 * (time.perf_counter() - started))
+    return latencies[WARM_UP:]
 
 
-def main():
+def main() -> None:
     workers = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init,
-        initargs=(max(1, os.cpu_count() // workers),),
-    )
-    [f.result() for f in [pool.submit(noop, b"", 0) for _ in range(workers)]]
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=init,
+        initargs=(max(1, (os.cpu_count() or 1) // workers),),
+    )  # fmt: skip
+    for started in [pool.submit(noop, b"", 0) for _ in range(workers)]:
+        started.result()
     for work_ms in (0, 2.5):
-        lat = asyncio.run(loop_trips(pool, 300, work_ms))[20:]
-        print(
-            f"workers {workers} work {work_ms} ms: asyncio round trip median {statistics.median(lat):.2f} ms "
-            f"p95 {sorted(lat)[int(0.95 * len(lat))]:.2f} ms; overhead {statistics.median(lat) - work_ms:.2f} ms"
-        )
-    body = os.urandom(5000)
-    lat = []
-    for _ in range(300):
-        t = time.perf_counter()
-        pool.submit(noop, body, 0).result()
-        lat.append(1000 * (time.perf_counter() - t))
-    print(f"workers {workers}: plain submit().result() median {statistics.median(lat[20:]):.2f} ms")
+        latencies = asyncio.run(loop_trips(pool, work_ms))
+        median, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[-1]
+        print(f"workers {workers}, {work_ms} ms of work: round trip median {median:.2f} ms, "
+              f"p95 {p95:.2f} ms, hand-off {median - work_ms:.2f} ms")  # fmt: skip
     pool.shutdown()
 
 
