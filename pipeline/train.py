@@ -40,6 +40,7 @@ from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
 from pipeline.training.runtime import Runtime, mean_features, predict_batches, select_runtime, uses_cuda
+from pipeline.training.selection import KeptEpoch
 from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, scoring_batch, train_epoch
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     run_id, first_epoch = None, 1
     if checkpoint:
         history, run_id, first_epoch = checkpoint["history"], checkpoint["run_id"], checkpoint["epoch"] + 1
+    kept = KeptEpoch(cfg.train.keep, checkpoint and checkpoint.get("kept"))
     if not ranks.is_main:
         for epoch in range(first_epoch, training.plan.epochs + 1):
             train_epoch(training, train_data, cfg.train, runtime, epoch, ranks=ranks)
@@ -149,6 +151,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             row["val_seconds"] = time.perf_counter() - started
             row["lr"] = lr
             history.append(row)
+            kept.update(epoch, row["val_loss"], model)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             log.info(
                 "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s",
@@ -159,25 +162,33 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
                 save_checkpoint(paths.checkpoint, {
                     "fingerprint": expected, "epoch": epoch, "run_id": active.info.run_id, "history": history,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "kept": kept.state(),
                 })  # fmt: skip
                 last_checkpoint = time.monotonic()
 
         frame = pd.DataFrame(history)
-        last = history[-1]
+        kept_epoch = kept.restore(model, history[-1]["epoch"])
+        if kept_epoch != history[-1]["epoch"]:
+            log.info(
+                "train: keeps epoch %d of %d, the lowest validation loss (%.4f; last epoch %.4f)",
+                kept_epoch, len(history), kept.val_loss, history[-1]["val_loss"],
+            )  # fmt: skip
+        chosen = next(row for row in history if row["epoch"] == kept_epoch)
         metrics = {
             "epochs": len(history),
+            "kept_epoch": kept_epoch,
             "batch_size": training.plan.batch_size,
             "steps": training.plan.steps,
-            "train_loss": last["train_loss"],
-            "train_accuracy": last["train_accuracy"],
-            "val_loss": last["val_loss"],
-            "val_accuracy": last["val_accuracy"],
+            "train_loss": chosen["train_loss"],
+            "train_accuracy": chosen["train_accuracy"],
+            "val_loss": chosen["val_loss"],
+            "val_accuracy": chosen["val_accuracy"],
             "images_per_second": float(frame["images_per_second"].median()),
             "train_seconds": round(float(frame["seconds"].sum()), 1),
             "validation_seconds": round(float(frame["val_seconds"].sum()), 1),
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
-        mlflow.log_metric("peak_memory_mb", metrics["peak_memory_mb"])
+        mlflow.log_metrics({"peak_memory_mb": metrics["peak_memory_mb"], "kept_epoch": kept_epoch})
         if cfg.train.calibrate:
             metrics["calibration"] = calibrate(model, val_data, runtime)
             mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
@@ -205,7 +216,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
         write_json(paths.metrics / "train.json", metrics)
         with atomic_path(paths.metrics / "history.csv") as temporary:
             frame.to_csv(temporary, index=False)
-        figures.training_curves(frame, paths.plots / "training_curves.png")
+        figures.training_curves(frame, paths.plots / "training_curves.png", kept_epoch)
         mlflow.log_artifact(str(paths.plots / "training_curves.png"), "plots")
         mlflow.log_artifact(str(paths.metrics / "history.csv"), "metrics")
     remove_checkpoints(paths.checkpoint)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 
 import mlflow
@@ -33,7 +34,8 @@ from pipeline.core.params_file import apply_overrides
 from pipeline.core.tracking import connect
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.training.runtime import predict_batches, select_runtime
-from pipeline.training.steps import build_training, scoring_batch, train_epoch
+from pipeline.training.selection import KeptEpoch
+from pipeline.training.steps import build_training, scoring_batch, split_loss, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,8 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
         trial_cfg = load_config(cfg.root / "params.yaml", overrides)
         runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision, backbone=trial_cfg.model.backbone)
         training = build_training(trial_cfg, meta, runtime, train_data.labels)
-        labels, plan = val_data.labels.numpy(), training.plan
+        labels, plan, kept = val_data.labels.numpy(), training.plan, KeptEpoch(trial_cfg.train.keep)
+        kept_value = math.nan  # no epoch kept (every validation loss NaN): Optuna records a failed trial
         with mlflow.start_run(run_name=f"trial {trial.number}", experiment_id=parent.info.experiment_id, nested=True):
             mlflow.log_params({**overrides, "plan.epochs": plan.epochs, "plan.batch_size": plan.batch_size})
             for epoch in range(1, plan.epochs + 1):
@@ -90,14 +93,16 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
                 batch = scoring_batch(val_data.images)
                 logits = predict_batches(training.model, val_data.images, batch, runtime).logits
                 value = score(labels, logits.argmax(1).numpy(), cfg.register.metric)
+                if kept.update(epoch, split_loss(training, logits, val_data.labels)):
+                    kept_value = value
                 mlflow.log_metric(f"val_{cfg.register.metric}", value, step=epoch)
                 trial.report(value, epoch)
                 pruned = trial.should_prune()
                 if epoch < plan.epochs and (pruned or time.monotonic() > deadline):
                     mlflow.set_tag("stopped", "pruned" if pruned else "time budget")
                     raise optuna.TrialPruned()
-        log.info("tune: trial %d: val %s %.4f with %s", trial.number, cfg.register.metric, value, overrides)
-        return value  # the last epoch's: the model the train stage would keep
+        log.info("tune: trial %d: val %s %.4f with %s", trial.number, cfg.register.metric, kept_value, overrides)
+        return kept_value  # the kept epoch's (train.keep): the model the train stage would keep
 
     return run_trial
 

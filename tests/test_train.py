@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -13,7 +14,10 @@ import yaml
 from pipeline import preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
+from pipeline.data.splits import load_split
+from pipeline.model.model_file import load_model
 from pipeline.training import checkpoints
+from pipeline.training.runtime import predict_batches, select_runtime
 
 
 @pytest.fixture
@@ -29,12 +33,53 @@ def test_training_writes_model_metrics_and_logs_one_mlflow_run(prepared):
     assert cfg.paths.model_file.is_file() and not cfg.paths.checkpoint.exists()
     metrics = json.loads((cfg.paths.metrics / "train.json").read_text())
     assert metrics["epochs"] == 2 and list(result.history["epoch"]) == [1, 2]
-    assert metrics["val_accuracy"] == result.history["val_accuracy"].iloc[-1]
+    assert metrics["kept_epoch"] == 2 and metrics["val_accuracy"] == result.history["val_accuracy"].iloc[-1]
     run = mlflow.get_run(result.run_id)
     assert run.data.params["train.epochs"] == "2"
     assert {"data_version", "git_commit"} <= set(run.data.tags)
     history = mlflow.MlflowClient().get_metric_history(result.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
+
+
+def swap_labels_of_every_other_image(root: Path) -> None:
+    """Move every other training image of each class into the next class's folder: half the labels wrong."""
+    folders = sorted(p for p in (root / "train").iterdir() if p.is_dir())
+    moves = [(image, folders[(i + 1) % len(folders)]) for i, folder in enumerate(folders)
+             for image in sorted(folder.iterdir())[::2]]  # fmt: skip
+    for image, target in moves:
+        image.rename(target / f"moved-{image.parent.name}-{image.name}")
+
+
+def test_keep_best_saves_the_epoch_with_the_lowest_validation_loss(project, dataset, monkeypatch):
+    swap_labels_of_every_other_image(dataset)  # a run that memorises noise: the validation loss rises late
+    validate.run(project)
+    preprocess.run(project)
+    cfg = load_config(overrides={"train.epochs": 40, "train.keep": "best", "train.calibrate": False})
+    result = train.run(cfg)
+    losses = list(result.history["val_loss"])
+    kept = max(epoch for epoch, loss in enumerate(losses, start=1) if loss == min(losses))  # ties: the later
+    assert kept < 40, "this run should overfit before its end; the test cannot tell a kept epoch from the last"
+    metrics = json.loads((cfg.paths.metrics / "train.json").read_text())
+    assert metrics["kept_epoch"] == kept and metrics["val_loss"] == losses[kept - 1]
+    assert mlflow.get_run(result.run_id).data.metrics["kept_epoch"] == kept
+    model, _ = load_model(cfg.paths.model_file)  # the file holds that epoch's weights: its validation answers
+    val = load_split(cfg.paths.processed, "val")
+    runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
+    answers = predict_batches(model, val.images, len(val.labels), runtime).logits.argmax(1)
+    assert (answers == val.labels).float().mean().item() == pytest.approx(result.history["val_accuracy"][kept - 1])
+
+    # interrupted after the kept epoch, the run resumes knowing which one it was
+    reference = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
+    cfg.paths.model_file.unlink()
+    real_epoch = crash_in_epoch(monkeypatch, kept + 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    resumed = train.run(cfg)
+    assert resumed.metrics["kept_epoch"] == kept
+    weights = torch.load(cfg.paths.model_file, weights_only=True)["state_dict"]
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, msg=name)
 
 
 def test_the_run_names_its_training_data_as_an_mlflow_dataset(prepared):

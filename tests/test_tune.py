@@ -60,4 +60,4 @@ def test_a_study_that_runs_out_of_time_says_so(tuned):
     with pytest.raises(PipelineError, match=r"--fixed train\.lrr: not searched"):
         tune.run(cfg, fixed=frozenset({"train.lrr"}))
     with pytest.raises(PipelineError, match=r"no trial finished within 0\.001 minutes"):
-        tune.run(cfg, trials=2, minutes=0.001, epochs=3)
+        tune.run(cfg, trials=2, minutes=0.001, epochs=40)  # 40 epochs take far longer than 0.06 s

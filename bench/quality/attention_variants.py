@@ -9,7 +9,8 @@ The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its
 39 % of them). On each, the project's train and evaluate stages run with the defaults of
 `params.yaml` except the data section and one attention variant: the soft attention as designed,
 Ilse et al.'s gated scores, several heads, an entropy term that asks each map to commit to a
-region, a finer map (stride 2). Reported: test accuracy; the pointing game and the attention mass
+region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
+validation loss (`train.keep`). Reported: test accuracy; the pointing game and the attention mass
 in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
 attention's, Grad-CAM's and a random order (lower: more faithful). Writes
 `bench/results/attention_variants.json` (a run already there for another set, variant or seed is
@@ -36,6 +37,9 @@ VARIANTS = {
     "heads-4": {"model": {"attention": "soft", "attention_heads": 4}},
     "entropy-0.2": {"model": {"attention": "soft"}, "train": {"attention_entropy": 0.2}},
     "stride-2": {"model": {"attention": "soft", "output_stride": 2}},
+    # which epoch's weights: the default's (last) against the lowest validation loss, paired on one machine
+    "keep-last": {"model": {"attention": "gated"}, "train": {"keep": "last"}},
+    "keep-best": {"model": {"attention": "gated"}, "train": {"keep": "best"}},
 }
 
 

@@ -156,7 +156,7 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
     checked = evaluated["attention"]
     return {
         "defaults": name, "seed": seed, "train_seconds": round(seconds, 1), "batch_size": trained["batch_size"],
-        "epochs": trained["epochs"], "steps": trained["steps"],
+        "epochs": trained["epochs"], "kept_epoch": trained["kept_epoch"], "steps": trained["steps"],
         "test_accuracy": evaluated["accuracy"], "balanced_accuracy": evaluated["balanced_accuracy"],
         "roc_auc": evaluated["roc_auc"],
         **{f"recall_{label}": m["recall"] for label, m in evaluated["per_class"].items()},

@@ -114,6 +114,7 @@ class TrainConfig(_Section):
     min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
     min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
+    keep: Literal["last", "best"] = "last"  # the final weights, or the epoch with the lowest validation loss
     calibrate: bool = True  # fit a temperature on the validation split after training (calibrated probabilities)
     positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: its recall on the validation split
     unknown: UnknownConfig = UnknownConfig()  # the "unknown" answer (pipeline/model/novelty.py)

@@ -24,8 +24,8 @@ def _save(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
-def training_curves(history: pd.DataFrame, path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation."""
+def training_curves(history: pd.DataFrame, path: Path, kept_epoch: int) -> None:
+    """Loss and accuracy per epoch, train and validation; a dashed line at the epoch the model keeps."""
     figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val"):
         loss.plot(history["epoch"], history[f"{split}_loss"], marker="o", label=split)
@@ -33,6 +33,7 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
     loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     accuracy.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     for axis in (loss, accuracy):
+        axis.axvline(kept_epoch, color="grey", linestyle="--", label=f"kept (epoch {kept_epoch})")
         axis.grid(alpha=0.3)
         axis.legend()
     _save(figure, path)

@@ -108,17 +108,22 @@ def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
     return -(flat * flat.clamp(min=1e-12).log()).sum(1) / math.log(max(flat.shape[1], 2))
 
 
+def split_loss(training: Training, logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The training loss (class weights, label smoothing) of a split's logits, on the CPU."""
+    weight = training.loss_fn.weight
+    return nn.functional.cross_entropy(
+        logits.cpu(),
+        labels.cpu(),
+        weight=None if weight is None else weight.cpu(),
+        label_smoothing=training.loss_fn.label_smoothing,
+    ).item()
+
+
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
     logits = predict_batches(training.model, split.images, scoring_batch(split.images), runtime).logits
-    labels, weight = split.labels.cpu(), training.loss_fn.weight
-    loss = nn.functional.cross_entropy(
-        logits,
-        labels,
-        weight=None if weight is None else weight.cpu(),
-        label_smoothing=training.loss_fn.label_smoothing,
-    )
-    return loss.item(), (logits.argmax(1) == labels).float().mean().item()
+    labels = split.labels.cpu()
+    return split_loss(training, logits, labels), (logits.argmax(1) == labels).float().mean().item()
 
 
 def peak_memory_mb(runtime: Runtime) -> float:
