@@ -123,6 +123,48 @@ def test_the_real_example_cuts_crowns_with_their_boxes_and_open_ground_by_its_ru
         assert all(patch.shape == (96, 96, 3) for found in wide.values() for _, patch, _ in found)
 
 
+def test_a_crown_mosaic_puts_the_crown_patch_in_the_quarter_its_box_names(tmp_path):
+    """bench.quality.neon_mosaics' rule on a made-up tile: 128-px mosaics, one box per crown mosaic,
+    exactly the quarter that holds the crown patch; the other quarters and open mosaics are open patches."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.quality import neon_crowns, neon_mosaics
+
+    pixels = np.random.default_rng(1).integers(0, 255, (640, 640, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 50, 40], [300, 100, 340, 130], [200, 520, 240, 560]])
+    objects = "".join(
+        f"<object><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+        for a, b, c, d in boxes
+    )
+    (tmp_path / "tile.xml").write_text(f"<annotation><filename>tile.png</filename>{objects}</annotation>")
+    Image.fromarray(pixels).save(tmp_path / "tile.png")
+    patches = neon_crowns.cut_tile(pixels, boxes, np.random.default_rng(0), neon_mosaics.PATCH, neon_mosaics.MAX_BOX)
+    crown_cuts = [cut for found in patches.values() for label, cut, _ in found if label == "crown"]
+    open_cuts = [cut for found in patches.values() for label, cut, _ in found if label == "open"]
+    counts = neon_mosaics.build(tmp_path, tmp_path / "out")
+    assert counts == {"train": {"crown": 2, "open": 2}, "test": {"crown": 1, "open": 1}}
+    rows = (tmp_path / "out" / "boxes.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and all("/crown/" in row for row in rows)
+    side = neon_mosaics.PATCH
+
+    def quarters(image: np.ndarray) -> list[np.ndarray]:
+        return [image[y : y + side, x : x + side] for y in (0, side) for x in (0, side)]
+
+    def among(cut: np.ndarray, cuts: list[np.ndarray]) -> bool:
+        return any((cut == other).all() for other in cuts)
+
+    for row in rows:
+        path, x0, y0, x1, y1 = row.split(",")
+        image = np.asarray(Image.open(tmp_path / "out" / path))
+        assert image.shape == (2 * side, 2 * side, 3) and (int(x1) - int(x0), int(y1) - int(y0)) == (side, side)
+        boxed = int(y0) // side * 2 + int(x0) // side
+        assert [among(q, crown_cuts) for q in quarters(image)] == [i == boxed for i in range(4)]
+        assert all(among(q, open_cuts) for i, q in enumerate(quarters(image)) if i != boxed)
+    for path in (tmp_path / "out").glob("*/open/*.png"):
+        assert all(among(q, open_cuts) for q in quarters(np.asarray(Image.open(path))))
+
+
 def test_a_crown_patch_lists_every_crown_mostly_inside_it_clipped():
     import numpy as np
 

@@ -291,7 +291,7 @@ def fill_auto(config: Config) -> tuple[dict, tuple[str, ...]]:
         chosen.append(f"model.attention {attention}: {why}")
     name, weights, stride = model.backbone, model.pretrained, model.output_stride
     if name == "auto":
-        name, why = recipe.backbone(size)
+        name, why = recipe.backbone(weights)
         chosen.append(f"model.backbone {name}: {why}")
     if weights == "auto":
         weights = recipe.pretrained(name, model.pretrained_weights)

@@ -109,7 +109,7 @@ def test_a_missing_or_wrong_weights_file_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ({"pretrained": True}, "seed_cnn has no pretrained weights"),
+        ({"backbone": "seed_cnn", "pretrained": True}, "seed_cnn has no pretrained weights"),
         ({"backbone": "vgg11_bn", "pretrained": True}, "cannot download vgg11_bn's ImageNet weights offline"),
         ({"pretrained_weights": "w.pth"}, "only for resnet18 or vgg11_bn with pretrained: true"),
     ],
@@ -158,10 +158,10 @@ def test_the_backbone_gets_its_own_learning_rate(project):
     assert len(head["params"]) + len(backbone["params"]) == len(list(model.parameters()))
 
 
-def test_images_of_128_px_are_fine_tuned_from_imagenet_weights_by_default(project):
+def test_pretrained_true_fine_tunes_the_installed_imagenet_weights(project):
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["data"]["image_size"] = 128
-    params["model"] = {key: "auto" for key in ("backbone", "pretrained", "output_stride")}
+    params["model"] = {"backbone": "auto", "pretrained": True, "output_stride": "auto"}
     params["train"].update(epochs=3, min_steps=0, freeze_epochs="auto", backbone_lr="auto")  # 2 frozen, 1 not
     params["evaluate"].update(faithfulness_images=0, overlay_images=1)  # their checks are tested on the seed CNN
     (project.root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -173,7 +173,7 @@ def test_images_of_128_px_are_fine_tuned_from_imagenet_weights_by_default(projec
     model, info = load_model(cfg.paths.model_file)
     assert info.model_config["backbone"] == "efficientnet_lite0" and info.model_config["pretrained"]
     torch.testing.assert_close(model.mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
-    assert model(torch.zeros(1, 1, 128, 128, dtype=torch.uint8)).attention.shape[-2:] == (4, 4)  # stride 32
+    assert model(torch.zeros(1, 1, 128, 128, dtype=torch.uint8)).attention.shape[-2:] == (8, 8)  # stride 16
     assert json.loads((cfg.paths.metrics / "eval.json").read_text())["accuracy"] >= 0
     run = mlflow.get_run(result.run_id).data
     assert (run.params["model.backbone"], run.params["train.freeze_epochs"]) == ("efficientnet_lite0", "2")
