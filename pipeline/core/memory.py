@@ -44,6 +44,14 @@ def available_bytes() -> int:
     return available if room is None else min(available, room)
 
 
+def free_for_training(device: torch.device) -> int:
+    """Memory free for a training process's activations: the GPU's free memory on CUDA, else
+    what this process can still take."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_bytes()
+
+
 def fits_in_memory(nbytes: int, copies: int = 1, device: torch.device | None = None) -> bool:
     """Whether `copies` of `nbytes` take at most `MEMORY_SHARE` of the available memory; for a
     CUDA `device` (where training holds the split), also at most that share of its free memory."""

@@ -8,6 +8,10 @@ The same params must train well on 1,000 and on 1,000,000 images. Two rules adap
   Adam-type optimizers, so the smaller steps are not also noisier ones;
 - the run has at least `train.min_steps` optimizer steps: `train.epochs` grows until it does.
 On Fashion-MNIST (54,000 training images, batch 256, 14 epochs: 2,954 steps) neither applies.
+A third keeps large images in memory: a process's batch holds at most as many images as their
+activations (each layer's output for one image, measured, twice: kept for the backward pass and
+its gradients) fit in `ACTIVATION_SHARE` of the memory free for it, halved to a power of two, never
+below 8, the learning rates scaled as for the first.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pipeline.core.config import TrainConfig
 from pipeline.training.distributed import ONE_PROCESS, Ranks
 
 SMALLEST_BATCH = 8
+ACTIVATION_COPIES = 2  # the outputs kept for the backward pass, and their gradients
+ACTIVATION_SHARE = 0.5  # of the memory free for training, what a batch's activations may take
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,12 @@ class Plan:
         return f"batch {self.batch_size}, {self.epochs} epochs, {self.steps} steps{scaled} ({why})"
 
 
-def plan_training(cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCESS) -> Plan:
-    """The plan for `train_images` training images under `cfg`, split over `ranks`."""
+def plan_training(
+    cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCESS, image_bytes: int = 0, free_bytes: int = 0
+) -> Plan:
+    """The plan for `train_images` training images under `cfg`, split over `ranks`; with
+    `image_bytes` (one image's activations) and `free_bytes` (memory free for a process), a batch
+    that fits."""
     reasons = []
     batch = cfg.batch_size
     per_step = max(1, train_images // cfg.min_steps_per_epoch)
@@ -53,6 +63,17 @@ def plan_training(cfg: TrainConfig, train_images: int, ranks: Ranks = ONE_PROCES
             f"batch_size {batch} gives under min_steps_per_epoch {cfg.min_steps_per_epoch} on {train_images} images"
         )
         batch = largest - largest % ranks.world_size
+    if image_bytes and free_bytes:
+        fits = ACTIVATION_SHARE * free_bytes // (ACTIVATION_COPIES * image_bytes)
+        fitting = max(SMALLEST_BATCH, 2 ** math.floor(math.log2(max(1, fits))))
+        if batch // ranks.world_size > fitting:
+            need = batch // ranks.world_size * ACTIVATION_COPIES * image_bytes
+            reasons.append(
+                f"batch_size {batch} needs about {need / 2**30:.1f} GB for its activations "
+                f"({image_bytes / 2**20:.1f} MB an image), over {ACTIVATION_SHARE:.0%} of the "
+                f"{free_bytes / 2**30:.1f} GB free"
+            )
+            batch = fitting * ranks.world_size
     lr_scale = math.sqrt(batch / cfg.batch_size)
     steps_per_epoch = ranks.steps_per_epoch(train_images, batch)
     epochs = cfg.epochs

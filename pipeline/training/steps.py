@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.core.config import Config, TrainConfig
+from pipeline.core.memory import free_for_training
 from pipeline.data.shards import stream_batches
 from pipeline.data.splits import TensorSplit
 from pipeline.model.network import AttentionCNN
@@ -81,7 +82,8 @@ def build_training(
         cfg.model, meta["channels"], classes, meta["mean"], meta["std"], pretrained=cfg.model.pretrained
     )
     model = runtime.prepare(model)
-    plan = plan_training(cfg.train, len(train_labels), ranks)
+    image_bytes = activation_bytes(model, meta["channels"], meta["image_size"], runtime)
+    plan = plan_training(cfg.train, len(train_labels), ranks, image_bytes, free_for_training(runtime.device))
     optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
     weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
@@ -91,6 +93,30 @@ def build_training(
     if cfg.train.compile:  # the training steps only: validation is a small share, not worth a second graph
         step_model = torch.compile(step_model)
     return Training(model, step_model, optimizer, schedule, loss_fn, plan)
+
+
+def activation_bytes(model: nn.Module, channels: int, image_size: int, runtime: Runtime) -> int:
+    """Bytes of every layer's output for one image of `image_size` px in `runtime`'s precision:
+    what a training step keeps per image for the backward pass (measured by a forward pass)."""
+    total = 0
+
+    def count(_module: nn.Module, _inputs: tuple, output: object) -> None:
+        nonlocal total
+        for tensor in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    training = model.training
+    try:
+        model.eval()  # no batch-norm statistics change
+        with torch.no_grad(), runtime.autocast():
+            model(torch.zeros(1, channels, image_size, image_size, dtype=torch.uint8, device=runtime.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(training)
+    return total
 
 
 def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:

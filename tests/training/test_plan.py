@@ -6,9 +6,11 @@ import torch
 
 from pipeline import preprocess, train, validate
 from pipeline.core.config import TrainConfig, load_config
+from pipeline.model.network import AttentionCNN
 from pipeline.training.distributed import Ranks
 from pipeline.training.plan import plan_training
-from pipeline.training.steps import class_weights
+from pipeline.training.runtime import select_runtime
+from pipeline.training.steps import activation_bytes, class_weights
 
 DEFAULTS = load_config().train  # the project's params.yaml
 
@@ -38,6 +40,27 @@ def test_the_plan_holds_its_rules_at_any_size(images):
 def test_the_batch_splits_over_the_processes():
     plan = plan_training(TrainConfig(batch_size=256, min_steps_per_epoch=32), 1000, Ranks(0, 0, 3))
     assert plan.batch_size % 3 == 0 and plan.batch_size <= 32
+
+
+def test_a_batch_of_large_images_is_cut_to_what_memory_holds():
+    gb, mb = 2**30, 2**20
+    large = plan_training(DEFAULTS, 1_000_000, image_bytes=56 * mb, free_bytes=16 * gb)  # 300 px, seed CNN
+    assert large.batch_size == 64  # 8 GB / (2 × 56 MB) = 73 images → 64
+    assert "needs about 28.0 GB for its activations (56.0 MB an image)" in large.describe()
+    assert large.lr_scale == (64 / DEFAULTS.batch_size) ** 0.5
+    assert plan_training(DEFAULTS, 1_000_000, image_bytes=mb // 2, free_bytes=16 * gb).batch_size == 256  # 28 px
+    assert plan_training(DEFAULTS, 1_000_000, image_bytes=4 * gb, free_bytes=gb).batch_size == 8  # never below 8
+    shared = plan_training(DEFAULTS, 1_000_000, Ranks(0, 0, 2), image_bytes=56 * mb, free_bytes=16 * gb)
+    assert shared.batch_size == 128  # each process holds its 64
+
+
+def test_the_train_stage_measures_an_images_activations(project):
+    cfg = load_config()
+    runtime = select_runtime("cpu", "fp32")
+    model = runtime.prepare(AttentionCNN(cfg.model, 1, 3, [0.5], [0.25]))
+    small, large = (activation_bytes(model, 1, size, runtime) for size in (16, 64))
+    assert 12 < large / small <= 16  # 16× the pixels: the maps grow with them, the head does not
+    assert model.training  # the probe leaves the model as it was
 
 
 def test_balanced_class_weights_undo_the_imbalance():
