@@ -83,7 +83,10 @@ def build_training(
     )
     model = runtime.prepare(model)
     image_bytes = activation_bytes(model, meta["channels"], meta["image_size"], runtime)
-    plan = plan_training(cfg.train, len(train_labels), ranks, image_bytes, free_for_training(runtime.device))
+    free = ranks.from_main(free_for_training(runtime.device))  # one plan for every rank
+    if runtime.device.type != "cuda":
+        free //= ranks.world_size  # processes on one machine share its memory; GPUs each have their own
+    plan = plan_training(cfg.train, len(train_labels), ranks, image_bytes, free)
     optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
     weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
