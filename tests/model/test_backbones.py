@@ -122,7 +122,7 @@ def test_pretraining_settings_that_cannot_work_are_refused(project, model, messa
 def tiny_training(train: TrainConfig):
     cfg = load_config(overrides={"model.widths": [4, 8], "model.convs_per_block": 1, "model.attention_dim": 4})
     cfg = cfg.model_copy(update={"train": train})
-    meta = {"channels": 1, "classes": ["a", "b"], "mean": [0.5], "std": [0.25]}
+    meta = {"channels": 1, "classes": ["a", "b"], "image_size": 28, "mean": [0.5], "std": [0.25]}
     runtime = select_runtime("cpu", "fp32")
     return build_training(cfg, meta, runtime, torch.arange(64) % 2), runtime
 
