@@ -3,7 +3,8 @@
 Writes `metrics/eval.json` (accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
 ROC AUC and average precision of each class against the rest, throughput, and the attention
 checks of `pipeline/model/attention_checks.py`: attention on near-empty regions, deletion AUC in
-the attention's order vs Grad-CAM's and a random order, and where boxes are known the pointing
+the attention's order vs Grad-CAM's and a random order (over all and per predicted class; with
+`data.positive_class`, that class's verdict is the one warned about), and where boxes are known the pointing
 game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
 `plots/roc_pr.png` (ROC and precision-recall curves), `plots/attention_overlays.png` and
@@ -46,6 +47,7 @@ from pipeline.model.novelty import logit_scores
 from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
+MIN_CLASS_IMAGES = 10  # deletion figures for a predicted class with at least this many images
 
 
 def classification_metrics(true: list[int], predicted: list[int], classes: list[str]) -> dict:
@@ -124,12 +126,13 @@ def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 
 
 def attention_metrics(
-    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, mean: list[float]
+    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, info: ModelInfo
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """The attention checks on the test split, beside Grad-CAM's (`pipeline/model/gradcam.py`) on
     `evaluate.faithfulness_images` of its images (seeded): deletion curves in the attention's,
-    Grad-CAM's and a random order, and, where boxes are known, Grad-CAM's localisation figures.
-    `mean` is the training mean (0..1), the `mean` fill."""
+    Grad-CAM's and a random order, over all of them and per predicted class (those with at least
+    MIN_CLASS_IMAGES), and, where boxes are known, Grad-CAM's localisation figures. The `mean` fill
+    is the training mean."""
     grid = tuple(attention.shape[1:])
     size = tuple(test.images.shape[-2:])
     count = cfg.evaluate.faithfulness_images
@@ -156,18 +159,28 @@ def attention_metrics(
     def probabilities(images: torch.Tensor) -> torch.Tensor:
         return predict_batches(model, images, batch, runtime).logits.softmax(1)
 
-    replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(mean) * 255
+    replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
     orders = {
         "attention": checks.map_order(attention[chosen]),
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, batch)),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
-    curves = {
-        name: checks.deletion_curve(probabilities, images, order, grid, replacement) for name, order in orders.items()
+    per_image = {
+        name: checks.deletion_curves(probabilities, images, order, grid, replacement) for name, order in orders.items()
     }
+    curves = {name: values.mean(0) for name, (values, _) in per_image.items()}
+    predicted = per_image["attention"][1]
     result["faithfulness_images"] = len(chosen)
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
     result["faithfulness"] = checks.faithfulness(result["deletion_auc"])
+    result["by_predicted_class"] = {}
+    for index, label in enumerate(info.classes):
+        mine = predicted == index
+        if mine.sum() >= MIN_CLASS_IMAGES:
+            auc = {name: checks.area(values[mine].mean(0)) for name, (values, _) in per_image.items()}
+            result["by_predicted_class"][label] = {
+                "images": int(mine.sum()), "deletion_auc": auc, "faithfulness": checks.faithfulness(auc)
+            }  # fmt: skip
     return result, curves
 
 
@@ -202,7 +215,7 @@ def run(cfg: Config) -> dict:
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
-    metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info.mean)
+    metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info)
     metrics["unknown"], novelty_scores = unknown_metrics(cfg, model, runtime, info, out)
 
     write_json(paths.metrics / "eval.json", metrics)
@@ -272,8 +285,12 @@ def run(cfg: Config) -> dict:
         metrics["accuracy"], metrics["macro_f1"], metrics["inference_images_per_second"], checked["map"], empty,
         cfg.evaluate.deletion_fill, checked.get("deletion_auc"), info.run_id,
     )  # fmt: skip
-    if checked.get("faithfulness", "").startswith("not faithful"):
-        log.warning("evaluate: the attention is %s", checked["faithfulness"])
+    for label, figures_ in checked.get("by_predicted_class", {}).items():
+        log.info("evaluate: %d images called %s, deletion AUC %s", figures_["images"], label, figures_["deletion_auc"])
+    # The class to find, where it is named, says whether the overlays can be trusted: another class may mean absence.
+    verdict = checked.get("by_predicted_class", {}).get(cfg.data.positive_class, checked).get("faithfulness", "")
+    if verdict.startswith("not faithful"):
+        log.warning("evaluate: the attention is %s", verdict)
     if unknown["sets"]:
         log.info(
             "evaluate: unknown for %.1f %% of test images; out-of-distribution AUROC %s, flagged %s",

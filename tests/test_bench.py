@@ -208,3 +208,32 @@ def test_the_smoke_run_sets_the_benchmark_up_end_to_end_on_a_tiny_project(tmp_pa
     assert (copy / "mlflow.db").is_file() and results["default_run"] is None
     assert "### Training throughput" in (tmp_path / "BENCHMARKS.md").read_text()
     assert (RESULTS / "run.json").read_text() == before  # the project's own results untouched
+
+
+def test_generated_cells_are_grey_300_px_split_75_25_with_one_box_per_defective_cell(tmp_path):
+    """bench.quality.cell_cracks' data in the held-back set's shape: every defective cell, and no ok cell,
+    has one box inside the image, and the box holds a crack: its darkest pixels lie further below the
+    cell's median than those of the same box turned half a circle (which catches boxes that miss it)."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.quality import cell_cracks
+
+    counts = cell_cracks.build(tmp_path, seed=1, cells=60)
+    assert sum(n for split in counts.values() for n in split.values()) == 60
+    assert 0.1 < sum(split.get("defective", 0) for split in counts.values()) / 60 < 0.5
+    assert 0.05 < sum(counts["test"].values()) / 60 < 0.45
+    rows = [row.split(",") for row in (tmp_path / "boxes.csv").read_text().split()[1:]]
+    boxes = {row[0]: list(map(int, row[1:])) for row in rows}
+    images = sorted(tmp_path.glob("*/*/*.png"))
+    assert len(images) == 60
+    assert {p.relative_to(tmp_path).as_posix() for p in images if p.parent.name == "defective"} == set(boxes)
+    depth, elsewhere = [], []
+    for name, (x0, y0, x1, y1) in boxes.items():
+        image = Image.open(tmp_path / name)
+        assert image.mode == "L" and image.size == (300, 300)
+        assert 0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 300
+        pixels = np.asarray(image, float)
+        depth.append(np.median(pixels) - np.percentile(pixels[y0:y1, x0:x1], 1))
+        elsewhere.append(np.median(pixels) - np.percentile(pixels[::-1, ::-1][y0:y1, x0:x1], 1))
+    assert np.mean(depth) > np.mean(elsewhere) + 25

@@ -162,6 +162,11 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
         **{f"recall_{label}": m["recall"] for label, m in evaluated["per_class"].items()},
         **checked["localisation"],
         **{f"deletion_auc_{order}": auc for order, auc in checked.get("deletion_auc", {}).items()},
+        **{
+            f"deletion_auc_{order}_called_{label}": auc
+            for label, called in checked.get("by_predicted_class", {}).items()
+            for order, auc in called["deletion_auc"].items()
+        },
         "deletion_fill": params["evaluate"]["deletion_fill"],
     }  # fmt: skip
 

@@ -12,7 +12,9 @@ box is known, whether it finds the object.
   way, as an area under the curve. Lower is more faithful; compare with a random order and with
   Grad-CAM's order (`pipeline/model/gradcam.py`). Replaced by (`evaluate.deletion_fill`) the image
   itself blurred (`blur`: removes the detail a cell holds, a crack or a lesion, without painting a
-  new patch that can itself look like one) or the training mean colour (`mean`).
+  new patch that can itself look like one) or the training mean colour (`mean`). Also per predicted
+  class: a class that means absence (`ok`, `background`) has no region to delete, so its curves say
+  little; the class that means presence (`defective`) is where the check means something.
 - Localisation, where boxes are known: the pointing game (a hit when the attention peak's cell
   overlaps one of the image's boxes: a tolerance of one cell), beside a centre-point baseline (the
   middle cell); the attention mass inside the boxes (their union, to the pixel), beside the union's
@@ -87,12 +89,13 @@ def near_empty_figures(
     }
 
 
-def deletion_curve(
+def deletion_curves(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, order: torch.Tensor,
     grid: tuple[int, int], fill: torch.Tensor,
-) -> np.ndarray:  # fmt: skip
-    """Mean probability of each image's first predicted class as its cells are replaced by `fill`
-    in `order` (N×cells, first deleted first), at MAX_STEPS + 1 evenly spaced fractions of the cells.
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each image's probability of its first predicted class as its cells are replaced by `fill` in
+    `order` (N×cells, first deleted first), at MAX_STEPS + 1 evenly spaced fractions of the cells:
+    N curves, and the N predicted classes.
 
     `predict` maps uint8 images to class probabilities; `fill` is a C-channel colour (0..255) or
     images like `images` (`blurred(images)`).
@@ -103,13 +106,13 @@ def deletion_curve(
     rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
     target = predict(images).argmax(1, keepdim=True)
     fill = (fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill).to(images.dtype)
-    curve = []
+    curves = []
     for deleted in steps:
         mask = (rank < deleted).view(-1, 1, *grid).float()
         mask = F.interpolate(mask, size=images.shape[-2:], mode="nearest").bool()
         probabilities = predict(torch.where(mask, fill, images))
-        curve.append(probabilities.gather(1, target).mean().item())
-    return np.array(curve)
+        curves.append(probabilities.gather(1, target)[:, 0].numpy())
+    return np.stack(curves, axis=1), target[:, 0].numpy()
 
 
 def blurred(images: torch.Tensor) -> torch.Tensor:

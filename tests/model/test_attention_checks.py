@@ -72,11 +72,28 @@ def test_deleting_in_order_replaces_the_cells_first_in_the_order():
     square_first = torch.tensor([[0, 1, 2, 3]])
     square_last = torch.tensor([[1, 2, 3, 0]])
     fill = torch.tensor([0.0])
-    first = checks.deletion_curve(brightness_of_the_square, image, square_first, (2, 2), fill)
-    last = checks.deletion_curve(brightness_of_the_square, image, square_last, (2, 2), fill)
+    (first,), predicted = checks.deletion_curves(brightness_of_the_square, image, square_first, (2, 2), fill)
+    (last,), _ = checks.deletion_curves(brightness_of_the_square, image, square_last, (2, 2), fill)
     np.testing.assert_allclose(first, [1, 0, 0, 0, 0])
     np.testing.assert_allclose(last, [1, 1, 1, 1, 0])
+    assert predicted.tolist() == [0]
     assert checks.area(first) < checks.area(last)
+
+
+def test_each_image_keeps_its_own_curve_and_predicted_class():
+    """A faint square is "class 1" (absence): deleting it (filling with 0) makes that class surer, the
+    curve rises; the bright one's falls. Per-image curves let evaluate tell the two kinds apart."""
+    images = torch.cat([square_on(0, 200), square_on(0, 40)])
+
+    def brightness_of_the_square(images):
+        p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
+        return torch.stack([p, 1 - p], dim=1)
+
+    curves, predicted = checks.deletion_curves(
+        brightness_of_the_square, images, torch.tensor([[0, 1, 2, 3]] * 2), (2, 2), torch.tensor([0.0])
+    )
+    assert predicted.tolist() == [0, 1]
+    np.testing.assert_allclose(curves, [[1, 0, 0, 0, 0], [0.8, 1, 1, 1, 1]])
 
 
 @pytest.fixture
@@ -97,7 +114,7 @@ def first_cell_drop(model, images: torch.Tensor, order: torch.Tensor) -> float:
     def probabilities(batch):
         return predict_batches(model, batch, 256, runtime).logits.softmax(1)
 
-    curve = checks.deletion_curve(probabilities, images, order, (4, 4), torch.tensor([30.0]))
+    curve = checks.deletion_curves(probabilities, images, order, (4, 4), torch.tensor([30.0]))[0].mean(0)
     return curve[0] - curve[1]
 
 
