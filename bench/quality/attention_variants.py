@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from bench import RESULTS
-from bench.quality.neon_crowns import measure, prepare, with_changes
+from bench.quality.neon_crowns import localisation_cells, measure, prepare, with_changes
 
 SETS = {  # name: (patch side, largest crown box) in px
     "crowns": (64, 56),
@@ -74,8 +74,7 @@ def markdown(output: dict) -> str:
     for r in summary(output["runs"]) + output["runs"]:
         rows.append(
             f"| {r['set']} | {r['variant']} | {r['seed']} | {r['test_accuracy']:.1%} "
-            f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
-            f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"{localisation_cells(r)}"
             f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}) "
             f"| {r['train_seconds']:.0f} s |"
         )

@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 
 from bench import RESULTS
 from bench.default_run import copy_project, run
-from bench.quality.neon_crowns import PROJECT, measure, with_changes
+from bench.quality.neon_crowns import PROJECT, localisation_cells, measure, with_changes
 
 SIDE, CELLS, DEFECTIVE_SHARE, TEST_SHARE = 300, 2600, 0.31, 0.25
 VARIANTS = {
@@ -181,8 +181,7 @@ def markdown(output: dict) -> str:
             f"| {r['defaults']} | {r['seed']} | {r['batch_size']} × {r['epochs']} ({r['steps']}) "
             f"| {r['test_accuracy']:.1%} | {r['balanced_accuracy']:.1%} "
             f"| {r['recall_defective']:.1%} / {r['recall_ok']:.1%} "
-            f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
-            f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"{localisation_cells(r)}"
             f"| {' / '.join(deletion(r, part) for part in ('', '_called_defective', '_called_ok'))} "
             f"| {r['train_seconds']:.0f} s |"
         )

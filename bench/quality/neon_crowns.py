@@ -171,6 +171,16 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
     }  # fmt: skip
 
 
+def localisation_cells(run: dict) -> str:
+    """A run's two localisation cells of a markdown row: pointing game and mass in the boxes, the
+    attention's / Grad-CAM's (centre point, boxes' area)."""
+    centre = run["pointing_game_centre_baseline"]
+    return (
+        f"| {run['pointing_game']:.1%} / {run['gradcam_pointing_game']:.1%} ({centre:.1%}) "
+        f"| {run['box_attention_mass']:.1%} / {run['gradcam_box_mass']:.1%} ({run['box_area_share']:.1%}) "
+    )
+
+
 def markdown(output: dict) -> str:
     counts = output["images"]
     head = (
@@ -189,8 +199,7 @@ def markdown(output: dict) -> str:
             f"| {r['defaults']} | {r['seed']} | {r['batch_size']} × {r['epochs']} ({r['steps']}) "
             f"| {r['test_accuracy']:.1%} | {r['balanced_accuracy']:.1%} "
             f"| {r['recall_crown']:.1%} / {r['recall_open']:.1%} "
-            f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
-            f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"{localisation_cells(r)}"
             f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}), "
             f"{r['deletion_fill']} "
             f"| {r['train_seconds']:.0f} s |"

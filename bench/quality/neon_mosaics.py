@@ -36,7 +36,15 @@ from PIL import Image
 
 from bench import RESULTS
 from bench.default_run import copy_project, run
-from bench.quality.neon_crowns import PROJECT, cut_tile, deepforest_data, measure, read_tile, with_changes
+from bench.quality.neon_crowns import (
+    PROJECT,
+    cut_tile,
+    deepforest_data,
+    localisation_cells,
+    measure,
+    read_tile,
+    with_changes,
+)
 
 PATCH, MAX_BOX, SIDE = 64, 48, 128
 VARIANTS = {
@@ -104,8 +112,7 @@ def markdown(output: dict) -> str:
         rows.append(
             f"| {r['variant']} | {r['channels']} | {r['seed']} "
             f"| {r['test_accuracy']:.1%} | {r['balanced_accuracy']:.1%} "
-            f"| {r['pointing_game']:.1%} / {r['gradcam_pointing_game']:.1%} ({r['pointing_game_centre_baseline']:.1%}) "
-            f"| {r['box_attention_mass']:.1%} / {r['gradcam_box_mass']:.1%} ({r['box_area_share']:.1%}) "
+            f"{localisation_cells(r)}"
             f"| {r['deletion_auc_attention']:.3f} / {r['deletion_auc_gradcam']:.3f} ({r['deletion_auc_random']:.3f}) "
             f"| {r['train_seconds']:.0f} s |"
         )
