@@ -33,7 +33,7 @@ def test_a_held_lock_is_refused_at_once_and_freed_when_its_holder_dies(tmp_path)
 def test_a_second_run_of_a_busy_stage_is_refused_naming_the_running_process(tmp_path):
     repo = make_repo(tmp_path / "repo")
     first = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=repo, env=command_env(), stdout=subprocess.PIPE,
+        [sys.executable, "-m", "dvc", "repro", "train"], cwd=repo, env=command_env(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     for line in first.stdout:

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
+from prefect.settings import get_current_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.dvc_stage import StageFailed
@@ -129,9 +130,12 @@ def test_registration_retries_and_a_permanent_failure_leaves_the_champion(in_rep
     assert champion_version(in_repo) == before
 
 
-def retrain_as_a_user_does(repo: Path) -> str:
-    """`python -m flows.retraining` in the repo, in its own process; its one-line answer."""
+def retrain_as_a_user_does(repo: Path, on_the_server: bool = False) -> str:
+    """`python -m flows.retraining` in the repo, in its own process; its one-line answer. It starts
+    Prefect's temporary server, or with `on_the_server` reports to this module's (as with `make prefect-server`)."""
     env = {**command_env(), "PREFECT_HOME": str(repo / ".prefect")}
+    if on_the_server:
+        env["PREFECT_API_URL"] = get_current_settings().api.url
     done = subprocess.run(
         [sys.executable, "-m", "flows.retraining"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
     )
@@ -141,8 +145,11 @@ def retrain_as_a_user_does(repo: Path) -> str:
 
 def test_retraining_skips_when_the_data_is_unchanged(in_repo, first_flow):
     before = versions(in_repo)
-    assert retrain_as_a_user_does(in_repo).startswith("no new data (data version ")
+    assert retrain_as_a_user_does(in_repo, on_the_server=True).startswith("no new data (data version ")
     assert versions(in_repo) == before
+    with get_client(sync_client=True) as client:  # the check itself is on record
+        names = {client.read_flow(run.flow_id).name for run in client.read_flow_runs()}
+    assert "retraining" in names
 
 
 def test_retraining_retrains_when_an_image_is_added(in_repo, first_flow):
