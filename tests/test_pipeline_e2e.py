@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -246,31 +247,24 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     assert web == []  # nothing was asked of the network (fonts, scripts, analytics)
 
 
-def test_experiment_with_a_changed_param_reruns_only_training_onwards_into_the_same_store(repo, first_repro):
+def test_an_experiment_in_a_temporary_copy_reruns_only_training_onwards_into_the_projects_store(repo, first_repro):
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "first run")  # dvc.lock with its metrics, as DVC users commit them
-    output = dvc(repo, "exp", "run", "-S", "train.epochs=2")
-    assert stages_run(output) == {"train", "evaluate", "export", "register"}
-    diff = json.loads(dvc(repo, "metrics", "diff", "--json", "HEAD"))
-    assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
-    client = mlflow_client(repo)
-    runs = client.search_runs([client.get_experiment_by_name("attention-pipeline").experiment_id])
-    assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
-    report = json.loads((repo / "reports" / "registration.json").read_text())
-    champion = str(client.get_model_version_by_alias("attention-classifier", "champion").version)
-    newest = max(int(v.version) for v in client.search_model_versions("name='attention-classifier'"))
-    assert report["version"] == str(newest)
-    assert (champion == report["version"]) == report["promote"]
-
-
-def test_experiment_in_a_temporary_copy_logs_to_the_projects_store(repo, first_repro):
     client = mlflow_client(repo)
     experiment_id = client.get_experiment_by_name("attention-pipeline").experiment_id
-    before = len(client.search_runs([experiment_id]))
-    dvc(repo, "exp", "run", "--temp", "-S", "train.lr=0.02")
-    runs = client.search_runs([experiment_id])
-    assert len(runs) == before + 1 and {r.data.params["train.lr"] for r in runs} >= {"0.02"}
-    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    before = {r.info.run_id for r in client.search_runs([experiment_id])}
+    output = dvc(repo, "exp", "run", "--temp", "-S", "train.epochs=2")
+    assert stages_run(output) == {"train", "evaluate", "export", "register"}
+    name = re.search(r"Ran experiment\(s\): (\S+)", output).group(1)
+    diff = json.loads(dvc(repo, "exp", "diff", "HEAD", name, "--json"))
+    assert diff["metrics"]["metrics/train.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
+    (new,) = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
+    assert new.data.params["train.epochs"] == "2" and not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    versions = client.search_model_versions("name='attention-classifier'")
+    newest = max(versions, key=lambda v: int(v.version))
+    champion = client.get_model_version_by_alias("attention-classifier", "champion").version
+    assert newest.run_id == new.info.run_id
+    assert (str(champion) == str(newest.version)) == (new.data.tags["registry_decision"] == "promoted")
 
 
 def test_new_data_reruns_from_validate(repo, first_repro):
