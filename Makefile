@@ -83,10 +83,12 @@ lint: setup
 # The tests run in TEST_WORKERS processes (pytest-xdist), a whole file to each, so a file's shared
 # fixtures are built once; the 25 slowest are listed at the end, for whoever keeps CI under 25 minutes.
 # Three on two cores: a quarter of a two-worker run's time was spent waiting (servers starting,
-# subprocesses, disk), and a third worker fills it.
+# subprocesses, disk), and a third worker fills it. With more processes than cores, OpenMP threads
+# that spin while they wait (its default) take the CPU another process needs; passive ones sleep
+# (three trainings at once on two cores: 56 s → 28 s; one alone: 15 % slower, so only here).
 TEST_WORKERS ?= 3
 test: setup $(CHROMIUM) lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 bench: setup
 	python -m bench.run
