@@ -85,7 +85,7 @@ lint: setup
 # Three on two cores: a quarter of a two-worker run's time was spent waiting (servers starting,
 # subprocesses, disk), and a third worker fills it. With more processes than cores, OpenMP threads
 # that spin while they wait (its default) take the CPU another process needs; passive ones sleep
-# (three trainings at once on two cores: 56 s → 28 s; one alone: 15 % slower, so only here).
+# (three trainings at once on two cores: 57 s → 31 s; bench.speed.oversubscribed, BENCHMARKS.md).
 TEST_WORKERS ?= 3
 test: setup $(CHROMIUM) lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
