@@ -36,9 +36,9 @@ def project(root: Path, megabytes: int, seed: int) -> Path:
 
 def train_at_once(folders: list[Path], policy: str | None) -> float:
     """Seconds until `python -m pipeline.train` has finished in every folder, all started together."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
-        {"OMP_WAIT_POLICY": policy} if policy else {}
-    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
     started = time.perf_counter()
     running = [
         subprocess.Popen(
@@ -50,8 +50,9 @@ def train_at_once(folders: list[Path], policy: str | None) -> float:
         )
         for folder in folders
     ]
-    if any(process.wait() != 0 for process in running):
-        sys.exit(f"error: a training failed; run `python -m pipeline.train` in {folders[0]} to see why")
+    for folder, process in zip(folders, running, strict=True):
+        if process.wait() != 0:
+            sys.exit(f"error: the training in {folder} failed; run `python -m pipeline.train` there to see why")
     return round(time.perf_counter() - started, 1)
 
 
