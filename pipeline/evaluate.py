@@ -35,6 +35,7 @@ from pipeline.core import figures
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
+from pipeline.core.memory import free_for_training
 from pipeline.core.tracking import resume_run
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import TensorSplit, load_split
@@ -44,7 +45,9 @@ from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN, Prediction
 from pipeline.model.novelty import logit_scores
-from pipeline.training.runtime import Runtime, predict_batches, select_runtime
+from pipeline.training.plan import fitting_batch
+from pipeline.training.runtime import Runtime, predict_batches, scoring_batch, select_runtime
+from pipeline.training.steps import activation_bytes
 
 log = logging.getLogger(__name__)
 MIN_CLASS_IMAGES = 10  # deletion figures for a predicted class with at least this many images
@@ -108,7 +111,7 @@ def unknown_metrics(
                     "test_flagged": float(detector.unknown(scores["test"]).mean()), "sets": {}}  # fmt: skip
     for name in SETS:
         images = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
-        out = predict_batches(model, images, cfg.evaluate.batch_size, runtime)
+        out = predict_batches(model, images, scoring_batch(images, cfg.evaluate.batch_size), runtime)
         scores[name] = out.novelty.numpy()
         result["sets"][name] = {
             **separation(scores["test"], scores[name]),
@@ -125,6 +128,15 @@ def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
 
 
+def gradcam_batch(model: AttentionCNN, images: torch.Tensor, at_most: int, runtime: Runtime) -> int:
+    """Images per Grad-CAM pass, at most `at_most`: its backward pass keeps every layer's output in
+    fp32, so a batch is cut, as a training batch is, to what the free memory holds (at 128 px and
+    more, 512 images took over 12 GB)."""
+    size, channels = images.shape[-1], images.shape[1]
+    per_image = activation_bytes(model, channels, size, Runtime(runtime.device, None))
+    return min(at_most, fitting_batch(per_image, free_for_training(runtime.device)))
+
+
 def attention_metrics(
     cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, info: ModelInfo
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -137,13 +149,14 @@ def attention_metrics(
     size = tuple(test.images.shape[-2:])
     count = cfg.evaluate.faithfulness_images
     seed = cfg.data.seed
-    batch = cfg.evaluate.batch_size
+    batch = scoring_batch(test.images, cfg.evaluate.batch_size)
+    cam_batch = gradcam_batch(model, test.images, batch, runtime)
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
     if test.boxes is not None:
         localisation = checks.localisation_figures(attention, test.boxes, size)
         boxed = _sample(torch.nonzero(checks.boxed(test.boxes))[:, 0], count, seed)
         if len(boxed):
-            maps = gradcam_maps(model, test.images[boxed], grid, batch)
+            maps = gradcam_maps(model, test.images[boxed], grid, cam_batch)
             gradcam = checks.localisation_figures(maps, test.boxes[boxed], size)
             localisation |= {
                 "gradcam_images": gradcam["boxed_images"],
@@ -162,7 +175,7 @@ def attention_metrics(
     replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
     orders = {
         "attention": checks.map_order(attention[chosen]),
-        "gradcam": checks.map_order(gradcam_maps(model, images, grid, batch)),
+        "gradcam": checks.map_order(gradcam_maps(model, images, grid, cam_batch)),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
     per_image = {
@@ -191,9 +204,10 @@ def run(cfg: Config) -> dict:
     test = load_split(paths.processed, "test", cfg.train.loader)
     runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(model)
-    predict_batches(model, test.images[: cfg.evaluate.batch_size], cfg.evaluate.batch_size, runtime)  # warm-up
+    batch = scoring_batch(test.images, cfg.evaluate.batch_size)
+    predict_batches(model, test.images[:batch], batch, runtime)  # warm-up
     start = time.perf_counter()
-    out = predict_batches(model, test.images, cfg.evaluate.batch_size, runtime)
+    out = predict_batches(model, test.images, batch, runtime)
     seconds = time.perf_counter() - start
     logits, attention = out.logits, out.attention
     true = test.labels

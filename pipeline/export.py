@@ -27,7 +27,7 @@ from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import onnx_file
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
-from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,14 @@ def run(cfg: Config) -> dict:
     pixels = test.images[:]  # the sample in memory (read from the shards when the split is streamed)
     images, labels = pixels.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
-    torch_out, torch_seconds = _timed(predict_batches, model, pixels, settings.batch_size, runtime)
+    batch = scoring_batch(pixels, settings.batch_size)
+    torch_out, torch_seconds = _timed(predict_batches, model, pixels, batch, runtime)
     reference = torch_out.logits.numpy()
 
     with atomic_path(paths.onnx_file) as temporary:
         export_onnx(model, info, pixels[:2], temporary)
         loaded = onnx_file.session(temporary)
-        outputs, onnx_seconds = _timed(onnx_file.predict, loaded, images, settings.batch_size)
+        outputs, onnx_seconds = _timed(onnx_file.predict, loaded, images, batch)
         logits, attention, novelty = outputs["logits"], outputs["attention"], outputs.get("novelty")
         agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
         if agreement < settings.min_agreement:
@@ -122,9 +123,7 @@ def run(cfg: Config) -> dict:
         "pytorch_fp32_images_per_second": round(len(labels) / torch_seconds),
     }
     if settings.quantize:
-        report["int8_accuracy"] = _quantized_accuracy(
-            paths.onnx_file, paths.quantized_onnx_file, images, labels, settings.batch_size
-        )
+        report["int8_accuracy"] = _quantized_accuracy(paths.onnx_file, paths.quantized_onnx_file, images, labels, batch)
         report["int8_accuracy_change"] = report["int8_accuracy"] - report["onnx_accuracy"]
     else:
         paths.quantized_onnx_file.unlink(missing_ok=True)

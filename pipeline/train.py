@@ -39,9 +39,16 @@ from pipeline.model.novelty import DETECTOR, bank_rows, unit_rows
 from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
-from pipeline.training.runtime import Runtime, mean_features, predict_batches, select_runtime, uses_cuda
+from pipeline.training.runtime import (
+    Runtime,
+    mean_features,
+    predict_batches,
+    scoring_batch,
+    select_runtime,
+    uses_cuda,
+)
 from pipeline.training.selection import KeptEpoch
-from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, scoring_batch, train_epoch
+from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, train_epoch
 
 log = logging.getLogger(__name__)
 

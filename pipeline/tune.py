@@ -80,7 +80,7 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
     def run_trial(trial: optuna.Trial) -> float:
         overrides = draw(trial, meta["image_size"], fixed)
         if epochs is not None:
-            overrides.update({"train.epochs": epochs, "train.min_steps": 0})
+            overrides.update({"train.epochs": epochs, "train.min_steps": 0, "train.min_images": 0})
         trial_cfg = load_config(cfg.root / "params.yaml", overrides)
         runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision, backbone=trial_cfg.model.backbone)
         training = build_training(trial_cfg, meta, runtime, train_data.labels)

@@ -58,6 +58,7 @@ def small_params(image_path: str, **sections: dict) -> dict:
             "augment": {"hflip": True, "max_shift": 1},  # 16 px
             "checkpoint_seconds": 0,  # after every epoch, as the resume tests expect
             "min_steps": 0,
+            "min_images": 0,
             "min_steps_per_epoch": 1,  # the batch and epochs as given (tests/training/test_plan.py)
         },
         "evaluate": {"overlay_images": 4},

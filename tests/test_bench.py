@@ -237,3 +237,53 @@ def test_generated_cells_are_grey_300_px_split_75_25_with_one_box_per_defective_
         depth.append(np.median(pixels) - np.percentile(pixels[y0:y1, x0:x1], 1))
         elsewhere.append(np.median(pixels) - np.percentile(pixels[::-1, ::-1][y0:y1, x0:x1], 1))
     assert np.mean(depth) > np.mean(elsewhere) + 25
+
+
+def test_a_cell_mosaic_puts_the_cracked_cell_in_the_quarter_its_box_names(tmp_path):
+    """bench.quality.cell_mosaics' rule: one box per defective mosaic, exactly the quarter holding a
+    cracked cell of its split; every other quarter, and every quarter of an ok mosaic, an ok cell of it."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.quality import cell_mosaics
+
+    counts = cell_mosaics.build(tmp_path, seed=3, cells=40)
+    cells = cell_mosaics.cells_by_split(np.random.default_rng(3), 40)
+    assert counts == {split: {"defective": len(found[True]), "ok": len(found[True])} for split, found in cells.items()}
+    assert min(counts["train"]["defective"], counts["test"]["defective"]) > 0
+    rows = [row.split(",") for row in (tmp_path / "boxes.csv").read_text().split()[1:]]
+    assert len(rows) == counts["train"]["defective"] + counts["test"]["defective"]
+    side = 300
+
+    def quarters(path: str) -> list[np.ndarray]:
+        image = np.asarray(Image.open(tmp_path / path))
+        assert image.shape == (2 * side, 2 * side)
+        return [image[y : y + side, x : x + side] for y in (0, side) for x in (0, side)]
+
+    def among(quarter: np.ndarray, split: str, cracked: bool) -> bool:
+        return any((quarter == other).all() for other in cells[split][cracked])
+
+    for path, *box in rows:
+        x0, y0, x1, y1 = map(int, box)
+        split, label = path.split("/")[:2]
+        assert label == "defective" and (x1 - x0, y1 - y0) == (side, side)
+        boxed = y0 // side * 2 + x0 // side
+        assert [among(q, split, True) for q in quarters(path)] == [i == boxed for i in range(4)]
+        assert all(among(q, split, False) for i, q in enumerate(quarters(path)) if i != boxed)
+    for path in tmp_path.glob("*/ok/*.png"):
+        split = path.relative_to(tmp_path).parts[0]
+        assert all(among(q, split, False) for q in quarters(path.relative_to(tmp_path).as_posix()))
+
+
+def test_a_variants_nested_setting_changes_that_key_and_keeps_its_siblings():
+    """`train.augment.vflip` alone: the other augmentation settings stay as params.yaml has them."""
+    import yaml
+
+    from bench.quality.neon_crowns import with_changes
+    from pipeline.core.paths import project_root
+
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    changed = with_changes(params, {"train": {"augment": {"vflip": True}}, "data": {"image_size": 256}})
+    assert changed["train"]["augment"] == {**params["train"]["augment"], "vflip": True}
+    assert changed["data"] == {**params["data"], "image_size": 256} and changed["train"]["lr"] == params["train"]["lr"]
+    assert params["train"]["augment"]["vflip"] is False  # the given params untouched

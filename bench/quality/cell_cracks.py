@@ -35,8 +35,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from bench import RESULTS
-from bench.default_run import copy_project, run
-from bench.quality.neon_crowns import PROJECT, localisation_cells, measure, with_changes
+from bench.default_run import run
+from bench.quality.neon_crowns import localisation_cells, measure, project_with, with_changes
 
 SIDE, CELLS, DEFECTIVE_SHARE, TEST_SHARE = 300, 2600, 0.31, 0.25
 VARIANTS = {
@@ -154,14 +154,7 @@ def build(target: Path, seed: int = 0, cells: int = CELLS) -> dict[str, dict[str
 def prepare(project: Path) -> tuple[Path, dict, dict]:
     """A fresh copy of this project at `project` with the cells built, validated and preprocessed at
     128 px, grayscale; its root, params and images per split and class."""
-    root = copy_project(PROJECT, project)
-    counts = build(root / "data" / "cell-cracks")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path="data/cell-cracks", image_size=128, channels=1)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(root, sys.executable, "-m", "pipeline.validate")
-    run(root, sys.executable, "-m", "pipeline.preprocess")
-    return root, params, counts
+    return project_with(project, "cell-cracks", build, image_size=128, channels=1)
 
 
 def deletion(run: dict, part: str) -> str:
@@ -188,6 +181,28 @@ def markdown(output: dict) -> str:
     return "\n".join(rows)
 
 
+def measure_variants(
+    root: Path, params: dict, variants: dict, args: argparse.Namespace, output: dict, path: Path
+) -> None:
+    """Train and evaluate each of `args.variants` (names of `variants`) with each of `args.seeds` in
+    the prepared project at `root` (preprocessing again for another data section); each run's
+    figures replace that variant and seed's in `output`, written to `path` as they come."""
+    prepared = params["data"]
+    for seed in map(int, args.seeds.split(",")):
+        for variant in args.variants.split(","):
+            changed = with_changes(params, variants[variant])
+            if changed["data"] != prepared:  # another resolution: preprocess again
+                (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+                run(root, sys.executable, "-m", "pipeline.preprocess")
+                prepared = changed["data"]
+            figures = measure(root, changed, variant, seed)
+            output["runs"] = [r for r in output["runs"] if (r["defaults"], r["seed"]) != (variant, seed)] + [figures]
+            print(json.dumps(figures), flush=True)
+            path.write_text(json.dumps(output, indent=2) + "\n")
+    output["runs"].sort(key=lambda r: (r["seed"], list(variants).index(r["defaults"])))
+    path.write_text(json.dumps(output, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality.cell_cracks", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-cells")
@@ -197,20 +212,7 @@ def main() -> None:
     path = RESULTS / "cell_cracks.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     root, params, output["images"] = prepare(args.workdir / "project")
-    prepared = params["data"]
-    for seed in map(int, args.seeds.split(",")):
-        for variant in args.variants.split(","):
-            changed = with_changes(params, VARIANTS[variant])
-            if changed["data"] != prepared:  # another resolution: preprocess again
-                (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-                run(root, sys.executable, "-m", "pipeline.preprocess")
-                prepared = changed["data"]
-            figures = measure(root, changed, variant, seed)
-            output["runs"] = [r for r in output["runs"] if (r["defaults"], r["seed"]) != (variant, seed)] + [figures]
-            print(json.dumps(figures), flush=True)
-            path.write_text(json.dumps(output, indent=2) + "\n")
-    output["runs"].sort(key=lambda r: (r["seed"], list(VARIANTS).index(r["defaults"])))
-    path.write_text(json.dumps(output, indent=2) + "\n")
+    measure_variants(root, params, VARIANTS, args, output, path)
     print(markdown(output))
 
 

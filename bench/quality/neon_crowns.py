@@ -29,6 +29,7 @@ import json
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ PROJECT = project_root()
 PATCH = 64
 TEST_SHARE = 0.25
 # the defaults before 2026-11-27: the params' batch and epochs whatever the data's size, no class weights
-BEFORE = {"train": {"min_steps": 0, "min_steps_per_epoch": 1, "class_weights": "none"}}
+BEFORE = {"train": {"min_steps": 0, "min_images": 0, "min_steps_per_epoch": 1, "class_weights": "none"}}
 
 
 def deepforest_data() -> Path:
@@ -125,24 +126,36 @@ def build(
 
 
 def with_changes(params: dict, changes: dict) -> dict:
-    """A copy of `params` with `changes` ({section: {key: value}}) applied."""
+    """A copy of `params` with `changes` ({section: {key: value}}, nested as params are) applied."""
     params = yaml.safe_load(yaml.safe_dump(params))
-    for section, values in changes.items():
-        params[section].update(values)
+    for key, value in changes.items():
+        params[key] = with_changes(params[key], value) if isinstance(value, dict) else value
     return params
+
+
+def project_with(
+    project: Path, folder: str, build_into: Callable[[Path], dict], **data: object
+) -> tuple[Path, dict, dict]:
+    """A fresh copy of this project at `project` whose image folder `data/<folder>` `build_into`
+    writes (returning its images per split and class), with the `data` settings given, validated
+    and preprocessed; its root, params and images per split and class."""
+    root = copy_project(PROJECT, project)
+    counts = build_into(root / "data" / folder)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(source="imagefolder", path=f"data/{folder}", **data)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, sys.executable, "-m", "pipeline.validate")
+    run(root, sys.executable, "-m", "pipeline.preprocess")
+    return root, params, counts
 
 
 def prepare(project: Path, patch: int = PATCH, max_box: int = PATCH - 8) -> tuple[Path, dict, dict]:
     """A fresh copy of this project at `project` with the crowns built (`build`), validated and
     preprocessed at `patch` px; its root, params and images per split and class."""
-    root = copy_project(PROJECT, project)
-    counts = build(deepforest_data(), root / "data" / "neon-crowns", patch=patch, max_box=max_box)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path="data/neon-crowns", image_size=patch, channels=3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(root, sys.executable, "-m", "pipeline.validate")
-    run(root, sys.executable, "-m", "pipeline.preprocess")
-    return root, params, counts
+    return project_with(
+        project, "neon-crowns", lambda target: build(deepforest_data(), target, patch=patch, max_box=max_box),
+        image_size=patch, channels=3,
+    )  # fmt: skip
 
 
 def measure(root: Path, params: dict, name: str, seed: int) -> dict:

@@ -26,22 +26,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from bench import RESULTS
-from bench.default_run import copy_project, run
 from bench.quality.neon_crowns import (
-    PROJECT,
     cut_tile,
     deepforest_data,
     localisation_cells,
     measure,
+    project_with,
     read_tile,
     with_changes,
 )
@@ -59,6 +57,28 @@ def mosaic(patches: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.concatenate(patches[:2], axis=1), np.concatenate(patches[2:], axis=1)], axis=0)
 
 
+def write_mosaics(
+    target: Path, split: str, labels: tuple[str, str], positives: list[np.ndarray], negatives: list[np.ndarray],
+    rng: np.random.Generator,
+) -> list[str]:  # fmt: skip
+    """Write `target/<split>/<labels[0]>/`: each positive image once, in a random quarter beside three
+    negatives drawn at random, and as many mosaics of four negatives in `target/<split>/<labels[1]>/`;
+    the `boxes.csv` rows of the positives' quarters."""
+    side, rows = positives[0].shape[0], []
+    for label in labels:
+        for index, positive in enumerate(positives):
+            chosen = [negatives[i] for i in rng.choice(len(negatives), 4, replace=False)]
+            path = f"{split}/{label}/{index:04d}.png"
+            if label == labels[0]:
+                quarter = int(rng.integers(4))
+                chosen[quarter] = positive
+                x0, y0 = side * (quarter % 2), side * (quarter // 2)
+                rows.append(f"{path},{x0},{y0},{x0 + side},{y0 + side}")
+            (target / path).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mosaic(chosen)).save(target / path)
+    return rows
+
+
 def build(source: Path, target: Path, seed: int = 0) -> dict[str, dict[str, int]]:
     """Write `target/{train,test}/{crown,open}/*.png` (SIDE-px mosaics) and `target/boxes.csv` (each
     crown mosaic's quarter) from the tiles in `source`; the number of images per split and class."""
@@ -70,19 +90,8 @@ def build(source: Path, target: Path, seed: int = 0) -> dict[str, dict[str, int]
                 parts.setdefault(split, {"crown": [], "open": []})[label].append(pixels)
     rows, counts = ["path,x_min,y_min,x_max,y_max"], {}
     for split, found in parts.items():
-        opens = found["open"]
-        for label in ("crown", "open"):
-            for index, crown in enumerate(found["crown"]):  # as many open mosaics as crown ones
-                chosen = [opens[i] for i in rng.choice(len(opens), 4, replace=False)]
-                path = f"{split}/{label}/{index:04d}.png"
-                if label == "crown":
-                    quarter = int(rng.integers(4))
-                    chosen[quarter] = crown
-                    x0, y0 = PATCH * (quarter % 2), PATCH * (quarter // 2)
-                    rows.append(f"{path},{x0},{y0},{x0 + PATCH},{y0 + PATCH}")
-                (target / path).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(mosaic(chosen)).save(target / path)
-            counts.setdefault(split, {})[label] = len(found["crown"])
+        rows += write_mosaics(target, split, ("crown", "open"), found["crown"], found["open"], rng)
+        counts[split] = {"crown": len(found["crown"]), "open": len(found["crown"])}
     (target / "boxes.csv").write_text("\n".join(rows) + "\n")
     return counts
 
@@ -91,14 +100,8 @@ def prepare(project: Path, channels: int = 3) -> tuple[Path, dict, dict]:
     """A fresh copy of this project at `project` with the mosaics built, validated and preprocessed
     with `channels` (1: grayscale, as inspection images often are); its root, params and images per
     split and class."""
-    root = copy_project(PROJECT, project)
-    counts = build(deepforest_data(), root / "data" / "neon-mosaics")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path="data/neon-mosaics", image_size=SIDE, channels=channels)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(root, sys.executable, "-m", "pipeline.validate")
-    run(root, sys.executable, "-m", "pipeline.preprocess")
-    return root, params, counts
+    build_into = partial(build, deepforest_data())
+    return project_with(project, "neon-mosaics", build_into, image_size=SIDE, channels=channels)
 
 
 def markdown(output: dict) -> str:

@@ -140,8 +140,9 @@ def write_project(root: Path, data_bytes: int, size: int, val_images: int = 64, 
     params["data"].update(source="imagefolder", path=str(root / "images"), image_size=size, channels=3)
     params["model"].update(backbone="seed_cnn", pretrained=False, widths=[1], convs_per_block=1,
                            attention_dim=8, output_stride=None)  # fmt: skip
-    params["train"].update(epochs=1, batch_size=128, min_steps=0, min_steps_per_epoch=1, checkpoint_seconds=3600,
-                           device="cpu", precision="auto", augment={"hflip": False, "max_shift": 0})  # fmt: skip
+    params["train"].update(epochs=1, batch_size=128, min_steps=0, min_images=0, min_steps_per_epoch=1,
+                           checkpoint_seconds=3600, device="cpu", precision="auto",
+                           augment={"hflip": False, "max_shift": 0})  # fmt: skip
     params["train"]["unknown"]["bank"] = 256
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root

@@ -112,6 +112,7 @@ class TrainConfig(_Section):
     epochs: int = Field(14, ge=1)
     batch_size: int = Field(256, ge=1)
     min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
+    min_images: int = Field(32_000, ge=0)  # and until it has trained on this many images
     min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
     keep: Literal["last", "best"] = "last"  # the final weights, or the epoch with the lowest validation loss

@@ -6,7 +6,12 @@ The same params must train well on 1,000 and on 1,000,000 images. Two rules adap
   small batches, hence many steps, instead of a few steps that barely move the weights; the
   learning rates scale with the square root of the cut (batch 256 → 16: × 1/4), as is usual for
   Adam-type optimizers, so the smaller steps are not also noisier ones;
-- the run has at least `train.min_steps` optimizer steps: `train.epochs` grows until it does.
+- the run has at least `train.min_steps` optimizer steps and trains on at least `train.min_images`
+  images: `train.epochs` grows until it does both. The image floor keeps the halving of the batch
+  from halving the run: under the step floor alone 1,021 images got batch 16 and 16 epochs where
+  1,100 got batch 32 and 29, and on 2×2 mosaics of grey cells with one crack 16 epochs never
+  learned the task (57.6 / 59.5 %, two seeds) where 32 did (84.8 / 89.3 %, BENCHMARKS.md
+  "Which quarter holds the crack").
 On Fashion-MNIST (54,000 training images, batch 256, 14 epochs: 2,954 steps) neither applies.
 A third keeps large images in memory: a process's batch holds at most as many images as their
 activations (each layer's output for one image, measured, twice: kept for the backward pass and
@@ -25,6 +30,13 @@ from pipeline.training.distributed import ONE_PROCESS, Ranks
 SMALLEST_BATCH = 8
 ACTIVATION_COPIES = 2  # the outputs kept for the backward pass, and their gradients
 ACTIVATION_SHARE = 0.5  # of the memory free for training, what a batch's activations may take
+
+
+def fitting_batch(image_bytes: int, free_bytes: int) -> int:
+    """The most images whose activations (`image_bytes` each, `ACTIVATION_COPIES` times) fit in
+    `ACTIVATION_SHARE` of `free_bytes`, halved to a power of two, never below `SMALLEST_BATCH`."""
+    fits = ACTIVATION_SHARE * free_bytes // (ACTIVATION_COPIES * image_bytes)
+    return max(SMALLEST_BATCH, 2 ** math.floor(math.log2(max(1, fits))))
 
 
 @dataclass(frozen=True)
@@ -64,8 +76,7 @@ def plan_training(
         )
         batch = largest - largest % ranks.world_size
     if image_bytes and free_bytes:
-        fits = ACTIVATION_SHARE * free_bytes // (ACTIVATION_COPIES * image_bytes)
-        fitting = max(SMALLEST_BATCH, 2 ** math.floor(math.log2(max(1, fits))))
+        fitting = fitting_batch(image_bytes, free_bytes)
         if batch // ranks.world_size > fitting:
             need = batch // ranks.world_size * ACTIVATION_COPIES * image_bytes
             reasons.append(
@@ -80,4 +91,7 @@ def plan_training(
     if epochs * steps_per_epoch < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps_per_epoch)
         reasons.append(f"{cfg.epochs} epochs are {cfg.epochs * steps_per_epoch} steps, under min_steps {cfg.min_steps}")
+    if epochs * train_images < cfg.min_images:
+        reasons.append(f"{epochs} epochs are {epochs * train_images} images, under min_images {cfg.min_images}")
+        epochs = math.ceil(cfg.min_images / train_images)
     return Plan(batch, epochs, steps_per_epoch, lr_scale, tuple(reasons))

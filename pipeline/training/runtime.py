@@ -14,6 +14,8 @@ from torch import nn
 from pipeline.core.errors import PipelineError
 from pipeline.model.network import Prediction
 
+SCORING_VALUES = 2**24  # pixel values per forward pass when a split is scored
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -99,6 +101,12 @@ def _batches(call, images: torch.Tensor, batch_size: int, runtime: Runtime, rows
         batch = (images[part] if rows is None else images[rows[part]]).to(runtime.device, non_blocking=True)
         with runtime.autocast():
             yield call(batch.contiguous(memory_format=runtime.memory_format))
+
+
+def scoring_batch(images: torch.Tensor, at_most: int = 1024) -> int:
+    """Images per forward pass for scoring `images`: up to `at_most` small ones, fewer large ones
+    (about 16 M pixel values, 64 MB as float32, so activations stay bounded at any image size)."""
+    return max(1, min(at_most, SCORING_VALUES // images.shape[1:].numel()))
 
 
 @torch.no_grad()

@@ -22,15 +22,7 @@ from pipeline.model.network import AttentionCNN
 from pipeline.training.augment import augment
 from pipeline.training.distributed import ONE_PROCESS, Ranks
 from pipeline.training.plan import Plan, plan_training
-from pipeline.training.runtime import Runtime, predict_batches
-
-SCORING_VALUES = 2**24  # pixel values per forward pass when the train stage scores a split
-
-
-def scoring_batch(images: torch.Tensor) -> int:
-    """Images per forward pass for scoring `images`: 1,024 small ones, fewer large ones (about 16 M
-    pixel values, 64 MB as float32, so activations stay bounded at any image size)."""
-    return max(1, min(1024, SCORING_VALUES // images.shape[1:].numel()))
+from pipeline.training.runtime import Runtime, predict_batches, scoring_batch
 
 
 def make_optimizer(model: AttentionCNN, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:

@@ -44,3 +44,37 @@ def test_an_epoch_on_data_larger_than_the_limit_streams_under_it_where_whole_ten
     with memory_cgroup(limit) as cgroup:  # the negative control: the same run holding the split in memory
         whole = run_train(project, cgroup, "memory", tmp_path / "memory.log")
     assert whole["exit_code"] == -9 and whole["peak_mb"] >= EPOCH_LIMIT_MB - 1, whole
+
+
+CAM_LIMIT_MB = 1200  # the process with evaluate's imports and a small model peaks near 700 MB
+CAM = """
+import sys, torch
+from pipeline.core.config import load_config
+from pipeline.evaluate import gradcam_batch
+from pipeline.model.gradcam import gradcam_maps
+from pipeline.model.network import AttentionCNN
+from pipeline.training.runtime import select_runtime
+cfg = load_config()
+runtime = select_runtime("cpu", "fp32")
+model = runtime.prepare(AttentionCNN(cfg.model, 1, 2, [0.5], [0.25]))
+images = torch.randint(0, 256, (128, 1, 128, 128), dtype=torch.uint8)
+batch = gradcam_batch(model, images, 512, runtime) if sys.argv[1] == "capped" else len(images)
+print(batch, tuple(gradcam_maps(model, images, (32, 32), batch).shape), flush=True)
+"""
+
+
+@pytest.mark.skipif(cgroup_unavailable() is not None, reason=str(cgroup_unavailable()))
+def test_grad_cam_cuts_its_batch_to_what_the_memory_limit_holds_where_the_whole_batch_is_killed():
+    """Evaluate's Grad-CAM keeps every layer's output in fp32 for its backward pass: 128 images at
+    128 px (20 MB each) in one pass exceed the limit; the cut batch computes every map under it."""
+    limit = CAM_LIMIT_MB * 2**20
+    runs = {}
+    for mode in ("capped", "whole"):
+        with memory_cgroup(limit) as cgroup:
+            done = subprocess.run([sys.executable, "-c", CAM, mode], cwd=PROJECT, preexec_fn=cgroup.enter,
+                                  capture_output=True, text=True)  # fmt: skip
+            runs[mode] = (done.returncode, done.stdout.split(), cgroup.peak_bytes() / 2**20)
+    (code, out, peak) = runs["capped"]
+    assert code == 0 and out[1:] == ["(128,", "32,", "32)"] and 8 <= int(out[0]) < 128, runs
+    assert peak < CAM_LIMIT_MB
+    assert runs["whole"][0] == -9, runs  # the negative control: the batch the params ask for, uncut

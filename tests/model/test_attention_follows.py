@@ -25,7 +25,8 @@ def cluttered_model(tmp_path_factory):
     params["data"].update(source="cluttered-fashion-mnist", path=str(source), image_size=SIZE, canvas=CANVAS)
     params["validate"]["max_imbalance"] = 100.0
     params["model"].update(widths=[16, 32, 64], attention_dim=32)
-    params["train"].update(epochs=8, batch_size=64, lr=0.005, min_steps=0, min_steps_per_epoch=1)  # as given
+    params["train"].update(epochs=8, batch_size=64, lr=0.005, min_steps_per_epoch=1)  # as given:
+    params["train"].update(min_steps=0, min_images=0)  # no floor on the run's length
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIPELINE_ROOT", str(root))

@@ -162,7 +162,8 @@ def test_pretrained_true_fine_tunes_the_installed_imagenet_weights(project):
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["data"]["image_size"] = 128
     params["model"] = {"backbone": "auto", "pretrained": True, "output_stride": "auto"}
-    params["train"].update(epochs=3, min_steps=0, freeze_epochs="auto", backbone_lr="auto")  # 2 frozen, 1 not
+    params["train"].update(epochs=3, min_steps=0, min_images=0)
+    params["train"].update(freeze_epochs="auto", backbone_lr="auto")  # 2 frozen epochs, 1 not
     params["evaluate"].update(faithfulness_images=0, overlay_images=1)  # their checks are tested on the seed CNN
     (project.root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config()

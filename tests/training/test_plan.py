@@ -26,7 +26,19 @@ def test_a_small_set_gets_smaller_batches_and_more_epochs():
     assert plan.batch_size == 32  # 1771 / 32 steps = 55 images, rounded down to a power of two
     assert plan.lr_scale == (32 / DEFAULTS.batch_size) ** 0.5 and "learning rates × 0.354" in plan.describe()
     assert plan.steps_per_epoch >= DEFAULTS.min_steps_per_epoch and plan.steps >= DEFAULTS.min_steps
-    assert plan.epochs > DEFAULTS.epochs and len(plan.reasons) == 2 and "min_steps 1000" in plan.describe()
+    assert plan.epochs > DEFAULTS.epochs and len(plan.reasons) == 3 and "min_steps 1000" in plan.describe()
+    assert plan.epochs * 1771 >= DEFAULTS.min_images and "min_images 32000" in plan.describe()
+
+
+def test_a_halved_batch_does_not_halve_the_run():
+    """Under a step floor alone, 1,021 images got batch 16 and 16 epochs where 1,100 got batch 32 and
+    29 (each epoch twice the steps): the image floor gives both about as many passes over their data."""
+    fewer, more = plan_training(DEFAULTS, 1021), plan_training(DEFAULTS, 1100)
+    assert (fewer.batch_size, more.batch_size) == (16, 32)
+    assert fewer.epochs * 1021 >= DEFAULTS.min_images and more.epochs * 1100 >= DEFAULTS.min_images
+    assert fewer.epochs >= more.epochs  # fewer images: at least as many epochs
+    steps_only = plan_training(DEFAULTS.model_copy(update={"min_images": 0}), 1021)
+    assert steps_only.epochs == 16 < fewer.epochs  # what the step floor alone gave
 
 
 @pytest.mark.parametrize("images", [1, 7, 100, 1000, 10_000, 1_000_000])
@@ -34,6 +46,7 @@ def test_the_plan_holds_its_rules_at_any_size(images):
     plan = plan_training(DEFAULTS, images)
     assert 8 <= plan.batch_size <= DEFAULTS.batch_size and plan.batch_size & (plan.batch_size - 1) == 0
     assert plan.steps >= DEFAULTS.min_steps and plan.epochs >= DEFAULTS.epochs
+    assert plan.epochs * images >= DEFAULTS.min_images
     assert plan.steps_per_epoch >= min(DEFAULTS.min_steps_per_epoch, -(-images // 8))
 
 
