@@ -47,6 +47,7 @@ from bench.quality.neon_crowns import (
 PATCH, MAX_BOX, SIDE = 64, 48, 128
 VARIANTS = {
     "seed_cnn": {"model": {"backbone": "seed_cnn"}},  # the defaults' network: a 32×32 map at 128 px
+    "seed_cnn-steps-floor-only": {"model": {"backbone": "seed_cnn"}, "train": {"min_images": 0}},  # before min_images
     "efficientnet": {"model": {"pretrained": True, "output_stride": 32}},  # ImageNet weights, its own 4×4 map
     "efficientnet-stride-16": {"model": {"pretrained": True, "output_stride": 16}},  # 8×8, what auto gives it
 }
