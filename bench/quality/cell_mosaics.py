@@ -1,6 +1,6 @@
 """Which quarter holds the crack: 2×2 mosaics of generated solar cells, exactly one of them cracked.
 
-    python -m bench.quality.cell_mosaics [--seeds 0] [--variants seed_cnn,top-down] [--workdir DIR]
+    python -m bench.quality.cell_mosaics [--seeds 0] [--variants seed_cnn,steps-floor-only] [--workdir DIR]
 
 The issue's localisation check, in the shape it ran on the held-back inspection images: 2×2
 mosaics of grey cells, exactly one of them defective, its quarter given as the box, trained with
