@@ -123,7 +123,7 @@ def unknown_metrics(
     return result, scores
 
 
-def _sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+def sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """`count` of `indices`, seeded."""
     return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
 
@@ -154,7 +154,7 @@ def attention_metrics(
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
     if test.boxes is not None:
         localisation = checks.localisation_figures(attention, test.boxes, size)
-        boxed = _sample(torch.nonzero(checks.boxed(test.boxes))[:, 0], count, seed)
+        boxed = sample(torch.nonzero(checks.boxed(test.boxes))[:, 0], count, seed)
         if len(boxed):
             maps = gradcam_maps(model, test.images[boxed], grid, cam_batch)
             gradcam = checks.localisation_figures(maps, test.boxes[boxed], size)
@@ -164,7 +164,7 @@ def attention_metrics(
                 "gradcam_box_mass": gradcam["box_attention_mass"],
             }
         result["localisation"] = localisation
-    chosen = _sample(torch.arange(len(test.labels)), count, seed)
+    chosen = sample(torch.arange(len(test.labels)), count, seed)
     if not len(chosen):
         return result, {}
     images = test.images[chosen]

@@ -12,7 +12,7 @@ from bench.gpu import time_to_accuracy
 from bench.quality import attention as bench_attention
 from bench.run import export_pngs
 from bench.speed import training_step
-from pipeline import preprocess, validate
+from pipeline import preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.training.runtime import native_cpu_bf16
 
@@ -287,3 +287,19 @@ def test_a_variants_nested_setting_changes_that_key_and_keeps_its_siblings():
     assert changed["train"]["augment"] == {**params["train"]["augment"], "vflip": True}
     assert changed["data"] == {**params["data"], "image_size": 256} and changed["train"]["lr"] == params["train"]["lr"]
     assert params["train"]["augment"]["vflip"] is False  # the given params untouched
+
+
+def test_deletion_edges_scores_hard_and_soft_masks_per_predicted_class(prepared):
+    from bench.quality import deletion_edges
+
+    train.run(prepared)
+    figures = deletion_edges.measure(prepared.root)
+    called = [key.removeprefix("soft_") for key in figures if key.startswith("soft_")]
+    assert called and all(f"hard_{label}" in figures for label in called)
+    assert sum(figures[f"soft_{label}"]["images"] for label in called) == figures["images"] > 0
+    for label in called:
+        hard, soft = figures[f"hard_{label}"], figures[f"soft_{label}"]
+        assert set(hard) == set(soft)
+        assert all(0 <= soft[f"auc_{order}"] <= 1 for order in ("attention", "gradcam", "random"))
+    table = deletion_edges.markdown({"runs": [figures]})
+    assert len(table.splitlines()) == 2 + len(called)

@@ -181,6 +181,7 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
             for order, auc in called["deletion_auc"].items()
         },
         "deletion_fill": params["evaluate"]["deletion_fill"],
+        "deletion_edges": "soft",  # bilinear cell masks since 2026-12-03; "hard" before (bench.quality.deletion_edges)
     }  # fmt: skip
 
 

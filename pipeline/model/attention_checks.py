@@ -8,13 +8,14 @@ box is known, whether it finds the object.
   often the peak sits on one, beside their share of all cells (chance); None unless at least half
   of the images have such a background (Fashion-MNIST: 98.6 %; NEON aerial patches: 3 %).
 - Deletion (RISE's deletion metric): the image regions under the cells, taken in the map's order
-  (most attended first), are replaced step by step; the predicted class's probability along the
-  way, as an area under the curve. Lower is more faithful; compare with a random order and with
-  Grad-CAM's order (`pipeline/model/gradcam.py`). Replaced by (`evaluate.deletion_fill`) the image
-  itself blurred (`blur`: removes the detail a cell holds, a crack or a lesion, without painting a
-  new patch that can itself look like one) or the training mean colour (`mean`). Also per predicted
-  class: a class that means absence (`ok`, `background`) has no region to delete, so its curves say
-  little; the class that means presence (`defective`) is where the check means something.
+  (most attended first), are replaced step by step through soft-edged masks (no drawn edges); the
+  predicted class's probability along the way, as an area under the curve. Lower is more faithful;
+  compare with a random order and with Grad-CAM's order (`pipeline/model/gradcam.py`). Replaced by
+  (`evaluate.deletion_fill`) the image itself blurred (`blur`: removes the detail a cell holds, a
+  crack or a lesion, without painting a new patch that can itself look like one) or the training
+  mean colour (`mean`). Also per predicted class: a class that means absence (`ok`, `background`)
+  has no region to delete, so its curves say little; the class that means presence (`defective`)
+  is where the check means something.
 - Localisation, where boxes are known: the pointing game (a hit when the attention peak's cell
   overlaps one of the image's boxes: a tolerance of one cell), beside a centre-point baseline (the
   middle cell); the attention mass inside the boxes (their union, to the pixel), beside the union's
@@ -35,7 +36,7 @@ EMPTY_CELL = 0.1  # a cell with less foreground than this share is near-empty
 UNIFORM_BORDER = 0.75  # a background is uniform when this share of the border is background-coloured
 MEANINGFUL_SHARE = 0.5  # near-empty figures only where at least this share of the images has one
 MAX_STEPS = 16
-MASK_PIXELS = 2**24  # localisation: box masks of this many pixels at a time (16 MB, 64 MB as floats)
+MASK_PIXELS = 2**24  # localisation and deletion: masks of this many pixels at a time (16 MB, 64 MB as floats)
 NEAR_EMPTY_KEYS = ("near_empty_cell_share", "near_empty_attention_mass", "near_empty_peak_share")
 
 
@@ -91,26 +92,37 @@ def near_empty_figures(
 
 def deletion_curves(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, order: torch.Tensor,
-    grid: tuple[int, int], fill: torch.Tensor,
+    grid: tuple[int, int], fill: torch.Tensor, soft_edges: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Each image's probability of its first predicted class as its cells are replaced by `fill` in
     `order` (N×cells, first deleted first), at MAX_STEPS + 1 evenly spaced fractions of the cells:
     N curves, and the N predicted classes.
 
-    `predict` maps uint8 images to class probabilities; `fill` is a C-channel colour (0..255) or
-    images like `images` (`blurred(images)`).
+    A cell is blended into the fill through its mask upsampled bilinearly (as RISE's masks are), so
+    that deleting draws no edge: with hard-edged cells (`soft_edges=False`, kept for the benchmark
+    that compares them), the block borders read as cracks to a model of cracked solar cells
+    (BENCHMARKS.md "Deleting without drawing edges"). `predict` maps uint8 images to class
+    probabilities; `fill` is a C-channel colour (0..255) or images like `images` (`blurred(images)`).
     """
     cells = grid[0] * grid[1]
     steps = np.linspace(0, cells, min(cells, MAX_STEPS) + 1).round().astype(int)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
     target = predict(images).argmax(1, keepdim=True)
-    fill = (fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill).to(images.dtype)
+    fill = (fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill).float()
+    chunk = max(1, MASK_PIXELS // images[0].numel())  # images blended at a time
+    upsampling = {"mode": "bilinear", "align_corners": False} if soft_edges else {"mode": "nearest"}
     curves = []
     for deleted in steps:
-        mask = (rank < deleted).view(-1, 1, *grid).float()
-        mask = F.interpolate(mask, size=images.shape[-2:], mode="nearest").bool()
-        probabilities = predict(torch.where(mask, fill, images))
+        deleted_images = []
+        for start in range(0, len(images), chunk):
+            part = slice(start, start + chunk)
+            mask = (rank[part] < deleted).view(-1, 1, *grid).float()
+            mask = F.interpolate(mask, size=images.shape[-2:], **upsampling)
+            own_fill = fill[part] if len(fill) > 1 else fill
+            blended = images[part].float() * (1 - mask) + own_fill * mask
+            deleted_images.append(blended.round_().clamp_(0, 255).to(images.dtype))
+        probabilities = predict(torch.cat(deleted_images))
         curves.append(probabilities.gather(1, target)[:, 0].numpy())
     return np.stack(curves, axis=1), target[:, 0].numpy()
 

@@ -62,20 +62,26 @@ def test_the_blur_fill_removes_detail_and_keeps_brightness():
     assert blurred[1].float().std() < 0.25 * cracks[1].float().std()
 
 
+def brightness_of_the_square(images):  # "class 0" is as likely as the top-left square is bright
+    p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
+    return torch.stack([p, 1 - p], dim=1)
+
+
+# A deleted cell's mask is upsampled bilinearly: across the 4 px of a cell of a 2×2 grid on 8 px its
+# weight is 1, 1, 7/8, 5/8 (mean 7/8), and it reaches 0, 0, 1/8, 3/8 (mean 1/8) into the next cell.
+OWN, NEXT = 7 / 8, 1 / 8
+
+
 def test_deleting_in_order_replaces_the_cells_first_in_the_order():
     image = square_on(0, 200)
-
-    def brightness_of_the_square(images):  # "class 0" is as likely as the square is bright
-        p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
-        return torch.stack([p, 1 - p], dim=1)
-
     square_first = torch.tensor([[0, 1, 2, 3]])
     square_last = torch.tensor([[1, 2, 3, 0]])
     fill = torch.tensor([0.0])
     (first,), predicted = checks.deletion_curves(brightness_of_the_square, image, square_first, (2, 2), fill)
     (last,), _ = checks.deletion_curves(brightness_of_the_square, image, square_last, (2, 2), fill)
-    np.testing.assert_allclose(first, [1, 0, 0, 0, 0])
-    np.testing.assert_allclose(last, [1, 1, 1, 1, 0])
+    square_left = [1, 1 - OWN * OWN, 1 - OWN, NEXT * NEXT, 0]  # the square's share not yet deleted
+    np.testing.assert_allclose(first, square_left, atol=0.01)
+    np.testing.assert_allclose(last, [1, 1 - NEXT * OWN, 1 - 2 * NEXT * OWN, OWN * OWN, 0], atol=0.01)
     assert predicted.tolist() == [0]
     assert checks.area(first) < checks.area(last)
 
@@ -84,16 +90,35 @@ def test_each_image_keeps_its_own_curve_and_predicted_class():
     """A faint square is "class 1" (absence): deleting it (filling with 0) makes that class surer, the
     curve rises; the bright one's falls. Per-image curves let evaluate tell the two kinds apart."""
     images = torch.cat([square_on(0, 200), square_on(0, 40)])
-
-    def brightness_of_the_square(images):
-        p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
-        return torch.stack([p, 1 - p], dim=1)
-
     curves, predicted = checks.deletion_curves(
         brightness_of_the_square, images, torch.tensor([[0, 1, 2, 3]] * 2), (2, 2), torch.tensor([0.0])
     )
     assert predicted.tolist() == [0, 1]
-    np.testing.assert_allclose(curves, [[1, 0, 0, 0, 0], [0.8, 1, 1, 1, 1]])
+    square_left = np.array([1, 1 - OWN * OWN, 1 - OWN, NEXT * NEXT, 0])
+    np.testing.assert_allclose(curves, [square_left, 1 - 0.2 * square_left], atol=0.01)
+
+
+def test_deleting_draws_no_edge_for_a_detector_of_edges_to_find():
+    """A crack detector answers "defective" where neighbouring pixels differ sharply. On a smooth ramp
+    replaced cell by cell with a flat fill, it must keep answering "ok": hard-edged cells draw steps
+    of up to 128 grey levels, which it takes for cracks (shown below)."""
+    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8).expand(6, 1, 32, 32).clone()
+    fill = torch.tensor([128.0])
+
+    def steepest(images):
+        pixels = images.float()
+        across, down = pixels.diff(dim=-1).abs(), pixels.diff(dim=-2).abs()
+        return torch.maximum(across.amax(dim=(1, 2, 3)), down.amax(dim=(1, 2, 3)))
+
+    def edge_detector(images):  # [P(defective), P(ok)]
+        defective = (steepest(images) > 64).float()
+        return torch.stack([defective, 1 - defective], dim=1)
+
+    order = checks.random_order(len(ramp), 64, seed=0)
+    curves, predicted = checks.deletion_curves(edge_detector, ramp, order, (8, 8), fill)
+    assert predicted.tolist() == [1] * 6 and (curves == 1).all()  # "ok" at every step, for every image
+    hard, _ = checks.deletion_curves(edge_detector, ramp, order, (8, 8), fill, soft_edges=False)
+    assert (hard[:, 1:-1] == 0).mean() > 0.9  # hard-edged cells: "defective" until all is fill
 
 
 @pytest.fixture
@@ -107,29 +132,30 @@ def trained(project):
     return model
 
 
-def first_cell_drop(model, images: torch.Tensor, order: torch.Tensor) -> float:
-    """Mean drop of the predicted class's probability when the first cell of `order` is deleted."""
+def deletion_area(model, images: torch.Tensor, order: torch.Tensor) -> float:
+    """Area under the mean deletion curve of `images` with their cells deleted in `order`."""
     runtime = select_runtime("cpu", "fp32")
 
     def probabilities(batch):
         return predict_batches(model, batch, 256, runtime).logits.softmax(1)
 
-    curve = checks.deletion_curves(probabilities, images, order, (4, 4), torch.tensor([30.0]))[0].mean(0)
-    return curve[0] - curve[1]
+    curves, _ = checks.deletion_curves(probabilities, images, order, (4, 4), torch.tensor([30.0]))
+    return checks.area(curves.mean(0))
 
 
-def test_deleting_the_most_attended_cell_hurts_more_than_a_random_one_and_a_uniform_map_cannot_tell(trained):
+def test_deleting_in_the_attentions_order_hurts_more_than_at_random_and_a_uniform_map_cannot_tell(trained):
     rng = np.random.default_rng(7)
     images = torch.from_numpy(np.stack([synthetic_image(i % 3, 16, rng) for i in range(600)]))[:, None]
     attention = predict_batches(trained, images, 256, select_runtime("cpu", "fp32")).attention
     assert attention.shape[1:] == (4, 4)
     uniform = torch.full_like(attention, 1 / 16)
-    random_drop = first_cell_drop(trained, images, checks.random_order(len(images), 16, seed=0))
-    attended_drop = first_cell_drop(trained, images, checks.map_order(attention))
-    uniform_drop = first_cell_drop(trained, images, checks.map_order(uniform))
-    assert attended_drop > 2 * random_drop + 0.01, (attended_drop, random_drop)
-    # the same check, with the map replaced by a uniform one, fails: its "most attended" cell is arbitrary
-    assert not uniform_drop > 2 * random_drop + 0.01, (uniform_drop, random_drop)
+    at_random = deletion_area(trained, images, checks.random_order(len(images), 16, seed=0))
+    attended = deletion_area(trained, images, checks.map_order(attention))
+    assert attended < at_random - 0.15, (attended, at_random)
+    assert deletion_area(trained, images, checks.map_order(-attention)) > at_random  # least attended first
+    # the same check, with the map replaced by a uniform one, fails: its order is arbitrary
+    flat = deletion_area(trained, images, checks.map_order(uniform))
+    assert not flat < at_random - 0.15, (flat, at_random)
 
 
 def test_localisation_scores_the_peak_and_the_mass_against_the_box():
