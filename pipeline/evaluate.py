@@ -128,6 +128,11 @@ def sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
 
 
+def deletion_fill(cfg: Config, images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
+    """What deleted cells become (`evaluate.deletion_fill`): the images blurred, or the training mean colour."""
+    return checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
+
+
 def gradcam_batch(model: AttentionCNN, images: torch.Tensor, at_most: int, runtime: Runtime) -> int:
     """Images per Grad-CAM pass, at most `at_most`: its backward pass keeps every layer's output in
     fp32, so a batch is cut, as a training batch is, to what the free memory holds (at 128 px and
@@ -172,7 +177,7 @@ def attention_metrics(
     def probabilities(images: torch.Tensor) -> torch.Tensor:
         return predict_batches(model, images, batch, runtime).logits.softmax(1)
 
-    replacement = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
+    replacement = deletion_fill(cfg, images, info)
     orders = {
         "attention": checks.map_order(attention[chosen]),
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, cam_batch)),

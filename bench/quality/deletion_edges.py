@@ -25,7 +25,7 @@ import torch
 from bench import RESULTS
 from pipeline.core.config import load_config
 from pipeline.data.splits import load_split
-from pipeline.evaluate import gradcam_batch, sample
+from pipeline.evaluate import deletion_fill, gradcam_batch, sample
 from pipeline.model import attention_checks as checks
 from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import load_model
@@ -45,7 +45,7 @@ def measure(project: Path) -> dict:
     batch = scoring_batch(images, cfg.evaluate.batch_size)
     attention = predict_batches(model, images, batch, runtime).attention
     grid = tuple(attention.shape[1:])
-    fill = checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
+    fill = deletion_fill(cfg, images, info)
     orders = {
         "attention": checks.map_order(attention),
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, gradcam_batch(model, images, batch, runtime))),
