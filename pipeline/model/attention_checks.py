@@ -109,7 +109,7 @@ def deletion_curves(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
     target = predict(images).argmax(1, keepdim=True)
-    fill = (fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill).float()
+    fill = fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill  # as floats a chunk at a time (blurred images: uint8)
     chunk = max(1, MASK_PIXELS // images[0].numel())  # images blended at a time
     upsampling = {"mode": "bilinear", "align_corners": False} if soft_edges else {"mode": "nearest"}
     curves = []
@@ -119,7 +119,7 @@ def deletion_curves(
             part = slice(start, start + chunk)
             mask = (rank[part] < deleted).view(-1, 1, *grid).float()
             mask = F.interpolate(mask, size=images.shape[-2:], **upsampling)
-            own_fill = fill[part] if len(fill) > 1 else fill
+            own_fill = (fill[part] if len(fill) > 1 else fill).float()
             blended = images[part].float() * (1 - mask) + own_fill * mask
             deleted_images.append(blended.round_().clamp_(0, 255).to(images.dtype))
         probabilities = predict(torch.cat(deleted_images))
