@@ -2,7 +2,9 @@
 
 Every evaluated and exported model becomes a version aliased `challenger` (its artifacts hold the
 model file and its ONNX export). It becomes `champion` only when
-- its test accuracy reaches `register.min_accuracy`;
+- it clears the floor: with `register.min_accuracy: auto` (default) it beats always answering the
+  test split's most common class in `register.metric`, significantly (the test below), so a model
+  that learned nothing never serves; with a number, its test accuracy reaches that number;
 - it answers the champion's task: the same class names in the same order, input channels and
   image size (else it stays a challenger: another task belongs under another `register.model_name`);
 - on the same test images (this run's test split, less the images the champion trained or
@@ -11,7 +13,7 @@ model file and its ONNX export). It becomes `champion` only when
   `register.min_delta`, significantly: p < `register.max_p_value` (null: no test) in an exact
   McNemar test of the images only one of the two gets right (accuracy) or a paired permutation
   test of the metric (the others).
-With no champion yet, the first rule alone decides. The champion's accuracy recorded when it was
+With no champion yet, the floor alone decides. The champion's accuracy recorded when it was
 registered is kept as history only. The comparison, decision and reason are tags on the version,
 metrics and tags of the MLflow run, and in `reports/registration.json`.
 """
@@ -68,18 +70,46 @@ class Decision:
     reason: str
 
 
-def decide(accuracy: float, comparison: Comparison | None, policy: RegisterConfig) -> Decision:
+def decide(
+    accuracy: float, comparison: Comparison | None, policy: RegisterConfig, baseline: Comparison | None = None
+) -> Decision:
     """Whether a model with test accuracy `accuracy` replaces the champion it was `comparison`-ed with
-    (None: there is no champion yet)."""
-    if accuracy < policy.min_accuracy:
+    (None: there is no champion yet); `baseline`: the model against always answering the test split's
+    most common class, the floor of `register.min_accuracy: auto`."""
+    if policy.min_accuracy == "auto":
+        if baseline is None:
+            raise ValueError("register.min_accuracy auto needs the comparison with the constant answer")
+        said = (
+            f"{policy.metric} {baseline.challenger_score:.4f} vs {baseline.champion_score:.4f} for always answering "
+            f"{baseline.champion_version} on {baseline.images} test images, {baseline.test} p = {baseline.p_value:.3g}"
+        )
+        if not wins(baseline, policy, 0.0):
+            return Decision(False, f"no significant gain over always answering the most common test class ({said})")
+        floor = f"beats always answering the most common test class ({said})"
+    elif accuracy < policy.min_accuracy:
         return Decision(False, f"test accuracy {accuracy:.4f} is below register.min_accuracy {policy.min_accuracy:.4f}")
+    else:
+        floor = f"test accuracy {accuracy:.4f} reaches the minimum"
     if comparison is None:
-        return Decision(True, f"no champion yet; test accuracy {accuracy:.4f} reaches the minimum")
+        return Decision(True, f"no champion yet; {floor}")
     if comparison.gain <= policy.min_delta:
         return Decision(False, f"does not beat the champion by more than {policy.min_delta} {comparison.summary()}")
-    if policy.max_p_value is not None and comparison.p_value >= policy.max_p_value:
+    if not wins(comparison, policy, policy.min_delta):
         return Decision(False, f"not a significant win (p ≥ {policy.max_p_value}) {comparison.summary()}")
     return Decision(True, f"beats the champion by {comparison.gain:.4f} {comparison.summary()}")
+
+
+def wins(comparison: Comparison, policy: RegisterConfig, min_gain: float) -> bool:
+    """Whether the challenger's gain in `comparison` passes `min_gain` and the significance test."""
+    significant = policy.max_p_value is None or comparison.p_value < policy.max_p_value
+    return comparison.gain > min_gain and significant
+
+
+def constant_baseline(cfg: Config, predicted: np.ndarray, test: TensorSplit, classes: list[str]) -> Comparison:
+    """The model's answers `predicted` on the test split against always answering its most common class."""
+    true = test.labels.numpy()
+    common = int(np.bincount(true).argmax())
+    return compare(true, predicted, np.full_like(true, common), repr(classes[common]), cfg.register.metric)
 
 
 def recorded_accuracy(client: MlflowClient, champion: ModelVersion) -> float | None:
@@ -102,8 +132,11 @@ def predicted_classes(model: AttentionCNN, info: ModelInfo, test: TensorSplit, c
 def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, champion: ModelVersion | None,
           accuracy: float) -> tuple[Decision, Comparison | None]:  # fmt: skip
     """The decision on `champion`, with the comparison on the same test images it rests on."""
+    baseline = None
+    if cfg.register.min_accuracy == "auto":
+        baseline = constant_baseline(cfg, predicted_classes(model, info, test, cfg), test, info.classes)
     if champion is None:
-        return decide(accuracy, None, cfg.register), None
+        return decide(accuracy, None, cfg.register, baseline), None
     version = str(champion.version)
     try:
         champion_net, champion_info = champion_model(cfg.register.model_name, version)
@@ -122,7 +155,7 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
     incumbent = predicted_classes(champion_net, champion_info, test, cfg)
     comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.register.metric)
     comparison = dataclasses.replace(comparison, left_out=left_out)
-    return decide(accuracy, comparison, cfg.register), comparison
+    return decide(accuracy, comparison, cfg.register, baseline), comparison
 
 
 def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[TensorSplit, int | None]:

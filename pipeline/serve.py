@@ -140,14 +140,31 @@ def describe(reference: str) -> dict:
     try:
         version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, rest)
     except MlflowException as error:
-        first = first_line(error)
-        raise PipelineError(f"{reference}: not in the registry ({first}); train and register a model first") from None
+        raise PipelineError(f"{reference}: {missing(client, name, alias, error)}") from None
     accuracy = version.tags.get("test_accuracy")
     return {
         "model": reference, "name": name, "version": str(version.version), "aliases": list(version.aliases),
         "test_accuracy": float(accuracy) if accuracy else None, "run_id": version.run_id,
         "data_version": version.tags.get("data_version"),
     }  # fmt: skip
+
+
+def missing(client, name: str, alias: str, error: Exception) -> str:
+    """Why a reference is not in the registry, and what to name instead when the model has versions."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        versions = []
+    if not alias or not versions:
+        return f"not in the registry ({first_line(error)}); train and register a model first"
+    newest = max(versions, key=lambda v: int(v.version))
+    decision, why = newest.tags.get("decision", "registered"), newest.tags.get("decision_reason", "no reason recorded")
+    return (
+        f"no version is '{alias}'; the newest, version {newest.version}, was {decision} ({why}); "
+        f"name it instead: models:/{name}/{newest.version}"
+    )
 
 
 def resolve(cfg: Config, reference: str) -> dict:

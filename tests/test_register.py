@@ -21,6 +21,7 @@ from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, m
 from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
 from pipeline.rollback import rollback
+from pipeline.serve import describe
 from tests.synthetic import write_dataset
 
 POLICY = RegisterConfig(min_accuracy=0.85, min_delta=0.0, max_p_value=0.05)
@@ -74,6 +75,33 @@ def test_gain_must_exceed_min_delta():
 def test_below_threshold_is_never_promoted(comparison):
     decision = decide(0.80, comparison, POLICY)
     assert not decision.promote and "below register.min_accuracy" in decision.reason
+
+
+AUTO = POLICY.model_copy(update={"min_accuracy": "auto"})
+
+
+def against_constant(right_of_minority: int, minority: int = 300, majority: int = 700) -> Comparison:
+    """A model that gets every majority image right and `right_of_minority` of the minority class,
+    against always answering the majority class."""
+    true = np.array([0] * majority + [1] * minority)
+    predicted = np.array([0] * majority + [1] * right_of_minority + [0] * (minority - right_of_minority))
+    return compare(true, predicted, np.zeros_like(true), "'ok'")
+
+
+def test_auto_floor_promotes_a_model_that_beats_the_constant_answer_whatever_its_accuracy():
+    better = against_constant(right_of_minority=100)  # accuracy 0.80 against 0.70
+    decision = decide(0.80, None, AUTO, better)
+    assert decision.promote and "beats always answering the most common test class" in decision.reason
+    assert "accuracy 0.8000 vs 0.7000 for always answering 'ok'" in decision.reason
+    assert not decide(0.80, None, POLICY, better).promote  # the same model under a fixed floor of 0.85
+
+
+@pytest.mark.parametrize("right_of_minority", [0, 3])  # the constant answer itself; a gain of chance (p ≈ 0.25)
+def test_auto_floor_refuses_a_model_no_better_than_always_answering_one_class(right_of_minority):
+    baseline = against_constant(right_of_minority)
+    for comparison in (None, paired(only_challenger=40, only_champion=10)):  # even beating a champion
+        decision = decide(baseline.challenger_accuracy, comparison, AUTO, baseline)
+        assert not decision.promote and "no significant gain over always answering" in decision.reason
 
 
 def info(**changes) -> ModelInfo:
@@ -186,6 +214,19 @@ def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorde
     assert float(tags["mcnemar_p_value"]) == pytest.approx(c["p_value"], rel=1e-5)
     assert int(tags["only_challenger_right"]) == c["only_challenger_right"]
     assert mlflow.get_run(second["run_id"]).data.metrics["registry.mcnemar_p_value"] == pytest.approx(c["p_value"])
+
+
+def test_a_model_that_learned_nothing_never_serves_and_the_error_names_what_to_serve(prepared):
+    auto = {"register.min_accuracy": "auto"}
+    name = prepared.register.model_name
+    weak = trained_and_registered(load_config(overrides={**WEAK, **auto}))
+    assert not weak["promote"] and "no significant gain over always answering" in weak["reason"]
+    expected = rf"@champion: no version is 'champion'; the newest, version {weak['version']}, was not promoted "
+    with pytest.raises(PipelineError, match=expected + rf".*models:/{name}/{weak['version']}$"):
+        describe(f"models:/{name}@champion")
+    strong = trained_and_registered(load_config(overrides={**STRONG, **auto}))
+    assert strong["promote"] and "beats always answering the most common test class" in strong["reason"]
+    assert describe(f"models:/{name}@champion")["version"] == strong["version"]
 
 
 def test_a_registration_run_again_finds_its_own_version_and_registers_nothing_new(prepared):

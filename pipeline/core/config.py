@@ -153,7 +153,8 @@ class ExportConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("attention-classifier", min_length=1)
-    min_accuracy: float = Field(0.85, ge=0, le=1)
+    # auto: significantly above always answering the test split's most common class, in `metric`
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"
     metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"  # what "beats the champion" means
     min_delta: float = Field(0.0, ge=0)
     max_p_value: float | None = Field(0.05, gt=0, le=1)
