@@ -203,17 +203,25 @@ def measure_variants(
     path.write_text(json.dumps(output, indent=2) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality.cell_cracks", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-cells")
+def variants_main(module: str, doc: str, workdir: str, default: str, variants: dict, prepare, markdown) -> None:
+    """The command line of a bench that trains `variants` on the project `prepare` builds: each
+    variant and seed asked for measured into `bench/results/<name>.json`, then its table printed."""
+    name = module.rsplit(".", 1)[-1]
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / workdir)
     parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
-    parser.add_argument("--variants", default="seed_cnn,efficientnet-stride-16", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=default, help=f"of {', '.join(variants)}")
     args = parser.parse_args()
-    path = RESULTS / "cell_cracks.json"
+    path = RESULTS / f"{name}.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     root, params, output["images"] = prepare(args.workdir / "project")
-    measure_variants(root, params, VARIANTS, args, output, path)
+    measure_variants(root, params, variants, args, output, path)
     print(markdown(output))
+
+
+def main() -> None:
+    variants_main("bench.quality.cell_cracks", __doc__, "attention-pipeline-cells", "seed_cnn,efficientnet-stride-16",
+                  VARIANTS, prepare, markdown)  # fmt: skip
 
 
 if __name__ == "__main__":

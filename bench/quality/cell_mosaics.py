@@ -19,15 +19,11 @@ prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench import RESULTS
-from bench.quality.cell_cracks import CELLS, DEFECTIVE_SHARE, TEST_SHARE, cell, measure_variants
+from bench.quality.cell_cracks import CELLS, DEFECTIVE_SHARE, TEST_SHARE, cell, variants_main
 from bench.quality.neon_crowns import localisation_cells, project_with
 from bench.quality.neon_mosaics import write_mosaics
 
@@ -88,16 +84,8 @@ def markdown(output: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality.cell_mosaics", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-cell-mosaics")
-    parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
-    parser.add_argument("--variants", default="seed_cnn,steps-floor-only", help=f"of {', '.join(VARIANTS)}")
-    args = parser.parse_args()
-    path = RESULTS / "cell_mosaics.json"
-    output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    root, params, output["images"] = prepare(args.workdir / "project")
-    measure_variants(root, params, VARIANTS, args, output, path)
-    print(markdown(output))
+    variants_main("bench.quality.cell_mosaics", __doc__, "attention-pipeline-cell-mosaics", "seed_cnn,steps-floor-only",
+                  VARIANTS, prepare, markdown)  # fmt: skip
 
 
 if __name__ == "__main__":
