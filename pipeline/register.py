@@ -106,7 +106,8 @@ def wins(comparison: Comparison, policy: RegisterConfig, min_gain: float) -> boo
 
 
 def constant_baseline(cfg: Config, predicted: np.ndarray, test: TensorSplit, classes: list[str]) -> Comparison:
-    """The model's answers `predicted` on the test split against always answering its most common class."""
+    """The model's answers `predicted` on the test split against always answering its most common
+    class (whose quoted name stands where a comparison names the champion's version)."""
     true = test.labels.numpy()
     common = int(np.bincount(true).argmax())
     return compare(true, predicted, np.full_like(true, common), repr(classes[common]), cfg.register.metric)
