@@ -20,8 +20,8 @@ filled from the data and from each other, and a key given a value keeps it:
 - `train.backbone_lr`: with pretrained weights, the head's rate / 8, else the head's rate (null);
 - `model.attention`: gated scores for your own images (an image folder), the design's soft scores
   for the built-in Fashion-MNIST sources. On real aerial images with human-drawn boxes the gate
-  was more accurate and its map more faithful on both sets and seeds measured, with the same
-  localisation (BENCHMARKS.md, "Attention variants on real images").
+  was more accurate on both sets, pointed at crowns more often, and its map was as faithful or
+  more (BENCHMARKS.md, "Attention variants on real images").
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def backbone(pretrained: bool | str) -> tuple[str, str]:
 def attention(source: str) -> tuple[str, str]:
     """The attention's scoring for images from `source`, and why."""
     if source == "imagefolder":
-        return "gated", "your own images: gated scores, more accurate and more faithful on real images"
+        return "gated", "your own images: gated scores, more accurate on real images, and as faithful or more"
     return "soft", f"{source}: the design's soft scores (its reference runs)"
 
 
