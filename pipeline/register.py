@@ -83,7 +83,7 @@ def decide(
             f"{policy.metric} {baseline.challenger_score:.4f} vs {baseline.champion_score:.4f} for always answering "
             f"{baseline.champion_version} on {baseline.images} test images, {baseline.test} p = {baseline.p_value:.3g}"
         )
-        if not wins(baseline, policy, 0.0):
+        if baseline.gain <= 0 or not significant(baseline, policy):
             return Decision(False, f"no significant gain over always answering the most common test class ({said})")
         floor = f"beats always answering the most common test class ({said})"
     elif accuracy < policy.min_accuracy:
@@ -94,15 +94,14 @@ def decide(
         return Decision(True, f"no champion yet; {floor}")
     if comparison.gain <= policy.min_delta:
         return Decision(False, f"does not beat the champion by more than {policy.min_delta} {comparison.summary()}")
-    if not wins(comparison, policy, policy.min_delta):
+    if not significant(comparison, policy):
         return Decision(False, f"not a significant win (p ≥ {policy.max_p_value}) {comparison.summary()}")
     return Decision(True, f"beats the champion by {comparison.gain:.4f} {comparison.summary()}")
 
 
-def wins(comparison: Comparison, policy: RegisterConfig, min_gain: float) -> bool:
-    """Whether the challenger's gain in `comparison` passes `min_gain` and the significance test."""
-    significant = policy.max_p_value is None or comparison.p_value < policy.max_p_value
-    return comparison.gain > min_gain and significant
+def significant(comparison: Comparison, policy: RegisterConfig) -> bool:
+    """Whether `comparison`'s difference passes `register.max_p_value` (always, with no test)."""
+    return policy.max_p_value is None or comparison.p_value < policy.max_p_value
 
 
 def constant_baseline(cfg: Config, predicted: np.ndarray, test: TensorSplit, classes: list[str]) -> Comparison:
