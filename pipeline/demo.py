@@ -99,8 +99,9 @@ def describe(about: dict) -> str:
 
 def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     """Predictions for image files, through the registered model."""
-    pictures = [decode_image(path, 3) for path in paths]  # shown at their own size
-    images = np.stack([load_image(path, about["image_size"], about["channels"]) for path in paths])  # as served
+    bits = about["bit_depth"]
+    pictures = [decode_image(path, 3, bits=bits) for path in paths]  # shown at their own size
+    images = np.stack([load_image(path, about["image_size"], about["channels"], bits=bits) for path in paths])
     out = model.predict(images)
     unknown = out.get("unknown", [False] * len(paths))  # older registered versions have no detector
     answers = []

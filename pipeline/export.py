@@ -45,7 +45,7 @@ def export_onnx(model: AttentionCNN, info: ModelInfo, example: torch.Tensor, pat
     )  # fmt: skip
     proto = onnx.load(str(path))
     for key, value in onnx_file.metadata(
-        info.classes, info.image_size, info.channels, info.run_id, info.decision, info.novelty
+        info.classes, info.image_size, info.channels, info.run_id, info.decision, info.novelty, info.bit_depth
     ).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -34,7 +34,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import atomic_path
 from pipeline.data.image_batches import decoded_batches, list_files
-from pipeline.data.images import decode_image
+from pipeline.data.images import WIDE_BITS, decode_image
 from pipeline.model.decision import Decision, top_classes
 from pipeline.model.unknown import Novelty
 
@@ -61,6 +61,7 @@ class Classifier:
     detector: Novelty | None = None  # when an image is "unknown" (None: a model without a detector)
     name: str = ""  # for the prediction log: the registered model's name (or the file's)
     version: str | None = None  # and its version (None for a file)
+    bit_depth: int = WIDE_BITS  # 16-bit images are read as this many bits
 
 
 def onnx_classifier(path: Path) -> Classifier:
@@ -71,7 +72,7 @@ def onnx_classifier(path: Path) -> Classifier:
         raise PipelineError(f"{path}: no such ONNX file; run the export stage first ('dvc repro export')")
     try:
         loaded = onnx_file.session(path)
-        classes, size, channels = onnx_file.image_format(loaded)
+        classes, size, channels, bits = onnx_file.image_format(loaded)
         rule = Decision.from_dict(onnx_file.decision(loaded))
         detector = Novelty.from_dict(onnx_file.novelty(loaded))
     except Exception as error:  # onnxruntime raises its own types for foreign or damaged files
@@ -84,7 +85,7 @@ def onnx_classifier(path: Path) -> Classifier:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return {"probabilities": shifted / shifted.sum(axis=1, keepdims=True), **outputs}
 
-    return Classifier(classes, size, channels, run, rule, detector, path.name)
+    return Classifier(classes, size, channels, run, rule, detector, path.name, bit_depth=bits)
 
 
 def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
@@ -127,7 +128,10 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
             outputs["novelty"] = out.novelty
         return {key: value.numpy() for key, value in outputs.items()}
 
-    return Classifier(info.classes, info.image_size, info.channels, run, info.rule, info.detector, name, version)
+    return Classifier(
+        info.classes, info.image_size, info.channels, run, info.rule, info.detector, name, version,
+        bit_depth=getattr(info, "bit_depth", WIDE_BITS),  # older registered versions bring older code
+    )  # fmt: skip
 
 
 def load_classifier(cfg: Config, reference: str | None, precision: str | None = None) -> Classifier:
@@ -139,15 +143,16 @@ def load_classifier(cfg: Config, reference: str | None, precision: str | None = 
     return torch_classifier(cfg, reference, precision or cfg.train.precision)
 
 
-def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None = None) -> Path:
-    """Save the image with its attention map overlaid, at the image's own resolution, as
-    `<folder>/<name's folders>/<name's stem>_attention.png` (name: the file's own by default)."""
+def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None = None, bits: int = WIDE_BITS) -> Path:
+    """Save the image (a 16-bit one read as `bits`-bit) with its attention map overlaid, at the
+    image's own resolution, as `<folder>/<name's folders>/<name's stem>_attention.png` (name: the
+    file's own by default)."""
     from pipeline.core.overlay import overlay
 
     name = name or Path(prediction.path.name)
     target = folder / name.parent / f"{name.stem}_attention.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    picture = overlay(decode_image(prediction.path, 3), prediction.attention)
+    picture = overlay(decode_image(prediction.path, 3, bits=bits), prediction.attention)
     with atomic_path(target) as temporary:
         picture.save(temporary, format="PNG")
     return target
@@ -219,7 +224,9 @@ def classify(
         writer = csv.writer(handle)
         if fresh:
             writer.writerow(header)
-    batches = decoded_batches(files, classifier.image_size, classifier.channels, args.batch_size, args.workers)
+    batches = decoded_batches(
+        files, classifier.image_size, classifier.channels, args.batch_size, args.workers, bits=classifier.bit_depth
+    )  # fmt: skip
     with tqdm(total=len(files), unit="img", disable=None if args.out else True, file=sys.stderr) as progress:
         for batch in batches:
             rows = []
@@ -243,11 +250,11 @@ def classify(
                         line = f"{file.path}\t{label}\t{row[answer]:.4f}"
                         if args.heatmap:
                             prediction = ImagePrediction(file.path, label, float(row[answer]), maps)
-                            line += f"\t{write_heatmap(prediction, args.heatmap, file.name)}"
+                            line += f"\t{write_heatmap(prediction, args.heatmap, file.name, classifier.bit_depth)}"
                         print(line + ("\tunknown" if unknown == "true" else ""))
                     elif args.heatmap:
                         write_heatmap(ImagePrediction(file.path, label, float(row[answer]), maps), args.heatmap,
-                                      file.name)  # fmt: skip
+                                      file.name, classifier.bit_depth)  # fmt: skip
             for file, reason in batch.unreadable:
                 tally.unreadable.append((str(file.path), reason))
                 rows.append([str(file.path), "", "", "", "", *[""] * (2 * (top_k - 1)), reason])

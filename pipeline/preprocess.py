@@ -8,7 +8,8 @@ Writes each split to `data/processed/<split>/` (`pipeline/data/splits.py`): its 
 the model's size, in streaming shards, in a seeded shuffled order, and a table of labels, manifest
 paths and hashes and, where the source knows them, object boxes scaled with the images; and
 `data/processed/meta.json` (class names, image counts, normalisation statistics of the training
-split). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
+split, the bit depth 16-bit images were read at: `data.bit_depth`, auto from the training split's
+brightest sample). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
 with the dataset. Training then reads shards and never decodes an image again.
 
 A dataset that grows is not written again: when a split still holds every image of the last run
@@ -32,6 +33,7 @@ import torch
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import replace_dir, write_json
+from pipeline.data.images import WIDE_BITS, sample_bits
 from pipeline.data.manifest import BOXES, box_array, upright_size
 from pipeline.data.shards import ShardWriter, link_chunks, publish
 from pipeline.data.sources import load_images
@@ -66,13 +68,26 @@ class ChannelStats:
         return mean.tolist(), np.sqrt(np.maximum(variance, 0)).tolist()
 
 
-def recipe(cfg: Config, classes: list[str]) -> str:
+def bit_depth(cfg: Config, train: pd.DataFrame) -> int:
+    """The bits 16-bit images are read at: `data.bit_depth`, or with `auto` the camera depth holding
+    the training split's brightest 16-bit sample (16 when it has no 16-bit image)."""
+    if cfg.data.bit_depth != "auto":
+        return cfg.data.bit_depth
+    samples = train["max_sample"].dropna() if "max_sample" in train.columns else pd.Series(dtype=float)
+    bits = sample_bits(int(samples.max()) if len(samples) else None)
+    if len(samples):
+        log.info("preprocess: %d 16-bit images, brightest training sample %d: read as %d-bit (data.bit_depth: auto)",
+                 len(samples), int(samples.max()), bits)  # fmt: skip
+    return bits
+
+
+def recipe(cfg: Config, classes: list[str], bits: int) -> str:
     """A digest of what the stored pixels and labels depend on besides the images themselves: the
-    data params that shape them, the class list, and the code that decodes (this stage's and
-    `pipeline/data`'s: any change to it writes every split again)."""
+    data params that shape them, the class list, the bit depth, and the code that decodes (this
+    stage's and `pipeline/data`'s: any change to it writes every split again)."""
     d = cfg.data
     settings = {"classes": classes, "image_size": d.image_size, "channels": d.channels,
-                "canvas": d.canvas, "clutter": d.clutter}  # fmt: skip
+                "canvas": d.canvas, "clutter": d.clutter, "bit_depth": bits}  # fmt: skip
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode())
     for code in [Path(__file__), *sorted((Path(__file__).parent / "data").glob("*.py"))]:
         digest.update(code.read_bytes())
@@ -103,17 +118,18 @@ def write_split(
     folder: Path,
     stats: ChannelStats | None,
     previous: Path | None = None,
+    bits: int = WIDE_BITS,
 ) -> int:
-    """Decode the split's images a block at a time into shards at `folder`, with its table; keep the
-    chunks of the `previous` run's split where all of its images are still there (`arrange`) and
-    decode only the others. Returns how many images were kept."""
+    """Decode the split's images a block at a time into shards at `folder`, with its table (16-bit
+    files read as `bits`-bit); keep the chunks of the `previous` run's split where all of its images
+    are still there (`arrange`) and decode only the others. Returns how many images were kept."""
     d = cfg.data
     rows, labels, kept = arrange(rows, labels, previous)
     block = max(1, BLOCK_BYTES // (d.channels * d.image_size**2))
     if kept < len(rows):
         writer = ShardWriter(folder, after=link_chunks(previous, folder) if kept else None)
         for start in range(kept, len(rows), block):
-            images = load_images(cfg, list(rows["path"].iloc[start : start + block]))
+            images = load_images(cfg, list(rows["path"].iloc[start : start + block]), bits)
             writer.add(images, labels[start : start + block].tolist())
             if stats is not None:
                 stats.add(images)
@@ -159,9 +175,10 @@ def run(cfg: Config) -> dict:
     classes = cfg.data.classes or sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     class_index = {name: i for i, name in enumerate(classes)}
     splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
+    bits = bit_depth(cfg, splits.train)
     meta: dict = {
-        "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels, "counts": {},
-        "recipe": recipe(cfg, list(classes)),
+        "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels,
+        "bit_depth": bits, "counts": {}, "recipe": recipe(cfg, list(classes), bits),
     }  # fmt: skip
     processed = cfg.paths.processed
     last = json.loads((processed / "meta.json").read_text()) if (processed / "meta.json").is_file() else {}
@@ -173,7 +190,7 @@ def run(cfg: Config) -> dict:
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
             previous = processed / name if same_recipe else None
             stats = ChannelStats(cfg.data.channels) if name == "train" else None
-            kept = write_split(cfg, rows, labels, staging / name, stats, previous)
+            kept = write_split(cfg, rows, labels, staging / name, stats, previous, bits)
             if stats is not None:
                 if kept:
                     stats.merge(last["histogram"])  # the kept images' pixels

@@ -45,6 +45,7 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
+from pipeline.data.images import WIDE_BITS
 
 FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
@@ -182,6 +183,7 @@ def model_about(model) -> dict:
     info = model.unwrap_python_model().info
     detector = getattr(info, "detector", None)  # older registered versions bring older code
     return {"classes": info.classes, "image_size": info.image_size, "channels": info.channels,
+            "bit_depth": getattr(info, "bit_depth", WIDE_BITS),  # older registered versions bring older code
             "decision": info.rule.describe(), "unknown": detector.describe() if detector else None}  # fmt: skip
 
 

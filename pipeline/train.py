@@ -215,7 +215,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             mlflow.log_params({f"unknown.{k}": v for k, v in detector.as_dict().items()})
         info = ModelInfo(
             model_config=cfg.model.model_dump(), classes=meta["classes"], image_size=meta["image_size"],
-            channels=meta["channels"], mean=meta["mean"], std=meta["std"],
+            channels=meta["channels"], mean=meta["mean"], std=meta["std"], bit_depth=meta["bit_depth"],
             run_id=active.info.run_id, data_version=version, decision=decision.as_dict(),
             temperature=float(model.temperature), novelty=detector and detector.as_dict(),
         )  # fmt: skip

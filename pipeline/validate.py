@@ -260,9 +260,14 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
 
 def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
     """How many accepted images preprocessing will change beyond resizing: by source mode (16-bit,
-    palette, alpha, CMYK, ...) and EXIF rotation."""
-    counts = {f"mode {mode} to 8-bit L/RGB": int(n) for mode, n in manifest["mode"].value_counts().items()
-              if mode not in ("L", "RGB")}  # fmt: skip
+    with the mode's brightest sample, which sets the bits they are read at; palette, alpha, CMYK, ...)
+    and EXIF rotation."""
+    brightest = manifest.groupby("mode")["max_sample"].max()
+    counts = {}
+    for mode, n in manifest["mode"].value_counts().items():
+        if mode not in ("L", "RGB"):
+            peak = f" (brightest sample {int(brightest[mode]):,})" if pd.notna(brightest[mode]) else ""
+            counts[f"mode {mode} to 8-bit L/RGB{peak}"] = int(n)
     rotated = int((manifest["exif_orientation"].fillna(1) != 1).sum())
     if rotated:
         counts["EXIF rotation applied"] = rotated

@@ -239,6 +239,26 @@ def test_generated_cells_are_grey_300_px_split_75_25_with_one_box_per_defective_
     assert np.mean(depth) > np.mean(elsewhere) + 25
 
 
+def test_12_bit_cells_are_the_same_cells_in_a_12_bit_cameras_16_bit_files(tmp_path):
+    """bench.quality.cell_cracks_12bit's data: the 8-bit cells' pictures, split and boxes, as 16-bit
+    PNGs whose samples use 12 bits, which the pipeline reads back to the 8-bit pictures."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.quality import cell_cracks
+    from pipeline.data.images import load_image
+
+    assert cell_cracks.build(tmp_path / "8", seed=2, cells=6) == cell_cracks.build(
+        tmp_path / "12", seed=2, cells=6, bits=12
+    )
+    assert (tmp_path / "8" / "boxes.csv").read_text() == (tmp_path / "12" / "boxes.csv").read_text()
+    for eight in sorted((tmp_path / "8").glob("*/*/*.png")):
+        twelve = tmp_path / "12" / eight.relative_to(tmp_path / "8")
+        assert Image.open(twelve).mode == "I;16" and 255 < np.asarray(Image.open(twelve)).max() < 4096
+        back = load_image(twelve, 300, 1, bits=12).astype(int)
+        assert np.abs(back - load_image(eight, 300, 1)).max() <= 1
+
+
 def test_a_cell_mosaic_puts_the_cracked_cell_in_the_quarter_its_box_names(tmp_path):
     """bench.quality.cell_mosaics' rule: one box per defective mosaic, exactly the quarter holding a
     cracked cell of its split; every other quarter, and every quarter of an ok mosaic, an ok cell of it."""

@@ -95,8 +95,11 @@ def crack(rng: np.random.Generator, length: float, width: int) -> tuple[np.ndarr
     return ndimage.gaussian_filter(np.asarray(mask, float) / 255, 0.6), path
 
 
-def cell(rng: np.random.Generator, defective: bool) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-    """One 300×300 grey cell (uint8) and, when `defective`, its crack's box (x_min, y_min, x_max, y_max)."""
+def cell(
+    rng: np.random.Generator, defective: bool, bits: int = 8
+) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:  # fmt: skip
+    """One 300×300 grey cell (uint8; uint16 holding 0..2**bits - 1 above 8 bits, as a 12-bit camera
+    stores it) and, when `defective`, its crack's box (x_min, y_min, x_max, y_max)."""
     image = 0.55 + rng.normal(0, 0.06) + 0.08 * smooth_noise(rng, 60)
     if rng.random() < 0.5:
         image += grains(rng)
@@ -128,18 +131,19 @@ def cell(rng: np.random.Generator, defective: bool) -> tuple[np.ndarray, tuple[i
         image -= rng.uniform(0.05, 0.1) * crack(rng, rng.uniform(15, 40), 1)[0]
     image += rng.normal(0, rng.uniform(0.015, 0.04), image.shape)
     image = ndimage.gaussian_filter(image, rng.uniform(0.4, 0.9))
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8), box
+    return (np.clip(image, 0, 1) * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16), box
 
 
-def build(target: Path, seed: int = 0, cells: int = CELLS) -> dict[str, dict[str, int]]:
-    """Write `cells` images to `target/{train,test}/{ok,defective}/*.png` and their crack boxes to
-    `target/boxes.csv`; images per split and class."""
+def build(target: Path, seed: int = 0, cells: int = CELLS, bits: int = 8) -> dict[str, dict[str, int]]:
+    """Write `cells` images (`bits` per sample: 8, or 16-bit PNGs holding fewer) to
+    `target/{train,test}/{ok,defective}/*.png` and their crack boxes to `target/boxes.csv`; images
+    per split and class."""
     rng = np.random.default_rng(seed)
     rows, counts = ["path,x_min,y_min,x_max,y_max"], {}
     for index in range(cells):
         defective = rng.random() < DEFECTIVE_SHARE
         split, label = "test" if rng.random() < TEST_SHARE else "train", "defective" if defective else "ok"
-        pixels, box = cell(rng, defective)
+        pixels, box = cell(rng, defective, bits)
         path = f"{split}/{label}/{index:04d}.png"
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(target / path)

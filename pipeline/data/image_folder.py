@@ -24,7 +24,15 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.core.errors import PipelineError, first_line
-from pipeline.data.images import DEFAULT_MAX_PIXELS, check_size, exif_orientation, load_image, normalise
+from pipeline.data.images import (
+    DEFAULT_MAX_PIXELS,
+    WIDE_BITS,
+    brightest_sample,
+    check_size,
+    exif_orientation,
+    load_image,
+    normalise,
+)
 from pipeline.data.manifest import BOXES, Scan, box_cell, manifest_frame
 
 SPLITS = ("train", "test")
@@ -58,14 +66,15 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
     row = {
         "path": path.relative_to(root).as_posix(), "split": split, "label": label, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "format": None, "width": None, "height": None,
-        "mode": None, "frames": None, "exif_orientation": None, "decodable": False, "error": None,
+        "mode": None, "frames": None, "exif_orientation": None, "max_sample": None, "decodable": False, "error": None,
     }  # fmt: skip
     try:
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
             check_size(image, max_pixels)
             image.load()  # decode fully first: reading EXIF from a broken file may hide the error
-            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image))
+            row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image),
+                       max_sample=brightest_sample(image))  # fmt: skip
             normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash
@@ -141,11 +150,14 @@ def read_boxes(root: Path) -> pd.DataFrame | None:
     return pd.concat([paths.rename("path"), numbers], axis=1)
 
 
-def load(root: Path, paths: list[str], size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode the images at manifest `paths` into one N×C×H×W uint8 array, in parallel processes."""
+def load(
+    root: Path, paths: list[str], size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, bits: int = WIDE_BITS
+) -> np.ndarray:  # fmt: skip
+    """Decode the images at manifest `paths` into one N×C×H×W uint8 array, in parallel processes
+    (16-bit files read as `bits`-bit)."""
     if not paths:
         return np.empty((0, channels, size, size), dtype=np.uint8)
-    decode = partial(load_image, size=size, channels=channels, max_pixels=max_pixels)
+    decode = partial(load_image, size=size, channels=channels, max_pixels=max_pixels, bits=bits)
     files = [root / path for path in paths]
     workers = _workers(len(files))
     if workers > 1:

@@ -1,8 +1,10 @@
 """Decoding one image into the model's input: the single definition used by validate, preprocess and predict.
 
 Every image becomes 8-bit grayscale or RGB the same way: EXIF rotation applied, 16-bit samples
-scaled (not clipped) to 8 bits, transparent pixels laid over white, palette and CMYK converted.
-An image declaring more than `max_pixels` pixels is refused from its header, before decoding.
+scaled (not clipped) to 8 bits from the bits the dataset's camera uses (`bits`: a 12-bit camera
+stores 0..4095 in 16-bit files; scaled from 16 bits those would land in 16 of 256 grey levels),
+transparent pixels laid over white, palette and CMYK converted. An image declaring more than
+`max_pixels` pixels is refused from its header, before decoding.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from PIL import Image, ImageOps
 from pipeline.core.errors import PipelineError, first_line
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+WIDE_BITS = 16  # the bits of a wide (16-bit) image's samples when nothing says fewer
+CAMERA_BITS = (8, 10, 12, 14, 16)  # the depths sensors and scanners store
 EXIF_ORIENTATION = 0x0112
-_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_WIDE_INTEGER_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class ImageRefused(ValueError):
@@ -42,12 +46,28 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def normalise(image: Image.Image, channels: int) -> Image.Image:
-    """Upright, 8-bit, `channels` (1: 'L', 3: 'RGB') version of a decoded image."""
+def brightest_sample(image: Image.Image) -> int | None:
+    """The largest sample of a decoded wide-integer (16-bit) image; None for any other mode."""
+    return int(np.asarray(image).max()) if image.mode in _WIDE_INTEGER_MODES and image.width * image.height else None
+
+
+def sample_bits(brightest: int | None) -> int:
+    """The cameras' bit depth that holds a wide image's brightest sample: the smallest of 8, 10, 12,
+    14 and 16 bits (a dark 12-bit set, brightest 1,800, still reads as 12-bit), above 16 the sample's
+    own; WIDE_BITS when unknown."""
+    if brightest is None:
+        return WIDE_BITS
+    needed = int(brightest).bit_length()
+    return next((depth for depth in CAMERA_BITS if depth >= needed), min(32, needed))
+
+
+def normalise(image: Image.Image, channels: int, bits: int = WIDE_BITS) -> Image.Image:
+    """Upright, 8-bit, `channels` (1: 'L', 3: 'RGB') version of a decoded image; a wide-integer
+    image's range 0..2**bits - 1 maps onto 0..255 (brighter samples clip)."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in _WIDE_MODES:
+    if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
         samples = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if image.mode == "F" else 257.0  # 16-bit range 0..65535 onto 0..255
+        scale = 1.0 if image.mode == "F" else (2**bits - 1) / 255
         image = Image.fromarray(np.clip(np.round(samples / scale), 0, 255).astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -59,20 +79,21 @@ def normalise(image: Image.Image, channels: int) -> Image.Image:
 
 def decode_image(
     source: Path | bytes, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] | None = None,
-    at_least: int | None = None,
+    at_least: int | None = None, bits: int = WIDE_BITS,
 ) -> Image.Image:  # fmt: skip
     """Decode an image file (its path, or its bytes) to an upright 8-bit image of `channels` at its
-    own size; `formats` (PIL's names, e.g. ("PNG", "JPEG")) limits what is opened. With `at_least`
-    (the side the model needs), a JPEG is decoded at the smallest of its 1/8, 1/4 and 1/2 scales
-    that still covers `at_least`×`at_least` (PIL's draft mode: the decoder skips the detail, a
-    4000×3000 photo for a 128-px model costs 1/64 of the pixels); other formats at their own size."""
+    own size (a 16-bit file's samples read as `bits`-bit); `formats` (PIL's names, e.g. ("PNG",
+    "JPEG")) limits what is opened. With `at_least` (the side the model needs), a JPEG is decoded at
+    the smallest of its 1/8, 1/4 and 1/2 scales that still covers `at_least`×`at_least` (PIL's draft
+    mode: the decoder skips the detail, a 4000×3000 photo for a 128-px model costs 1/64 of the
+    pixels); other formats at their own size."""
     name = source if isinstance(source, Path) else "image"
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=formats) as image:
             check_size(image, max_pixels)
             if at_least is not None and image.format == "JPEG":
                 image.draft(image.mode, (at_least, at_least))
-            return normalise(image, channels)
+            return normalise(image, channels, bits)
     except (
         OSError,
         ValueError,
@@ -93,8 +114,9 @@ def model_input(image: Image.Image, size: int) -> np.ndarray:
 
 def load_image(
     source: Path | bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-    formats: tuple[str, ...] | None = None,
+    formats: tuple[str, ...] | None = None, bits: int = WIDE_BITS,
 ) -> np.ndarray:  # fmt: skip
     """Decode an image file (path or bytes) to the model's input, a `channels`×`size`×`size` uint8
-    array: the one way validation, preprocessing, prediction, the server and the demo all make it."""
-    return model_input(decode_image(source, channels, max_pixels, formats, at_least=size), size)
+    array: the one way validation, preprocessing, prediction, the server and the demo all make it
+    (`bits`: the model's, `ModelInfo.bit_depth`)."""
+    return model_input(decode_image(source, channels, max_pixels, formats, at_least=size, bits=bits), size)

@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.core.config import Config
 from pipeline.data import cluttered, fashion_mnist, image_folder
+from pipeline.data.images import WIDE_BITS
 from pipeline.data.manifest import Scan
 
 
@@ -24,12 +25,13 @@ def scan(cfg: Config) -> Scan:
     return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels)
 
 
-def load_images(cfg: Config, paths: list[str]) -> np.ndarray:
-    """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`."""
+def load_images(cfg: Config, paths: list[str], bits: int = WIDE_BITS) -> np.ndarray:
+    """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`
+    (16-bit files read as `bits`-bit)."""
     size, channels = cfg.data.image_size, cfg.data.channels
     d = cfg.data
     if d.source == "fashion-mnist":
         return fashion_mnist.load(cfg.source_path(), paths, size, channels)
     if d.source == "cluttered-fashion-mnist":
         return cluttered.load(cfg.source_path(), paths, size, channels, d.canvas, d.clutter, d.seed)
-    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validate.max_pixels)
+    return image_folder.load(cfg.source_path(), paths, size, channels, cfg.validate.max_pixels, bits)

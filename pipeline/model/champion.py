@@ -131,6 +131,9 @@ def task_difference(challenger: ModelInfo, champion: ModelInfo) -> str | None:
             f"image size differs from the champion's ({challenger.image_size} vs {champion.image_size} px): "
             f"{DIFFERENT_TASK}"
         )
+    if challenger.bit_depth != champion.bit_depth:
+        bits = f"{challenger.bit_depth} vs {champion.bit_depth}"
+        return f"16-bit images are read at another bit depth than the champion's ({bits}): {DIFFERENT_TASK}"
     return None
 
 

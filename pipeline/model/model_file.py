@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pipeline.core.config import ModelConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_path
+from pipeline.data.images import WIDE_BITS
 from pipeline.model.decision import Decision
 from pipeline.model.network import AttentionCNN
 from pipeline.model.unknown import Novelty
@@ -36,6 +37,7 @@ class ModelInfo:
     decision: dict | None = None  # the positive class's threshold (pipeline/model/decision.py); None: argmax
     temperature: float = 1.0  # divides the logits: calibrated probabilities (pipeline/model/calibration.py)
     novelty: dict | None = None  # the "unknown" detector's settings and threshold (pipeline/model/novelty.py)
+    bit_depth: int = WIDE_BITS  # 16-bit images are read as this many bits (pipeline/data/images.py)
 
     @property
     def rule(self) -> Decision:

@@ -8,18 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.images import WIDE_BITS
+
 INPUT, OUTPUTS = "images", ["logits", "attention", "embedding", "novelty"]  # novelty: models with a detector
 
 
 def metadata(
     classes: list[str], image_size: int, channels: int, run_id: str | None, decision: dict | None = None,
-    novelty: dict | None = None,
+    novelty: dict | None = None, bit_depth: int = WIDE_BITS,
 ) -> dict[str, str]:  # fmt: skip
     """What the file records besides the network, as ONNX metadata (strings); `decision`: the positive
     class's threshold (`pipeline/model/decision.py`), "null" for the most probable class; `novelty`:
-    the "unknown" detector's threshold (`pipeline/model/novelty.py`), "null" for none."""
+    the "unknown" detector's threshold (`pipeline/model/novelty.py`), "null" for none; `bit_depth`:
+    the bits 16-bit images are read as (`pipeline/data/images.py`)."""
     return {"classes": json.dumps(classes), "image_size": str(image_size), "channels": str(channels),
-            "mlflow_run_id": run_id or "", "decision": json.dumps(decision),
+            "bit_depth": str(bit_depth), "mlflow_run_id": run_id or "", "decision": json.dumps(decision),
             "novelty": json.dumps(novelty)}  # fmt: skip
 
 
@@ -30,10 +33,11 @@ def session(path: Path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def image_format(loaded) -> tuple[list[str], int, int]:
-    """Class names, image size and channels from a session's metadata."""
+def image_format(loaded) -> tuple[list[str], int, int, int]:
+    """Class names, image size, channels and bit depth (older files: 16) from a session's metadata."""
     recorded = loaded.get_modelmeta().custom_metadata_map
-    return json.loads(recorded["classes"]), int(recorded["image_size"]), int(recorded["channels"])
+    bits = int(recorded.get("bit_depth", WIDE_BITS))
+    return json.loads(recorded["classes"]), int(recorded["image_size"]), int(recorded["channels"]), bits
 
 
 def decision(loaded) -> dict | None:

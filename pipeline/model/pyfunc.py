@@ -36,7 +36,7 @@ from mlflow.types import ParamSchema, ParamSpec
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.images import decode_image, load_image
+from pipeline.data.images import WIDE_BITS, decode_image, load_image
 from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
 
@@ -103,15 +103,16 @@ def check_pixels(files: list[bytes]) -> None:
         )
 
 
-def decode_files(items: list, size: int, channels: int) -> tuple[np.ndarray, list[bytes]]:
-    """Encoded image files as the model's input (N×C×H×W uint8, decoded no larger than it needs),
-    and the files; refused before any is decoded when their headers declare more than REQUEST_PIXELS in all."""
+def decode_files(items: list, size: int, channels: int, bits: int = WIDE_BITS) -> tuple[np.ndarray, list[bytes]]:
+    """Encoded image files as the model's input (N×C×H×W uint8, decoded no larger than it needs, a
+    16-bit file read as `bits`-bit), and the files; refused before any is decoded when their headers
+    declare more than REQUEST_PIXELS in all."""
     files = [image_bytes(item, index) for index, item in enumerate(items)]
     check_pixels(files)
     images = []
     for index, data in enumerate(files):
         try:
-            images.append(load_image(data, size, channels, formats=FORMATS))
+            images.append(load_image(data, size, channels, formats=FORMATS, bits=bits))
         except PipelineError as error:
             reason = str(error).removeprefix("image: ")
             raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
@@ -125,7 +126,7 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[b
     if isinstance(model_input_, list) and all(isinstance(item, bytes | bytearray | str) for item in model_input_):
         if not model_input_:
             raise BadInput("no images in the request")
-        return decode_files(model_input_, info.image_size, info.channels)
+        return decode_files(model_input_, info.image_size, info.channels, info.bit_depth)
     try:
         array = np.asarray(model_input_)
     except ValueError:
@@ -133,7 +134,7 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[b
     if array.size == 0:
         raise BadInput("no images in the request")
     if array.dtype.kind in "USO" and array.ndim == 1:
-        return decode_files(list(array), info.image_size, info.channels)
+        return decode_files(list(array), info.image_size, info.channels, info.bit_depth)
     if array.dtype.kind not in "iuf":
         raise BadInput("inputs: expected base64 image files or uint8 images N×C×H×W")
     if array.ndim == 3:
@@ -192,7 +193,8 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
             from pipeline.core.overlay import overlay
 
             if files:  # the files at their own size, for the overlays
-                shown = [decode_image(data, self.info.channels, formats=FORMATS) for data in files]
+                bits = self.info.bit_depth
+                shown = [decode_image(data, self.info.channels, formats=FORMATS, bits=bits) for data in files]
             else:
                 shown = [as_picture(image) for image in images]
             answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
