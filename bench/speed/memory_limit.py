@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import yaml
 
+from pipeline.data.images import WIDE_BITS
 from pipeline.data.shards import ShardWriter
 from pipeline.data.splits import write_table
 
@@ -133,8 +134,8 @@ def write_project(root: Path, data_bytes: int, size: int, val_images: int = 64, 
         manifest.append(pd.DataFrame({"path": paths, "split": "test" if split == "test" else "train",
                                       "label": [CLASSES[i] for i in labels], "sha256": paths}))  # fmt: skip
     pd.concat(manifest).to_csv(root / "data" / "manifest.csv", index=False)
-    meta = {"classes": CLASSES, "image_size": size, "channels": 3, "counts": counts, "mean": [0.35] * 3,
-            "std": [0.25] * 3}  # fmt: skip
+    meta = {"classes": CLASSES, "image_size": size, "channels": 3, "bit_depth": WIDE_BITS, "counts": counts,
+            "mean": [0.35] * 3, "std": [0.25] * 3}  # fmt: skip
     (processed / "meta.json").write_text(json.dumps(meta))
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["data"].update(source="imagefolder", path=str(root / "images"), image_size=size, channels=3)
