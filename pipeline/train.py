@@ -23,13 +23,13 @@ import pandas as pd
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.split_rule import SPLIT_RULE
-from pipeline.data.splits import TensorSplit, load_split
+from pipeline.data.splits import TensorSplit, load_split, read_meta
 from pipeline.model.calibration import calibration_error, fit_temperature
 from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class, choose_threshold
@@ -77,13 +77,7 @@ def run(cfg: Config) -> TrainResult | None:
     Under torchrun every rank trains; rank 0 alone validates, logs, checkpoints and writes, and the
     others return None.
     """
-    paths = cfg.paths
-    meta_path = paths.processed / "meta.json"
-    if not meta_path.is_file():
-        raise PipelineError(
-            f"{meta_path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')"
-        )
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(cfg.paths.processed)
     check_positive_class(cfg.data.positive_class, meta["classes"])
     with process_group(uses_cuda(cfg.train.device)) as ranks:
         return _train(cfg, meta, ranks)

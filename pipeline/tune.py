@@ -18,7 +18,6 @@ to try them as a DVC experiment is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time
@@ -32,7 +31,7 @@ from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import write_json
 from pipeline.core.params_file import apply_overrides
 from pipeline.core.tracking import connect
-from pipeline.data.splits import TensorSplit, load_split
+from pipeline.data.splits import TensorSplit, load_split, read_meta
 from pipeline.training.runtime import predict_batches, select_runtime
 from pipeline.training.selection import KeptEpoch
 from pipeline.training.steps import build_training, scoring_batch, split_loss, train_epoch
@@ -117,10 +116,7 @@ def run(
 
     if unknown := fixed - SPACE.keys():
         raise PipelineError(f"--fixed {', '.join(sorted(unknown))}: not searched; the search covers {', '.join(SPACE)}")
-    meta_path = cfg.paths.processed / "meta.json"
-    if not meta_path.is_file():
-        raise PipelineError(f"{meta_path}: no preprocessed data; run 'dvc repro preprocess' first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(cfg.paths.processed)
     train_data, val_data = (load_split(cfg.paths.processed, name, cfg.train.loader) for name in ("train", "val"))
     experiment_id = connect(cfg, f"{cfg.tracking.experiment}-tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -217,6 +217,16 @@ def test_unreachable_tracking_server_stops_training_before_it_starts(prepared, m
     assert not prepared.paths.checkpoint.exists() and not prepared.paths.model_file.exists()
 
 
+def test_data_preprocessed_by_an_older_version_is_refused_before_training(prepared):
+    meta_path = prepared.paths.processed / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["bit_depth"]  # what preprocess wrote before data.bit_depth
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match=r"meta.json: written by an older preprocess \(no bit_depth\); run it"):
+        train.run(prepared)
+    assert not prepared.paths.checkpoint.exists() and not prepared.paths.model_file.exists()
+
+
 def test_unusable_tracking_store_is_named(prepared, monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"

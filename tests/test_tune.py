@@ -61,3 +61,8 @@ def test_a_study_that_runs_out_of_time_says_so(tuned):
         tune.run(cfg, fixed=frozenset({"train.lrr"}))
     with pytest.raises(PipelineError, match=r"no trial finished within 0\.001 minutes"):
         tune.run(cfg, trials=2, minutes=0.001, epochs=40)  # 40 epochs take far longer than 0.06 s
+
+
+def test_a_study_without_preprocessed_data_says_which_stage_to_run(project):
+    with pytest.raises(PipelineError, match=r"meta.json: no preprocessed data; run the preprocess stage first"):
+        tune.run(project, trials=1)

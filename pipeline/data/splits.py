@@ -22,6 +22,7 @@ from pipeline.core.memory import fits_in_memory
 from pipeline.data.shards import ShardedImages, ShardWriter, read_all
 
 TABLE = "table.pt"
+META_KEYS = ("classes", "image_size", "channels", "mean", "std", "bit_depth")  # what training reads from meta.json
 Loading = Literal["auto", "memory", "stream"]
 
 
@@ -71,6 +72,19 @@ def save_split(folder: Path, split: TensorSplit) -> None:
     writer.close()
     paths = split.paths or [f"#{i}" for i in range(len(split.labels))]
     write_table(folder, split.labels, list(split.images.shape), paths, split.boxes)
+
+
+def read_meta(processed: Path) -> dict:
+    """The preprocess stage's `meta.json`; a one-line error when it is missing or older than this code."""
+    path = processed / "meta.json"
+    if not path.is_file():
+        raise PipelineError(f"{path}: no preprocessed data; run the preprocess stage first ('dvc repro preprocess')")
+    meta = json.loads(path.read_text())
+    if missing := [key for key in META_KEYS if key not in meta]:
+        raise PipelineError(
+            f"{path}: written by an older preprocess (no {', '.join(missing)}); run it again ('dvc repro preprocess')"
+        )
+    return meta
 
 
 def shards_location(processed: Path, name: str) -> Path | str:
