@@ -58,6 +58,11 @@ def _device(cfg: Config) -> torch.device:
 
 
 def measure(project_root: Path, variant: str, images: int, count_flops: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-shards-") as scratch:  # the streamed variant's shards
+        return _measure(project_root, variant, images, count_flops, Path(scratch))
+
+
+def _measure(project_root: Path, variant: str, images: int, count_flops: bool, scratch: Path) -> dict:
     cfg = load_config(project_root / "params.yaml")
     cfg, runtime = variant_setup(cfg, variant)
     processed = project_root / "data" / "processed"
@@ -65,9 +70,8 @@ def measure(project_root: Path, variant: str, images: int, count_flops: bool) ->
     full = load_split(processed, "train")
     data = TensorSplit(full.images[:images].to(runtime.device), full.labels[:images].to(runtime.device))
     if variant == STREAMED:
-        shards = Path(tempfile.mkdtemp(prefix="bench-shards-"))
-        save_split(shards / "train", TensorSplit(full.images[:images], full.labels[:images]))
-        data = load_split(shards, "train", "stream")
+        save_split(scratch / "train", TensorSplit(full.images[:images], full.labels[:images]))
+        data = load_split(scratch, "train", "stream")
     batch = cfg.train.batch_size
     measured_images = (1 + 3) * batch + len(data.labels)  # the schedule must cover every measured step
     training = build_training(cfg, meta, runtime, full.labels.repeat(-(-measured_images // len(full.labels))))
