@@ -46,16 +46,33 @@ def run(root: Path, *args: str) -> tuple[float, str]:
     return seconds, done.stdout + done.stderr
 
 
+# what a copy leaves out where git cannot list the files: at the project's top level, and (the last) anywhere
+NOT_COPIED = {".git", ".gpu", ".venv", ".prefect", "mlflow.db", "mlartifacts", "models", "data", "cache", "tmp"}
+NOT_COPIED_ANYWHERE = {"__pycache__"}
+
+
 def copy_project(source: Path, target: Path) -> Path:
     """The project's tracked and unignored files (the working tree, uncommitted changes included),
     and the data its `.dvc` files pin where the source has it (DVC-tracked, so git-ignored), in a
-    new git repository at `target`."""
+    new git repository at `target`. Where git or the source's repository is missing (a lent GPU
+    machine gets the working tree alone), the tree without data, models, stores and caches, with
+    DVC told there is no git."""
+    if target.exists():
+        shutil.rmtree(target)
+    if not (shutil.which("git") and (source / ".git").exists()):
+        top = source.resolve()
+
+        def not_copied(folder: str, names: list[str]) -> set[str]:
+            here = Path(folder).resolve() == top
+            return {name for name in names if name in NOT_COPIED_ANYWHERE or (here and name in NOT_COPIED)}
+
+        shutil.copytree(source, target, ignore=not_copied)
+        run(target, sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true")
+        return target
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=source, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    if target.exists():
-        shutil.rmtree(target)
     names = [name for name in listed.split("\0") if name and (source / name).is_file()]
     for name in names:
         (target / name).parent.mkdir(parents=True, exist_ok=True)

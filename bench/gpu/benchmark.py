@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -57,15 +56,6 @@ EAGER_LEVERS = ("eager", "contiguous (NCHW)", "unfused optimizer", "batch 1024",
 CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/training/test_distributed.py")  # what holds `cuda` tests
 COMPILE_LEVERS = ("eager", "compile", "compile max-autotune-no-cudagraphs", "compile reduce-overhead (CUDA graphs)")
 FLOW_SECONDS = 120
-# left out of a fresh copy: at the project's top level, and (the last) anywhere
-NOT_COPIED = {".git", ".gpu", ".venv", ".prefect", "mlflow.db", "models", "data", "cache", "tmp"}
-NOT_COPIED_ANYWHERE = {"__pycache__"}
-
-
-def not_copied(folder: str, names: list[str]) -> set[str]:
-    """shutil.copytree's `ignore`: the project's stores, data and caches, not `pipeline/data`."""
-    top = Path(folder).resolve() == PROJECT
-    return {name for name in names if name in NOT_COPIED_ANYWHERE or (top and name in NOT_COPIED)}
 
 
 class Recorder:
@@ -114,17 +104,10 @@ def cuda_tests(out: Path) -> dict:
 
 
 def fresh_copy(target: Path, data: Path) -> Path:
-    """The project's files, without data, models or stores, as a new repository at `target`
-    reading Fashion-MNIST from `data` (a git repository where git is installed, else DVC without git)."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(PROJECT, target, ignore=not_copied)
+    """The project's files, without models or stores, as a new project at `target` reading
+    Fashion-MNIST from `data`."""
+    default_run.copy_project(PROJECT, target)
     apply_overrides(target, {"data.path": str(data)})
-    if shutil.which("git"):
-        for args in (("git", "init", "-q"), ("git", "add", "-A"), ("git", "commit", "-qm", "benchmark copy")):
-            run(list(args), target, 60)
-    else:
-        run([sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true"], target, 60)
     return target
 
 

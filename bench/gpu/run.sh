@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU benchmark on a lent GPU machine, which has PyTorch but not the project's other packages
 # and no network: it unpacks what `bench/gpu/pack.sh` put in .gpu/ (the packages for Python 3.12,
-# Fashion-MNIST), then runs `python -m bench.gpu.benchmark`. Results go to $OUT (default: bench/results/).
+# Fashion-MNIST), then runs `python -m bench.gpu.benchmark`, or with `--real` first
+# `python -m bench.gpu.real_images` (the deepforest wheel's data, if packed, in .gpu/extra).
+# Results go to $OUT (default: bench/results/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/results}
@@ -18,7 +20,7 @@ target.mkdir(exist_ok=True)
 for packed in pathlib.Path(".gpu/data").glob("*.xz"):
     (target / (packed.stem + ".gz")).write_bytes(gzip.compress(lzma.decompress(packed.read_bytes()), compresslevel=1))
 PY
-export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1  # the project too: tests run its stages from other folders
+export PYTHONPATH=$SITE:$PWD:$PWD/.gpu/extra PYTHONUNBUFFERED=1  # the project too: tests run its stages from other folders
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export DVC_SITE_CACHE_DIR=/tmp/dvc-site
@@ -28,4 +30,8 @@ if [ ! -x "$bin/python" ]; then  # dvc.yaml's commands call `python`
   chmod +x /tmp/gpu-bin/python && export PATH=/tmp/gpu-bin:$PATH
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu-card.csv"
-python3 -m bench.gpu.benchmark --data .gpu/fashion-mnist --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"
+if [ "${1:-}" = --real ]; then
+  shift && python3 -m bench.gpu.real_images --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_real_images.log"
+else
+  python3 -m bench.gpu.benchmark --data .gpu/fashion-mnist --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"
+fi

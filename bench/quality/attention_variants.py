@@ -8,7 +8,7 @@ The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its
 `small`, 96-px patches around crowns of at most 48 px at a random place (the centre point finds
 39 % of them). On each, the project's train and evaluate stages run with the defaults of
 `params.yaml` except the data section and one attention variant: the soft attention as designed,
-Ilse et al.'s gated scores, several heads, an entropy term that asks each map to commit to a
+Ilse et al.'s gated scores, several heads (soft or gated), an entropy term that asks each map to commit to a
 region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
 validation loss (`train.keep`). Reported: test accuracy; the pointing game and the attention mass
 in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
@@ -35,6 +35,7 @@ VARIANTS = {
     "soft": {"model": {"attention": "soft"}},
     "gated": {"model": {"attention": "gated"}},
     "heads-4": {"model": {"attention": "soft", "attention_heads": 4}},
+    "gated-heads-4": {"model": {"attention": "gated", "attention_heads": 4}},
     "entropy-0.2": {"model": {"attention": "soft"}, "train": {"attention_entropy": 0.2}},
     "stride-2": {"model": {"attention": "soft", "output_stride": 2}},
     # which epoch's weights: the default's (last) against the lowest validation loss, paired on one machine
