@@ -9,7 +9,7 @@ the model's size, in streaming shards, in a seeded shuffled order, and a table o
 paths and hashes and, where the source knows them, object boxes scaled with the images; and
 `data/processed/meta.json` (class names, image counts, normalisation statistics of the training
 split, the bit depth 16-bit images were read at: `data.bit_depth`, auto from the training split's
-brightest sample). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
+bright level). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
 with the dataset. Training then reads shards and never decodes an image again.
 
 A dataset that grows is not written again: when a split still holds every image of the last run
@@ -34,7 +34,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import replace_dir, write_json
 from pipeline.data.images import WIDE_BITS, sample_bits
-from pipeline.data.manifest import BOXES, box_array, upright_size
+from pipeline.data.manifest import BOXES, COLUMNS, box_array, upright_size
 from pipeline.data.shards import ShardWriter, link_chunks, publish
 from pipeline.data.sources import load_images
 from pipeline.data.split_rule import split_manifest
@@ -70,14 +70,15 @@ class ChannelStats:
 
 def bit_depth(cfg: Config, train: pd.DataFrame) -> int:
     """The bits 16-bit images are read at: `data.bit_depth`, or with `auto` the camera depth holding
-    the training split's brightest 16-bit sample (16 when it has no 16-bit image)."""
+    the training split's brightest bright level (each image's brightest 0.1 % of samples aside, so
+    hot pixels clip instead of darkening the whole set; 16 when it has no 16-bit image)."""
     if cfg.data.bit_depth != "auto":
         return cfg.data.bit_depth
-    samples = train["max_sample"].dropna() if "max_sample" in train.columns else pd.Series(dtype=float)
-    bits = sample_bits(int(samples.max()) if len(samples) else None)
-    if len(samples):
-        log.info("preprocess: %d 16-bit images, brightest training sample %d: read as %d-bit (data.bit_depth: auto)",
-                 len(samples), int(samples.max()), bits)  # fmt: skip
+    levels = train["bright_sample"].dropna()
+    bits = sample_bits(int(levels.max()) if len(levels) else None)
+    if len(levels):
+        log.info("preprocess: %d 16-bit images, samples up to %d (hot pixels aside): read as %d-bit "
+                 "(data.bit_depth: auto)", len(levels), int(levels.max()), bits)  # fmt: skip
     return bits
 
 
@@ -172,6 +173,10 @@ def run(cfg: Config) -> dict:
     if not manifest_path.is_file():
         raise PipelineError(f"{manifest_path}: no manifest; run the validate stage first ('dvc repro validate')")
     manifest = pd.read_csv(manifest_path)
+    missing = [column for column in COLUMNS if column not in manifest.columns]
+    if missing:
+        raise PipelineError(f"{manifest_path}: written by an older validate (no {missing[0]}); "
+                            "run it again ('dvc repro validate')")  # fmt: skip
     classes = cfg.data.classes or sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     class_index = {name: i for i, name in enumerate(classes)}
     splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)

@@ -260,13 +260,13 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
 
 def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
     """How many accepted images preprocessing will change beyond resizing: by source mode (16-bit,
-    with the mode's brightest sample, which sets the bits they are read at; palette, alpha, CMYK, ...)
+    with the mode's bright level, which sets the bits they are read at; palette, alpha, CMYK, ...)
     and EXIF rotation."""
-    brightest = manifest.groupby("mode")["max_sample"].max()
+    brightest = manifest.groupby("mode")["bright_sample"].max()
     counts = {}
     for mode, n in manifest["mode"].value_counts().items():
         if mode not in ("L", "RGB"):
-            peak = f" (brightest sample {int(brightest[mode]):,})" if pd.notna(brightest[mode]) else ""
+            peak = f" (samples up to {int(brightest[mode]):,}, hot pixels aside)" if pd.notna(brightest[mode]) else ""
             counts[f"mode {mode} to 8-bit L/RGB{peak}"] = int(n)
     rotated = int((manifest["exif_orientation"].fillna(1) != 1).sum())
     if rotated:

@@ -34,7 +34,7 @@ class DataConfig(_Section):
     image_size: int = Field(28, ge=8, le=1024)
     channels: Literal[1, 3] = 1
     # 16-bit images: the bits their samples use (a 12-bit camera's 0..4095), read onto 0..255; auto:
-    # the camera depth (8, 10, 12, 14, 16) holding the training split's brightest sample
+    # the camera depth (8, 10, 12, 14, 16) holding the training split's bright level (hot pixels aside)
     bit_depth: Annotated[int, Field(ge=8, le=32)] | Literal["auto"] = "auto"
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)

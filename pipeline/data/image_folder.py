@@ -27,7 +27,7 @@ from pipeline.core.errors import PipelineError, first_line
 from pipeline.data.images import (
     DEFAULT_MAX_PIXELS,
     WIDE_BITS,
-    brightest_sample,
+    bright_sample,
     check_size,
     exif_orientation,
     load_image,
@@ -66,7 +66,8 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
     row = {
         "path": path.relative_to(root).as_posix(), "split": split, "label": label, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "format": None, "width": None, "height": None,
-        "mode": None, "frames": None, "exif_orientation": None, "max_sample": None, "decodable": False, "error": None,
+        "mode": None, "frames": None, "exif_orientation": None, "bright_sample": None, "decodable": False,
+        "error": None,
     }  # fmt: skip
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -74,7 +75,7 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
             check_size(image, max_pixels)
             image.load()  # decode fully first: reading EXIF from a broken file may hide the error
             row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image),
-                       max_sample=brightest_sample(image))  # fmt: skip
+                       bright_sample=bright_sample(image))  # fmt: skip
             normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash

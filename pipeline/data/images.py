@@ -46,13 +46,22 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def brightest_sample(image: Image.Image) -> int | None:
-    """The largest sample of a decoded wide-integer (16-bit) image; None for any other mode."""
-    return int(np.asarray(image).max()) if image.mode in _WIDE_INTEGER_MODES and image.width * image.height else None
+HOT_PIXEL_SHARE = 0.001  # an image's brightest samples that may be hot or stuck pixels rather than content
+
+
+def bright_sample(image: Image.Image) -> int | None:
+    """The level a decoded wide-integer (16-bit) image's samples stay at or under, its brightest
+    0.1 % aside (a few hot or stuck pixels do not set the depth; under 1,000 pixels: its largest
+    sample); None for any other mode."""
+    if image.mode not in _WIDE_INTEGER_MODES or not image.width * image.height:
+        return None
+    samples = np.asarray(image).ravel()
+    kept = min(len(samples) - 1, int(len(samples) * (1 - HOT_PIXEL_SHARE)))
+    return int(np.partition(samples, kept)[kept])
 
 
 def sample_bits(brightest: int | None) -> int:
-    """The cameras' bit depth that holds a wide image's brightest sample: the smallest of 8, 10, 12,
+    """The cameras' bit depth that holds a wide image's bright level (`bright_sample`): the smallest of 8, 10, 12,
     14 and 16 bits (a dark 12-bit set, brightest 1,800, still reads as 12-bit), above 16 the sample's
     own; WIDE_BITS when unknown."""
     if brightest is None:

@@ -1,5 +1,6 @@
 """The manifest: one row per image of a source (path, split, label, size, hash, how it decodes, a
-16-bit image's brightest sample (`max_sample`, empty for 8-bit images), and the objects' boxes
+16-bit image's bright level (`bright_sample`: its brightest 0.1 % of samples aside, empty for 8-bit
+images), and the objects' boxes
 where the source knows them).
 
 Built by the sources' scans, checked by the validate stage, read by preprocessing.
@@ -16,7 +17,7 @@ import pandas as pd
 BOXES = "boxes"  # the objects' boxes in the upright image's pixels: JSON [[x_min, y_min, x_max, y_max], …]; empty: none
 COLUMNS = [
     "path", "split", "label", "bytes", "sha256", "format", "width", "height",
-    "mode", "frames", "exif_orientation", "max_sample", "decodable", "error", BOXES,
+    "mode", "frames", "exif_orientation", "bright_sample", "decodable", "error", BOXES,
 ]  # fmt: skip
 
 
@@ -35,7 +36,7 @@ def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     """Manifest rows as a frame with the manifest's columns and types."""
     files = pd.DataFrame(rows, columns=COLUMNS)
     types = {"width": "Int64", "height": "Int64", "frames": "Int64", "exif_orientation": "Int64",
-             "max_sample": "Int64", "decodable": bool}  # fmt: skip
+             "bright_sample": "Int64", "decodable": bool}  # fmt: skip
     return files.astype(types)
 
 

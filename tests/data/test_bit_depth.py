@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline import export, preprocess, train, validate
 from pipeline.core.config import load_config
-from pipeline.data.images import load_image, sample_bits
+from pipeline.core.errors import PipelineError
+from pipeline.data.images import bright_sample, load_image, sample_bits
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
 from pipeline.model.champion import task_difference
@@ -52,6 +53,51 @@ def test_the_depth_is_the_cameras_that_holds_the_brightest_sample(brightest, bit
     assert sample_bits(brightest) == bits
 
 
+def test_a_few_hot_pixels_do_not_set_an_images_bright_level():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, (100, 100), dtype=np.uint16)  # 12-bit content
+    pixels[0, :8] = 65535  # 8 hot pixels: 0.08 % of the image
+    assert bright_sample(Image.fromarray(pixels)) <= 4095
+    pixels[:2] = 65535  # 2 % of the image that bright: content, not hot pixels
+    assert bright_sample(Image.fromarray(pixels)) == 65535
+    small = np.zeros((20, 20), dtype=np.uint16)  # under 1,000 pixels: every sample counts
+    small[3, 3] = 4000
+    assert bright_sample(Image.fromarray(small)) == 4000
+    assert bright_sample(Image.fromarray(small.astype(np.uint8))) is None  # 8-bit: no depth to find
+
+
+def test_a_stuck_pixel_in_every_image_does_not_darken_a_12_bit_set(tmp_path, monkeypatch):
+    """A sensor's stuck pixel (65,535 in every image) clips to white; the set is still read at 12 bits,
+    not as 16-bit (which would show each picture at a sixteenth of its brightness)."""
+    eight = write_dataset(tmp_path / "eight", {"train": 10, "test": 5}, size=48)
+    images = tmp_path / "images"
+    for path in eight.rglob("*.png"):
+        pixels = np.asarray(Image.open(path)).astype(np.uint16) << SHIFT
+        pixels[5, 7] = 65535
+        (images / path.relative_to(eight)).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(images / path.relative_to(eight))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
+    monkeypatch.setenv("PIPELINE_ROOT", str(project))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config()
+    validate.run(cfg)
+    assert preprocess.run(cfg)["bit_depth"] == 12
+
+
+def test_a_manifest_from_an_older_validate_is_refused_before_preprocessing(camera_project):
+    cfg, _, _ = camera_project
+    manifest = cfg.paths.manifest.read_text()
+    try:
+        cfg.paths.manifest.write_text(manifest.replace("bright_sample", "max_sample", 1))
+        with pytest.raises(PipelineError, match=r"manifest.csv: written by an older validate \(no bright_sample\); "
+                           r"run it again \('dvc repro validate'\)"):  # fmt: skip
+            preprocess.run(cfg)
+    finally:
+        cfg.paths.manifest.write_text(manifest)
+
+
 def test_another_bit_depth_is_another_input_for_the_registry():
     fields = {"model_config": {}, "classes": ["a", "b"], "image_size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
     assert "another bit depth" in task_difference(ModelInfo(**fields, bit_depth=12), ModelInfo(**fields))
@@ -80,7 +126,7 @@ def camera_project(tmp_path_factory):
 def test_the_bit_depth_follows_the_data_unless_params_fix_it(camera_project):
     cfg, eight, _ = camera_project
     report = json.loads((cfg.paths.reports / "validation.json").read_text())
-    assert report["normalised"] == {"mode I;16 to 8-bit L/RGB (brightest sample 3,680)": 150}  # 230 << 4
+    assert report["normalised"] == {"mode I;16 to 8-bit L/RGB (samples up to 3,680, hot pixels aside)": 150}  # 230 << 4
     meta = preprocess.run(cfg)
     test = load_split(cfg.paths.processed, "test")
     originals = np.stack([np.asarray(Image.open(eight / path))[None] for path in test.paths])
