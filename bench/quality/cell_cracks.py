@@ -43,6 +43,7 @@ VARIANTS = {
     "seed_cnn": {"model": {"backbone": "auto"}},  # the defaults: the small CNN from scratch
     "efficientnet-stride-16": {"model": {"pretrained": True}},  # EfficientNet-Lite0 from ImageNet, 8×8 map
     "seed_cnn-224": {"data": {"image_size": 224}},  # the defaults at a finer resolution
+    "heads-4": {"model": {"attention_heads": 4}},  # the defaults with four attention maps
 }
 
 
