@@ -12,8 +12,9 @@ split (`build`): `defective`, each cracked cell once in a random quarter beside 
 drawn at random; `ok`, as many mosaics of four ok cells. In a fresh copy of the project the train
 and evaluate stages run with the defaults of `params.yaml` except the data section and a variant:
 `seed_cnn` (the defaults), `steps-floor-only` (the training length before `train.min_images`: half
-the epochs here), `top-down` (the docs' advice for cells: `vflip`, `rot90`; also with the step
-floor only), `seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps). Writes `bench/results/cell_mosaics.json`;
+the epochs here), `top-down` (the docs' advice for cells: `vflip`, `rot90`; also with the step floor
+only), `seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps).
+Writes `bench/results/cell_mosaics.json`;
 prints a markdown table.
 """
 
