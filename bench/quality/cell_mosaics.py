@@ -14,8 +14,7 @@ and evaluate stages run with the defaults of `params.yaml` except the data secti
 `seed_cnn` (the defaults), `steps-floor-only` (the training length before `train.min_images`: half
 the epochs here), `top-down` (the docs' advice for cells: `vflip`, `rot90`; also with the step floor
 only), `seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps).
-Writes `bench/results/cell_mosaics.json`;
-prints a markdown table.
+Writes `bench/results/cell_mosaics.json`; prints a markdown table.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def test_the_score_reads_the_whole_feature_map_and_older_files_keep_reading_the_
     images = load_split(cfg.paths.processed, "test").images[:20]
     out = predict_batches(model, images, 8, runtime)
     torch.testing.assert_close(out.novelty, model.novelty(mean_features(model, images, 8, runtime)))
-    assert not torch.allclose(out.novelty, model.novelty(out.embedding))  # not the attention-pooled vector
+    pooled = out.embedding.view(len(images), -1, model.feature_channels).mean(1)  # the heads' attention-pooled vectors
+    assert not torch.allclose(out.novelty, model.novelty(pooled))  # not what the attention pooled
     older = ModelInfo(**{**info.__dict__, "novelty": {**info.novelty, "detector": "knn-cosine"}}).build()
     assert older.novelty.reads == EMBEDDING and older.novelty.bank.shape[1] == older.classifier.in_features
 
