@@ -192,6 +192,23 @@ def test_the_benchmark_copy_holds_the_data_its_dvc_files_pin_so_the_stages_run_t
     assert (copy / "data" / "manifest.csv").is_file()
 
 
+def test_a_copy_without_git_keeps_the_code_and_leaves_data_models_and_stores(tmp_path):
+    """A lent GPU machine gets the working tree without `.git`: the copy is the tree less what git
+    would ignore at the top (data, models, stores) and caches anywhere, and DVC runs there without git."""
+    from bench.default_run import copy_project
+
+    source = tmp_path / "tree"
+    for name in (".dvc/config", "params.yaml", "pipeline/data/images.py", "data/fashion-mnist/x.gz",
+                 "models/model.pt", ".venv/bin/python", "mlflow.db", "pipeline/__pycache__/x.pyc"):  # fmt: skip
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("" if name == ".dvc/config" else name)
+    copy = copy_project(source, tmp_path / "copy")
+    kept = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file())
+    assert kept == [".dvc/config", ".dvc/config.local", "params.yaml", "pipeline/data/images.py"]
+    assert "no_scm = true" in (copy / ".dvc" / "config.local").read_text()
+    assert (source / "data" / "fashion-mnist" / "x.gz").is_file()  # the source untouched
+
+
 def test_the_smoke_run_sets_the_benchmark_up_end_to_end_on_a_tiny_project(tmp_path):
     """`make bench-smoke`: the benchmark's own path (copy, stores, `dvc repro` in the copy, every
     measurement in its process, the report) on a tiny generated project whose data DVC pins, so a
