@@ -9,8 +9,8 @@ the model's size, in streaming shards, in a seeded shuffled order, and a table o
 paths and hashes and, where the source knows them, object boxes scaled with the images; and
 `data/processed/meta.json` (class names, image counts, normalisation statistics of the training
 split, the bit depth 16-bit images were read at: `data.bit_depth`, auto from the training split's
-bright level). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does not grow
-with the dataset. Training then reads shards and never decodes an image again.
+bright level). Images are decoded a block at a time (`BLOCK_BYTES`), so the stage's memory does
+not grow with the dataset. Training then reads shards and never decodes an image again.
 
 A dataset that grows is not written again: when a split still holds every image of the last run
 (same path, content and label) and nothing that shapes the pixels changed (`recipe`: the data
@@ -70,8 +70,8 @@ class ChannelStats:
 
 def bit_depth(cfg: Config, train: pd.DataFrame) -> int:
     """The bits 16-bit images are read at: `data.bit_depth`, or with `auto` the camera depth holding
-    the training split's brightest bright level (each image's brightest 0.1 % of samples aside, so
-    hot pixels clip instead of darkening the whole set; 16 when it has no 16-bit image)."""
+    the highest bright level of the training split (each image's brightest 0.1 % of samples aside,
+    so hot pixels clip instead of darkening the whole set; 16 when it has no 16-bit image)."""
     if cfg.data.bit_depth != "auto":
         return cfg.data.bit_depth
     levels = train["bright_sample"].dropna()

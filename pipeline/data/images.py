@@ -61,9 +61,9 @@ def bright_sample(image: Image.Image) -> int | None:
 
 
 def sample_bits(brightest: int | None) -> int:
-    """The cameras' bit depth that holds a wide image's bright level (`bright_sample`): the smallest of 8, 10, 12,
-    14 and 16 bits (a dark 12-bit set, brightest 1,800, still reads as 12-bit), above 16 the sample's
-    own; WIDE_BITS when unknown."""
+    """The cameras' bit depth that holds a wide image's bright level (`bright_sample`): the smallest
+    of 8, 10, 12, 14 and 16 bits (a dark 12-bit set, up to 1,800, still reads as 12-bit), above 16
+    the level's own; WIDE_BITS when unknown."""
     if brightest is None:
         return WIDE_BITS
     needed = int(brightest).bit_length()

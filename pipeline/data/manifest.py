@@ -1,7 +1,6 @@
 """The manifest: one row per image of a source (path, split, label, size, hash, how it decodes, a
-16-bit image's bright level (`bright_sample`: its brightest 0.1 % of samples aside, empty for 8-bit
-images), and the objects' boxes
-where the source knows them).
+16-bit image's bright level (`bright_sample`: its brightest 0.1 % of samples aside, empty for
+8-bit images), and the objects' boxes where the source knows them).
 
 Built by the sources' scans, checked by the validate stage, read by preprocessing.
 """
