@@ -6,9 +6,9 @@
 2. the attention variants of `bench.quality.attention_variants` on the NEON tree crowns (the
    `deepforest` wheel's data folder, found on the path), one seed, paired;
 3. as the budget allows, the generated solar cells of `bench.quality.cell_cracks` (2,600 grey
-   300×300 images, 31 % `defective`, 128 px) trained and evaluated with the defaults of `params.yaml` except the data
-   section, one run per seed: accuracy, defective recall, where the attention points, deletion
-   (building the cells takes two minutes of one core).
+   300×300 images, 31 % `defective`, 128 px) trained and evaluated with the defaults of
+   `params.yaml` except the data section, one run per seed: accuracy, defective recall, where the
+   attention points, deletion (building the cells takes two minutes of one core).
 
 Every step is recorded as it finishes in OUT/gpu_real_images.json (a failed step records its error
 and the rest go on); steps that would overrun `--budget` are skipped and say so.

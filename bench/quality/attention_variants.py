@@ -8,8 +8,8 @@ The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its
 `small`, 96-px patches around crowns of at most 48 px at a random place (the centre point finds
 39 % of them). On each, the project's train and evaluate stages run with the defaults of
 `params.yaml` except the data section and one attention variant: the soft attention as designed,
-Ilse et al.'s gated scores, several heads (soft or gated), an entropy term that asks each map to commit to a
-region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
+Ilse et al.'s gated scores, several heads (soft or gated), an entropy term that asks each map to
+commit to a region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
 validation loss (`train.keep`). Reported: test accuracy; the pointing game and the attention mass
 in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
 attention's, Grad-CAM's and a random order (lower: more faithful). Writes
