@@ -243,14 +243,15 @@ def decision_rule(
     cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime
 ) -> Decision:
     """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`,
-    chosen on the validation split."""
+    chosen on the validation split (with the model's probabilities calibrated, their expected recall too)."""
     if cfg.data.positive_class is None:
         return Decision()
     logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
     probabilities = logits.softmax(1).numpy()
     return choose_threshold(
-        probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall
-    )
+        probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall,
+        calibrated=cfg.train.calibrate,
+    )  # fmt: skip
 
 
 def fit_detector(

@@ -256,6 +256,32 @@ def test_generated_cells_are_grey_300_px_split_75_25_with_one_box_per_defective_
     assert np.mean(depth) > np.mean(elsewhere) + 25
 
 
+def test_borderline_cells_carry_one_faint_short_crack_under_either_label(tmp_path):
+    """bench.quality.cell_cracks_borderline's data: borderline cells under both labels, a box for every
+    defective cell and only for them, and a borderline defective cell's crack shorter and shallower
+    than a clear one's (which catches borderline cells drawn as clear ones)."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.quality import cell_cracks_borderline
+
+    counts = cell_cracks_borderline.build(tmp_path, seed=5, cells=80)
+    assert sum(n for split in counts.values() for n in split.values()) == 80
+    borderline = set((tmp_path / "borderline.txt").read_text().split())
+    assert {path.split("/")[1] for path in borderline} == {"ok", "defective"}
+    rows = [row.split(",") for row in (tmp_path / "boxes.csv").read_text().split()[1:]]
+    boxes = {row[0]: list(map(int, row[1:])) for row in rows}
+    defective = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/defective/*.png")}
+    assert set(boxes) == defective
+    extent, depth = {True: [], False: []}, {True: [], False: []}
+    for name, (x0, y0, x1, y1) in boxes.items():
+        pixels = np.asarray(Image.open(tmp_path / name), float)
+        extent[name in borderline].append(max(x1 - x0, y1 - y0))
+        depth[name in borderline].append(np.median(pixels) - np.percentile(pixels[y0:y1, x0:x1], 1))
+    assert max(extent[True]) <= 130 and np.mean(extent[True]) < np.mean(extent[False])  # 80 px, a branch of 40
+    assert np.mean(depth[True]) < np.mean(depth[False])
+
+
 def test_12_bit_cells_are_the_same_cells_in_a_12_bit_cameras_16_bit_files(tmp_path):
     """bench.quality.cell_cracks_12bit's data: the 8-bit cells' pictures, split and boxes, as 16-bit
     PNGs whose samples use 12 bits, which the pipeline reads back to the 8-bit pictures."""

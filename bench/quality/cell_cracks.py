@@ -96,11 +96,19 @@ def crack(rng: np.random.Generator, length: float, width: int) -> tuple[np.ndarr
     return ndimage.gaussian_filter(np.asarray(mask, float) / 255, 0.6), path
 
 
+def box_around(path: list[tuple[float, float]]) -> tuple[int, int, int, int]:
+    """The box (x_min, y_min, x_max, y_max) around a crack's points, 4 px wider, inside the cell."""
+    xs, ys = np.array(path).T
+    x_min, y_min, x_max, y_max = int(xs.min()) - 4, int(ys.min()) - 4, int(xs.max()) + 5, int(ys.max()) + 5
+    return max(0, x_min), max(0, y_min), min(SIDE, x_max), min(SIDE, y_max)
+
+
 def cell(
-    rng: np.random.Generator, defective: bool, bits: int = 8
+    rng: np.random.Generator, defective: bool, bits: int = 8, faint: bool = False
 ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:  # fmt: skip
     """One 300×300 grey cell (uint8; uint16 holding 0..2**bits - 1 above 8 bits, as a 12-bit camera
-    stores it) and, when `defective`, its crack's box (x_min, y_min, x_max, y_max)."""
+    stores it) and, when `defective`, its crack's box (x_min, y_min, x_max, y_max). `faint`: the cell
+    has one short faint crack, whatever its label (a borderline call an expert could make either way)."""
     image = 0.55 + rng.normal(0, 0.06) + 0.08 * smooth_noise(rng, 60)
     if rng.random() < 0.5:
         image += grains(rng)
@@ -114,7 +122,11 @@ def cell(
         half = rng.uniform(2, 4)
         image[:, int(centre - half) : int(centre + half)] = 0.75 + rng.normal(0, 0.03)
     box = None
-    if defective:
+    if faint:
+        mask, path = crack(rng, rng.uniform(25, 80), 1)
+        image -= rng.uniform(0.15, 0.3) * mask
+        box = box_around(path) if defective else None
+    elif defective:
         mask, path = crack(rng, rng.uniform(60, 220), int(rng.integers(1, 4)))
         image -= rng.uniform(0.3, 0.55) * mask
         if rng.random() < 1 / 3:  # the part it cuts off goes dark
@@ -125,9 +137,7 @@ def cell(
             image -= rng.uniform(0.15, 0.35) * ndimage.gaussian_filter(region.astype(float), 2)
             xs, ys = np.nonzero(region)[1], np.nonzero(region)[0]
             path = path + list(zip(xs.tolist(), ys.tolist(), strict=True))
-        xs, ys = np.array(path).T
-        x_min, y_min, x_max, y_max = int(xs.min()) - 4, int(ys.min()) - 4, int(xs.max()) + 5, int(ys.max()) + 5
-        box = (max(0, x_min), max(0, y_min), min(SIDE, x_max), min(SIDE, y_max))
+        box = box_around(path)
     elif rng.random() < 1 / 6:  # a faint short scratch on a good cell
         image -= rng.uniform(0.05, 0.1) * crack(rng, rng.uniform(15, 40), 1)[0]
     image += rng.normal(0, rng.uniform(0.015, 0.04), image.shape)
@@ -187,11 +197,12 @@ def markdown(output: dict) -> str:
 
 
 def measure_variants(
-    root: Path, params: dict, variants: dict, args: argparse.Namespace, output: dict, path: Path
+    root: Path, params: dict, variants: dict, args: argparse.Namespace, output: dict, path: Path, extra=None
 ) -> None:
     """Train and evaluate each of `args.variants` (names of `variants`) with each of `args.seeds` in
     the prepared project at `root` (preprocessing again for another data section); each run's
-    figures replace that variant and seed's in `output`, written to `path` as they come."""
+    figures (and what `extra(root)` adds of the trained project) replace that variant and seed's in
+    `output`, written to `path` as they come."""
     prepared = params["data"]
     for seed in map(int, args.seeds.split(",")):
         for variant in args.variants.split(","):
@@ -200,7 +211,7 @@ def measure_variants(
                 (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
                 run(root, sys.executable, "-m", "pipeline.preprocess")
                 prepared = changed["data"]
-            figures = measure(root, changed, variant, seed)
+            figures = measure(root, changed, variant, seed) | (extra(root) if extra else {})
             output["runs"] = [r for r in output["runs"] if (r["defaults"], r["seed"]) != (variant, seed)] + [figures]
             print(json.dumps(figures), flush=True)
             path.write_text(json.dumps(output, indent=2) + "\n")
@@ -208,9 +219,12 @@ def measure_variants(
     path.write_text(json.dumps(output, indent=2) + "\n")
 
 
-def variants_main(module: str, doc: str, workdir: str, default: str, variants: dict, prepare, markdown) -> None:
+def variants_main(
+    module: str, doc: str, workdir: str, default: str, variants: dict, prepare, markdown, extra=None
+) -> None:
     """The command line of a bench that trains `variants` on the project `prepare` builds: each
-    variant and seed asked for measured into `bench/results/<name>.json`, then its table printed."""
+    variant and seed asked for measured (with `extra`, see `measure_variants`) into
+    `bench/results/<name>.json`, then its table printed."""
     name = module.rsplit(".", 1)[-1]
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / workdir)
@@ -220,7 +234,7 @@ def variants_main(module: str, doc: str, workdir: str, default: str, variants: d
     path = RESULTS / f"{name}.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     root, params, output["images"] = prepare(args.workdir / "project")
-    measure_variants(root, params, variants, args, output, path)
+    measure_variants(root, params, variants, args, output, path, extra)
     print(markdown(output))
 
 

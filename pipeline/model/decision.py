@@ -1,8 +1,8 @@
 """How class probabilities become one answer. By default the most probable class; for a task with a
 positive class (`data.positive_class`: the defect, the lesion), that class whenever its probability
-reaches a threshold, chosen by the train stage on the validation split as the highest that still
-finds `train.positive_recall` of its positive images. The rule travels in the model file and in the
-ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
+reaches a threshold, chosen by the train stage on the validation split to find
+`train.positive_recall` of its images (`threshold_for`). The rule travels in the model file and in
+the ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
 """
 
 from __future__ import annotations
@@ -68,10 +68,15 @@ def check_positive_class(positive_class: str | None, classes: list[str]) -> None
 
 
 def choose_threshold(
-    probabilities: np.ndarray, labels: np.ndarray, classes: list[str], positive_class: str, target_recall: float
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    positive_class: str,
+    target_recall: float,
+    calibrated: bool = True,
 ) -> Decision:
-    """The highest threshold on the positive class's probability that flags at least `target_recall`
-    of the positive images among `probabilities` (the validation split's), with its recall and precision."""
+    """The threshold on the positive class's probability for `target_recall`, chosen on `probabilities`
+    (the validation split's), with its recall and precision there (`threshold_for`)."""
     index = classes.index(positive_class)
     positive = labels == index
     scores = probabilities[:, index]
@@ -80,8 +85,7 @@ def choose_threshold(
             f"data.positive_class {positive_class!r}: no image of it in the validation split, so no threshold "
             "can be chosen; add images of it or raise data.val_fraction"
         )
-    ranked = np.sort(scores[positive])[::-1]
-    threshold = float(ranked[math.ceil(target_recall * len(ranked)) - 1])
+    threshold = threshold_for(scores, positive, target_recall, calibrated)
     flagged = scores >= threshold
     return Decision(
         positive_class=positive_class,
@@ -91,3 +95,17 @@ def choose_threshold(
         val_precision=float((flagged & positive).sum() / flagged.sum()),
         val_positives=int(positive.sum()),
     )
+
+
+def threshold_for(scores: np.ndarray, positive: np.ndarray, target_recall: float, calibrated: bool) -> float:
+    """The highest threshold that flags `target_recall` of the positive images (`positive`) by their
+    `scores`; with `calibrated` probabilities no higher than the one at which the probabilities of
+    all the images expect that share of the class flagged. Labels people would give either way (a
+    faint crack) make the first rest on a few images; the second counts every image's share of them."""
+    ranked = np.sort(scores[positive])[::-1]
+    threshold = float(ranked[math.ceil(target_recall * len(ranked)) - 1])
+    if calibrated and scores.sum() > 0:
+        ranked = np.sort(scores)[::-1]
+        expected = np.cumsum(ranked) / ranked.sum()
+        threshold = min(threshold, float(ranked[min(np.searchsorted(expected, target_recall), len(ranked) - 1)]))
+    return threshold
