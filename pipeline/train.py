@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import mlflow
 import pandas as pd
+import torch
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
@@ -194,7 +195,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             metrics["calibration"] = calibrate(model, val_data, runtime)
             mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
             mlflow.log_metrics({f"val_ece_{k}": v for k, v in metrics["calibration"].items() if k != "temperature"})
-        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime)
+        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime, training.loss_fn.weight)
         if decision.positive_class is not None:
             metrics["decision"] = decision.as_dict()
             mlflow.log_params({"decision.threshold": decision.threshold})
@@ -240,8 +241,9 @@ def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime) -> d
 
 
 def decision_rule(
-    cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime
-) -> Decision:
+    cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime,
+    class_weights: torch.Tensor | None,
+) -> Decision:  # fmt: skip
     """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`,
     chosen on the validation split (with the model's probabilities calibrated, their expected recall too)."""
     if cfg.data.positive_class is None:
@@ -250,7 +252,7 @@ def decision_rule(
     probabilities = logits.softmax(1).numpy()
     return choose_threshold(
         probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall,
-        calibrated=cfg.train.calibrate,
+        calibrated=cfg.train.calibrate, class_weights=None if class_weights is None else class_weights.cpu().numpy(),
     )  # fmt: skip
 
 

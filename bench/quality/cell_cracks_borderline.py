@@ -32,6 +32,7 @@ from pipeline.data.splits import load_split
 from pipeline.model.decision import choose_threshold
 from pipeline.model.model_file import load_model
 from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.steps import class_weights
 
 BORDERLINE_SHARE, BORDERLINE_DEFECTIVE = 0.15, 0.25
 CLEAR_DEFECTIVE = (cell_cracks.DEFECTIVE_SHARE - BORDERLINE_SHARE * BORDERLINE_DEFECTIVE) / (1 - BORDERLINE_SHARE)
@@ -78,8 +79,12 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     (`spread_*`) and from the positive images alone (`spread_positives_only_*`, the rule before
     2026-12-04), and the recall and accuracy each gives on the rest of the pool."""
     paths = ProjectPaths(root)
-    target = yaml.safe_load((root / "params.yaml").read_text())["train"]["positive_recall"]
+    train = yaml.safe_load((root / "params.yaml").read_text())["train"]
+    target = train["positive_recall"]
     model, info = load_model(paths.model_file)
+    weights = None
+    if train["class_weights"] == "balanced":  # as the train stage's loss weighed them
+        weights = class_weights(load_split(paths.processed, "train").labels, len(info.classes)).numpy()
     runtime, probabilities, labels = select_runtime("cpu"), [], []
     for name in ("val", "test"):
         split = load_split(paths.processed, name)
@@ -97,7 +102,9 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
         ]
         rest = np.setdiff1d(np.arange(len(labels)), val)
         for calibrated in reached:
-            decision = choose_threshold(probabilities[val], labels[val], info.classes, "defective", target, calibrated)
+            decision = choose_threshold(
+                probabilities[val], labels[val], info.classes, "defective", target, calibrated, weights
+            )
             called = decision.classes(probabilities[rest], info.classes)
             reached[calibrated].append(
                 (np.mean(called[labels[rest] == positive] == positive), np.mean(called == labels[rest]))

@@ -74,9 +74,11 @@ def choose_threshold(
     positive_class: str,
     target_recall: float,
     calibrated: bool = True,
+    class_weights: np.ndarray | None = None,
 ) -> Decision:
     """The threshold on the positive class's probability for `target_recall`, chosen on `probabilities`
-    (the validation split's), with its recall and precision there (`threshold_for`)."""
+    (the validation split's), with its recall and precision there (`threshold_for`). `class_weights`:
+    the training loss's, whose pull on the probabilities the expected recall takes out."""
     index = classes.index(positive_class)
     positive = labels == index
     scores = probabilities[:, index]
@@ -85,7 +87,8 @@ def choose_threshold(
             f"data.positive_class {positive_class!r}: no image of it in the validation split, so no threshold "
             "can be chosen; add images of it or raise data.val_fraction"
         )
-    threshold = threshold_for(scores, positive, target_recall, calibrated)
+    expected = unweighted(probabilities, class_weights)[:, index] if calibrated else None
+    threshold = threshold_for(scores, positive, target_recall, expected)
     flagged = scores >= threshold
     return Decision(
         positive_class=positive_class,
@@ -97,15 +100,29 @@ def choose_threshold(
     )
 
 
-def threshold_for(scores: np.ndarray, positive: np.ndarray, target_recall: float, calibrated: bool) -> float:
-    """The highest threshold that flags `target_recall` of the positive images (`positive`) by their
-    `scores`; with `calibrated` probabilities no higher than the one at which the probabilities of
-    all the images expect that share of the class flagged. Labels people would give either way (a
-    faint crack) make the first rest on a few images; the second counts every image's share of them."""
+def unweighted(probabilities: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
+    """`probabilities` of a model trained with a loss weighing class k by w_k, as if unweighted: each
+    class's probability divided by its weight, renormalised (the weights act as a prior that favours
+    rare classes, which the decision wants and the expected recall must not count)."""
+    if class_weights is None:
+        return probabilities
+    divided = probabilities / np.where(class_weights > 0, class_weights, 1.0)
+    return divided / divided.sum(1, keepdims=True)
+
+
+def threshold_for(
+    scores: np.ndarray, positive: np.ndarray, target_recall: float, expected: np.ndarray | None
+) -> float:  # fmt: skip
+    """The highest threshold on `scores` that flags `target_recall` of the positive images
+    (`positive`), and, given `expected` (each image's calibrated probability of the class), no
+    higher than the one above which those probabilities expect that share of the class. Labels
+    people give either way (a faint crack) put the first where the few borderline images a
+    validation split happens to hold fall; the model's probabilities, learnt on the larger training
+    split, count every image's share of them."""
     ranked = np.sort(scores[positive])[::-1]
     threshold = float(ranked[math.ceil(target_recall * len(ranked)) - 1])
-    if calibrated and scores.sum() > 0:
-        ranked = np.sort(scores)[::-1]
-        expected = np.cumsum(ranked) / ranked.sum()
-        threshold = min(threshold, float(ranked[min(np.searchsorted(expected, target_recall), len(ranked) - 1)]))
+    if expected is not None and expected.sum() > 0:
+        order = np.argsort(-scores, kind="stable")
+        found = np.cumsum(expected[order]) / expected.sum()
+        threshold = min(threshold, float(scores[order][min(np.searchsorted(found, target_recall), len(order) - 1)]))
     return threshold
