@@ -145,24 +145,36 @@ def cell(
     return (np.clip(image, 0, 1) * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16), box
 
 
-def build(target: Path, seed: int = 0, cells: int = CELLS, bits: int = 8) -> dict[str, dict[str, int]]:
+def clear_label(rng: np.random.Generator) -> tuple[bool, bool]:
+    """A cell's label drawn as this set draws it: `defective` with its share, never borderline."""
+    return rng.random() < DEFECTIVE_SHARE, False
+
+
+def build(
+    target: Path, seed: int = 0, cells: int = CELLS, bits: int = 8, draw=clear_label
+) -> dict[str, dict[str, int]]:  # fmt: skip
     """Write `cells` images (`bits` per sample: 8, or 16-bit PNGs holding fewer) to
     `target/{train,test}/{ok,defective}/*.png` and their crack boxes to `target/boxes.csv`; images
-    per split and class."""
+    per split and class. `draw(rng)` gives each cell's (defective, faint) (`cell`); the faint ones'
+    paths go to `target/borderline.txt` (for the tests, outside the class folders), when there are any."""
     rng = np.random.default_rng(seed)
-    rows, counts = ["path,x_min,y_min,x_max,y_max"], {}
+    rows, borderline, counts = ["path,x_min,y_min,x_max,y_max"], [], {}
     for index in range(cells):
-        defective = rng.random() < DEFECTIVE_SHARE
+        defective, faint = draw(rng)
         split, label = "test" if rng.random() < TEST_SHARE else "train", "defective" if defective else "ok"
-        pixels, box = cell(rng, defective, bits)
+        pixels, box = cell(rng, defective, bits, faint)
         path = f"{split}/{label}/{index:04d}.png"
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(target / path)
         if box:
             rows.append(f"{path},{','.join(map(str, box))}")
+        if faint:
+            borderline.append(path)
         counts.setdefault(split, {}).setdefault(label, 0)
         counts[split][label] += 1
     (target / "boxes.csv").write_text("\n".join(rows) + "\n")
+    if borderline:
+        (target / "borderline.txt").write_text("".join(f"{path}\n" for path in borderline))
     return counts
 
 

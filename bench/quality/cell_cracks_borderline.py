@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from bench.quality import cell_cracks
 from bench.quality.neon_crowns import project_with
@@ -42,29 +41,16 @@ VARIANTS = {
 }
 
 
+def borderline_label(rng: np.random.Generator) -> tuple[bool, bool]:
+    """A cell's (defective, faint): borderline with its share, then defective by the borderline or the clear share."""
+    faint = rng.random() < BORDERLINE_SHARE
+    return rng.random() < (BORDERLINE_DEFECTIVE if faint else CLEAR_DEFECTIVE), faint
+
+
 def build(target: Path, seed: int = 0, cells: int = cell_cracks.CELLS) -> dict[str, dict[str, int]]:
-    """Write `cells` images to `target/{train,test}/{ok,defective}/*.png`, the crack boxes of the
-    defective ones to `target/boxes.csv` and which cells are borderline to `target/borderline.txt`
-    (for the tests, outside the class folders); images per split and class."""
-    rng = np.random.default_rng(seed)
-    rows, borderline, counts = ["path,x_min,y_min,x_max,y_max"], [], {}
-    for index in range(cells):
-        faint = rng.random() < BORDERLINE_SHARE
-        defective = rng.random() < (BORDERLINE_DEFECTIVE if faint else CLEAR_DEFECTIVE)
-        split, label = "test" if rng.random() < cell_cracks.TEST_SHARE else "train", "defective" if defective else "ok"
-        pixels, box = cell_cracks.cell(rng, defective, faint=faint)
-        path = f"{split}/{label}/{index:04d}.png"
-        (target / path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(target / path)
-        if box:
-            rows.append(f"{path},{','.join(map(str, box))}")
-        if faint:
-            borderline.append(path)
-        counts.setdefault(split, {}).setdefault(label, 0)
-        counts[split][label] += 1
-    (target / "boxes.csv").write_text("\n".join(rows) + "\n")
-    (target / "borderline.txt").write_text("".join(f"{path}\n" for path in borderline))
-    return counts
+    """`bench.quality.cell_cracks.build` with borderline cells: images per split and class, which
+    cells are borderline in `target/borderline.txt`."""
+    return cell_cracks.build(target, seed, cells, draw=borderline_label)
 
 
 def prepare(project: Path) -> tuple[Path, dict, dict]:
@@ -95,10 +81,11 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     val_size, val_positives = len(labels[0]), int((labels[0] == positive).sum())
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
     rng, reached = np.random.default_rng(seed), {True: [], False: []}
+    positives, others = np.flatnonzero(labels == positive), np.flatnonzero(labels != positive)
     for _ in range(draws):
         val = np.r_[
-            rng.choice(np.flatnonzero(labels == positive), val_positives, replace=False),
-            rng.choice(np.flatnonzero(labels != positive), val_size - val_positives, replace=False),
+            rng.choice(positives, val_positives, replace=False),
+            rng.choice(others, val_size - val_positives, replace=False),
         ]
         rest = np.setdiff1d(np.arange(len(labels)), val)
         for calibrated in reached:
