@@ -202,7 +202,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             mlflow.log_metrics(
                 {"val_positive_recall": decision.val_recall, "val_positive_precision": decision.val_precision}
             )
-            log.info("train: decides %s", decision.describe())
+            log.log(logging.INFO if decision.confirmed else logging.WARNING, "train: decides %s", decision.describe())
         detector = None
         if cfg.train.unknown.accept is not None:
             detector = fit_detector(cfg, model, train_data, val_data, runtime)
@@ -244,15 +244,17 @@ def decision_rule(
     cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime,
     class_weights: torch.Tensor | None,
 ) -> Decision:  # fmt: skip
-    """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`,
-    chosen on the validation split (with the model's probabilities calibrated, their expected recall too)."""
+    """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`
+    with `train.positive_confidence`, chosen on the validation split (with the model's probabilities
+    calibrated, their expected recall too)."""
     if cfg.data.positive_class is None:
         return Decision()
     logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
     probabilities = logits.softmax(1).numpy()
     return choose_threshold(
         probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall,
-        calibrated=cfg.train.calibrate, class_weights=None if class_weights is None else class_weights.cpu().numpy(),
+        cfg.train.positive_confidence, calibrated=cfg.train.calibrate,
+        class_weights=None if class_weights is None else class_weights.cpu().numpy(),
     )  # fmt: skip
 
 

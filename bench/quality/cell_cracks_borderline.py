@@ -39,6 +39,11 @@ VARIANTS = {
     "defaults": {},  # the most probable class
     "positive-defective": {"data": {"positive_class": "defective"}},  # flagged at the 90 %-recall threshold
 }
+RULES = {  # figures' prefix: (train.positive_confidence, None: the params'; the calibrated probabilities' bound)
+    "spread_": (None, True),  # the train stage's rule
+    "spread_sure_": (0.9, True),  # the target met with 90 % confidence
+    "spread_positives_only_": (None, False),  # from the positive images alone
+}
 
 
 def borderline_label(rng: np.random.Generator) -> tuple[bool, bool]:
@@ -61,9 +66,8 @@ def prepare(project: Path) -> tuple[Path, dict, dict]:
 def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     """How steady a threshold chosen on the validation split is, for the model trained at `root`: its
     validation and test images pooled, `draws` validation splits of the same size and class mix
-    drawn from the pool, on each the threshold for `train.positive_recall` by the train stage's rule
-    (`spread_*`) and from the positive images alone (`spread_positives_only_*`, the rule before
-    2026-12-04), and the recall and accuracy each gives on the rest of the pool."""
+    drawn from the pool, on each the threshold for `train.positive_recall` by each of `RULES`, and
+    the recall and accuracy each gives on the rest of the pool."""
     paths = ProjectPaths(root)
     train = yaml.safe_load((root / "params.yaml").read_text())["train"]
     target = train["positive_recall"]
@@ -80,7 +84,7 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     positive = info.classes.index("defective")
     val_size, val_positives = len(labels[0]), int((labels[0] == positive).sum())
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
-    rng, reached = np.random.default_rng(seed), {True: [], False: []}
+    rng, reached = np.random.default_rng(seed), {rule: [] for rule in RULES}
     positives, others = np.flatnonzero(labels == positive), np.flatnonzero(labels != positive)
     for _ in range(draws):
         val = np.r_[
@@ -88,23 +92,24 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
             rng.choice(others, val_size - val_positives, replace=False),
         ]
         rest = np.setdiff1d(np.arange(len(labels)), val)
-        for calibrated in reached:
+        for rule, (confidence, calibrated) in RULES.items():
             decision = choose_threshold(
-                probabilities[val], labels[val], info.classes, "defective", target, calibrated, weights
-            )
+                probabilities[val], labels[val], info.classes, "defective", target,
+                confidence or train["positive_confidence"], calibrated, weights,
+            )  # fmt: skip
             called = decision.classes(probabilities[rest], info.classes)
-            reached[calibrated].append(
+            reached[rule].append(
                 (np.mean(called[labels[rest] == positive] == positive), np.mean(called == labels[rest]))
             )
     figures = {"spread_val_positives": val_positives, "spread_target": target}
-    for calibrated, runs in reached.items():
+    for rule, runs in reached.items():
         recalls, accuracies = np.array(runs).T
-        prefix = "spread_" if calibrated else "spread_positives_only_"
         figures |= {
-            f"{prefix}recall_mean": float(recalls.mean()), f"{prefix}recall_p10": float(np.quantile(recalls, 0.1)),
-            f"{prefix}recall_p90": float(np.quantile(recalls, 0.9)),
-            f"{prefix}recall_5_points_short": float(np.mean(recalls < target - 0.05)),
-            f"{prefix}accuracy_mean": float(accuracies.mean()),
+            f"{rule}recall_mean": float(recalls.mean()), f"{rule}recall_p10": float(np.quantile(recalls, 0.1)),
+            f"{rule}recall_p90": float(np.quantile(recalls, 0.9)),
+            f"{rule}recall_short": float(np.mean(recalls < target)),
+            f"{rule}recall_5_points_short": float(np.mean(recalls < target - 0.05)),
+            f"{rule}accuracy_mean": float(accuracies.mean()),
         }  # fmt: skip
     return figures
 

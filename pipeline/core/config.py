@@ -120,7 +120,8 @@ class TrainConfig(_Section):
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
     keep: Literal["last", "best"] = "last"  # the final weights, or the epoch with the lowest validation loss
     calibrate: bool = True  # fit a temperature on the validation split after training (calibrated probabilities)
-    positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: its recall on the validation split
+    positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: the share of its images to find
+    positive_confidence: float = Field(0.5, ge=0.5, lt=1)  # how sure the validation split must make that share
     unknown: UnknownConfig = UnknownConfig()  # the "unknown" answer (pipeline/model/novelty.py)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(4e-3, gt=0)

@@ -1,16 +1,17 @@
 """How class probabilities become one answer. By default the most probable class; for a task with a
 positive class (`data.positive_class`: the defect, the lesion), that class whenever its probability
 reaches a threshold, chosen by the train stage on the validation split to find
-`train.positive_recall` of its images (`threshold_for`). The rule travels in the model file and in
-the ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
+`train.positive_recall` of its images on new ones with `train.positive_confidence` (`threshold_for`).
+The rule travels in the model file and in the ONNX file's metadata, so evaluate, register, predict,
+the server and the demo all decide alike.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import beta
 
 from pipeline.core.errors import PipelineError
 
@@ -25,6 +26,8 @@ class Decision:
     val_recall: float | None = None
     val_precision: float | None = None
     val_positives: int | None = None
+    confidence: float | None = None
+    confirmed: bool | None = None  # False: too few validation images of the class to confirm the target
 
     def classes(self, probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
         """The decided class index of each row of `probabilities` (N×classes)."""
@@ -41,10 +44,14 @@ class Decision:
     def describe(self) -> str:
         if self.positive_class is None:
             return "the most probable class"
+        target = f"target {self.target_recall:.0%}"
+        if self.confidence is not None:
+            target += f", met on new images with {self.confidence:.0%} confidence"
+            if not self.confirmed:
+                target += f", which {self.val_positives} images of it cannot confirm: every one flagged"
         return (
             f"{self.positive_class} when its probability ≥ {self.threshold:.4g} (validation: recall "
-            f"{self.val_recall:.1%} of {self.val_positives}, precision {self.val_precision:.1%}; "
-            f"target {self.target_recall:.0%})"
+            f"{self.val_recall:.1%} of {self.val_positives}, precision {self.val_precision:.1%}; {target})"
         )
 
     @classmethod
@@ -73,12 +80,13 @@ def choose_threshold(
     classes: list[str],
     positive_class: str,
     target_recall: float,
+    confidence: float,
     calibrated: bool = True,
     class_weights: np.ndarray | None = None,
 ) -> Decision:
-    """The threshold on the positive class's probability for `target_recall`, chosen on `probabilities`
-    (the validation split's), with its recall and precision there (`threshold_for`). `class_weights`:
-    the training loss's, whose pull on the probabilities the expected recall takes out."""
+    """The threshold on the positive class's probability for `target_recall` with `confidence`, chosen
+    on `probabilities` (the validation split's), with its recall and precision there (`threshold_for`).
+    `class_weights`: the training loss's, whose pull on the probabilities the expected recall takes out."""
     index = classes.index(positive_class)
     positive = labels == index
     scores = probabilities[:, index]
@@ -88,7 +96,7 @@ def choose_threshold(
             "can be chosen; add images of it or raise data.val_fraction"
         )
     expected = unweighted(probabilities, class_weights)[:, index] if calibrated else None
-    threshold = threshold_for(scores, positive, target_recall, expected)
+    threshold, confirmed = threshold_for(scores, positive, target_recall, confidence, expected)
     flagged = scores >= threshold
     return Decision(
         positive_class=positive_class,
@@ -97,6 +105,8 @@ def choose_threshold(
         val_recall=float((flagged & positive).sum() / positive.sum()),
         val_precision=float((flagged & positive).sum() / flagged.sum()),
         val_positives=int(positive.sum()),
+        confidence=confidence,
+        confirmed=confirmed,
     )
 
 
@@ -110,19 +120,31 @@ def unweighted(probabilities: np.ndarray, class_weights: np.ndarray | None) -> n
     return divided / divided.sum(1, keepdims=True)
 
 
+def allowed_misses(count: int, target_recall: float, confidence: float) -> tuple[int, bool]:
+    """How many of `count` validation images of the class a threshold may leave below it and still
+    find, with `confidence`, `target_recall` of the class's images at large (the share of the class
+    scoring below the j-th lowest of `count` is Beta(j, count + 1 - j) distributed), and whether any
+    number can: with too few images even flagging every one does not confirm the target (0, False)."""
+    ranks = np.arange(1, count + 1)
+    confirmed = int((beta.cdf(1 - target_recall, ranks, count + 1 - ranks) >= confidence).sum())
+    return max(confirmed - 1, 0), confirmed > 0
+
+
 def threshold_for(
-    scores: np.ndarray, positive: np.ndarray, target_recall: float, expected: np.ndarray | None
-) -> float:  # fmt: skip
-    """The highest threshold on `scores` that flags `target_recall` of the positive images
-    (`positive`), and, given `expected` (each image's calibrated probability of the class), no
-    higher than the one above which those probabilities expect that share of the class. Labels
-    people give either way (a faint crack) put the first where the few borderline images a
-    validation split happens to hold fall; the model's probabilities, learnt on the larger training
-    split, count every image's share of them."""
-    ranked = np.sort(scores[positive])[::-1]
-    threshold = float(ranked[math.ceil(target_recall * len(ranked)) - 1])
+    scores: np.ndarray, positive: np.ndarray, target_recall: float, confidence: float, expected: np.ndarray | None
+) -> tuple[float, bool]:  # fmt: skip
+    """The highest threshold on `scores` that, judged by the positive images (`positive`), finds
+    `target_recall` of the class on new images with `confidence` (`allowed_misses`: a threshold that
+    merely flags that share of the split's positives falls short about every other time), and
+    whether the images confirm it; given `expected` (each image's calibrated probability of the
+    class), no higher than the one above which those probabilities expect that share of the class.
+    Labels people give either way (a faint crack) put the first where the few borderline images the
+    split happens to hold fall; the model's probabilities, learnt on the larger training split,
+    count every image's share of them."""
+    misses, confirmed = allowed_misses(int(positive.sum()), target_recall, confidence)
+    threshold = float(np.sort(scores[positive])[misses])
     if expected is not None and expected.sum() > 0:
         order = np.argsort(-scores, kind="stable")
         found = np.cumsum(expected[order]) / expected.sum()
         threshold = min(threshold, float(scores[order][min(np.searchsorted(found, target_recall), len(order) - 1)]))
-    return threshold
+    return threshold, confirmed
