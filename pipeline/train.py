@@ -33,10 +33,11 @@ from pipeline.data.split_rule import SPLIT_RULE
 from pipeline.data.splits import TensorSplit, load_split, read_meta
 from pipeline.model.calibration import calibration_error, fit_temperature
 from pipeline.model.champion import current_champion
-from pipeline.model.decision import Decision, check_positive_class, choose_threshold
+from pipeline.model.decision import Decision, check_positive_class
 from pipeline.model.model_file import ModelInfo, save_model
 from pipeline.model.network import AttentionCNN
 from pipeline.model.novelty import DETECTOR, bank_rows, unit_rows
+from pipeline.model.threshold import choose_threshold
 from pipeline.model.unknown import Novelty, acceptance_threshold
 from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group

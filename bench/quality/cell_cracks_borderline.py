@@ -28,8 +28,8 @@ from bench.quality import cell_cracks
 from bench.quality.neon_crowns import project_with
 from pipeline.core.paths import ProjectPaths
 from pipeline.data.splits import load_split
-from pipeline.model.decision import choose_threshold
 from pipeline.model.model_file import load_model
+from pipeline.model.threshold import choose_threshold
 from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
 from pipeline.training.steps import class_weights
 

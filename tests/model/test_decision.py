@@ -15,9 +15,10 @@ from pipeline import evaluate, export, train
 from pipeline.core.errors import PipelineError
 from pipeline.data.splits import load_split
 from pipeline.model import onnx_file
-from pipeline.model.decision import Decision, check_positive_class, choose_threshold, top_classes
+from pipeline.model.decision import Decision, check_positive_class, top_classes
 from pipeline.model.model_file import load_model, save_model
 from pipeline.model.pyfunc import AttentionClassifier
+from pipeline.model.threshold import choose_threshold
 from pipeline.training.runtime import predict_batches, select_runtime
 from tests.synthetic import CLASSES, prepared_project
 
