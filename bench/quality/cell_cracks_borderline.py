@@ -13,8 +13,10 @@ is its row in `boxes.csv`. The best possible accuracy is about 96 % (a borderlin
 finding 90 % of the defective cells costs false alarms among the borderline `ok` ones.
 
 Variants: the defaults (the most probable class) and `data.positive_class: defective` (flagged from
-a threshold the validation split sets to find `train.positive_recall`, 90 %, of them), as the README
-tells an inspection user. Writes `bench/results/cell_cracks_borderline.json`; prints a markdown table.
+a threshold the validation split sets to find `train.positive_recall`, 90 %, of them on new images
+with `train.positive_confidence`), as the README tells an inspection user; for the latter, how
+often redrawn validation splits fall short with each of `RULES` (`threshold_spread`). Writes
+`bench/results/cell_cracks_borderline.json`; prints a markdown table.
 """
 
 from __future__ import annotations
