@@ -352,6 +352,29 @@ def test_a_variants_nested_setting_changes_that_key_and_keeps_its_siblings():
     assert params["train"]["augment"]["vflip"] is False  # the given params untouched
 
 
+@pytest.mark.parametrize(
+    "bench", ["attention_variants", "cell_cracks", "cell_cracks_borderline", "cell_mosaics", "neon_mosaics"]
+)
+def test_every_variant_of_a_quality_bench_is_a_valid_config(bench, tmp_path):
+    """A misspelt key in a variant fails here, not after the minutes of data building before its run."""
+    import importlib
+
+    import yaml
+
+    from bench.quality.neon_crowns import with_changes
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.paths import project_root
+
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    variants = importlib.import_module(f"bench.quality.{bench}").VARIANTS
+    for name, changes in variants.items():
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_changes(params, changes)))
+        load_config(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_changes(params, {"train": {"augment": {"vfilp": True}}})))
+    with pytest.raises(PipelineError, match="vfilp"):
+        load_config(tmp_path / "params.yaml")
+
+
 def test_deletion_edges_scores_hard_and_soft_masks_per_predicted_class(prepared):
     from bench.quality import deletion_edges
 

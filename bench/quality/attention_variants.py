@@ -10,7 +10,8 @@ The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its
 `params.yaml` except the data section and one attention variant: the soft attention as designed,
 Ilse et al.'s gated scores, several heads (soft or gated), an entropy term that asks each map to
 commit to a region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
-validation loss (`train.keep`). Reported: test accuracy; the pointing game and the attention mass
+validation loss (`train.keep`) and with the docs' augmentation for top-down images (`top-down`:
+vertical flips, quarter turns). Reported: test accuracy; the pointing game and the attention mass
 in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
 attention's, Grad-CAM's and a random order (lower: more faithful). Writes
 `bench/results/attention_variants.json` (a run already there for another set, variant or seed is
@@ -41,6 +42,8 @@ VARIANTS = {
     # which epoch's weights: the default's (last) against the lowest validation loss, paired on one machine
     "keep-last": {"model": {"attention": "gated"}, "train": {"keep": "last"}},
     "keep-best": {"model": {"attention": "gated"}, "train": {"keep": "best"}},
+    # the docs' augmentation for top-down images, on the image-folder default (gated)
+    "top-down": {"model": {"attention": "gated"}, "train": {"augment": {"vflip": True, "rot90": True}}},
 }
 
 

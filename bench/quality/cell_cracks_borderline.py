@@ -15,7 +15,9 @@ finding 90 % of the defective cells costs false alarms among the borderline `ok`
 Variants: the defaults (the most probable class) and `data.positive_class: defective` (flagged from
 a threshold the validation split sets to find `train.positive_recall`, 90 %, of them on new images
 with `train.positive_confidence`), as the README tells an inspection user; for the latter, how
-often redrawn validation splits fall short with each of `RULES` (`threshold_spread`). Writes
+often redrawn validation splits fall short with each of `RULES` (`threshold_spread`); and the
+docs' augmentations for such images, `top-down` (vertical flips, quarter turns) and `light`
+(brightness and contrast). Writes
 `bench/results/cell_cracks_borderline.json`; prints a markdown table.
 """
 
@@ -40,6 +42,8 @@ CLEAR_DEFECTIVE = (cell_cracks.DEFECTIVE_SHARE - BORDERLINE_SHARE * BORDERLINE_D
 VARIANTS = {
     "defaults": {},  # the most probable class
     "positive-defective": {"data": {"positive_class": "defective"}},  # flagged at the 90 %-recall threshold
+    "top-down": {"train": {"augment": {"vflip": True, "rot90": True}}},  # the docs' advice for solar cells
+    "light": {"train": {"augment": {"brightness": 0.2, "contrast": 0.2}}},  # the docs' advice for varying light
 }
 RULES = {  # figures' prefix: (train.positive_confidence, None: the params'; the calibrated probabilities' bound)
     "spread_": (None, True),  # the train stage's rule

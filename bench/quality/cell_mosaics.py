@@ -13,7 +13,8 @@ drawn at random; `ok`, as many mosaics of four ok cells. In a fresh copy of the 
 and evaluate stages run with the defaults of `params.yaml` except the data section and a variant:
 `seed_cnn` (the defaults), `steps-floor-only` (the training length before `train.min_images`: half
 the epochs here), `top-down` (the docs' advice for cells: `vflip`, `rot90`; also with the step floor
-only), `seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps).
+only, and with twice the images, `train.min_images: 64000`, as `twice-the-images` without it),
+`seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps).
 Writes `bench/results/cell_mosaics.json`; prints a markdown table.
 """
 
@@ -32,6 +33,8 @@ VARIANTS = {
     "steps-floor-only": {"train": {"min_images": 0}},  # the training length before `train.min_images`
     "top-down-steps-floor-only": {"train": {"min_images": 0, "augment": {"vflip": True, "rot90": True}}},
     "top-down": {"train": {"augment": {"vflip": True, "rot90": True}}},  # the docs' advice for top-down images
+    "twice-the-images": {"train": {"min_images": 64000}},  # the defaults, trained twice as long
+    "top-down-twice-the-images": {"train": {"min_images": 64000, "augment": {"vflip": True, "rot90": True}}},
     "seed_cnn-256": {"data": {"image_size": 256}},  # the defaults at twice the resolution
     "heads-4": {"model": {"attention_heads": 4}},  # the defaults with four attention maps
 }

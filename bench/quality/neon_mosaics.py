@@ -16,7 +16,8 @@ On them, in a fresh copy of the project, the train and evaluate stages run with 
 small CNN from scratch (a 32×32 map); `efficientnet`, EfficientNet-Lite0 fine-tuned from its
 ImageNet weights at its own stride (a 4×4 map, whose quarters are 2×2 cells: the defaults' choice
 at 128 px until 2026-12-03); `efficientnet-stride-16`, the same at stride 16 (8×8, what
-`model.pretrained: true` gives it now). Reported: accuracy, and whether the
+`model.pretrained: true` gives it now); `top-down`, the seed CNN with the docs' augmentation for
+top-down images (vertical flips, quarter turns). Reported: accuracy, and whether the
 attention's peak is in the crown's quarter (chance 25 %; the centre cell is in one quarter, so the
 centre point scores about 25 % too), beside Grad-CAM's. Writes `bench/results/neon_mosaics.json`;
 prints a markdown table.
@@ -50,6 +51,7 @@ VARIANTS = {
     "seed_cnn-steps-floor-only": {"model": {"backbone": "seed_cnn"}, "train": {"min_images": 0}},  # before min_images
     "efficientnet": {"model": {"pretrained": True, "output_stride": 32}},  # ImageNet weights, its own 4×4 map
     "efficientnet-stride-16": {"model": {"pretrained": True, "output_stride": 16}},  # 8×8, what auto gives it
+    "top-down": {"model": {"backbone": "seed_cnn"}, "train": {"augment": {"vflip": True, "rot90": True}}},  # docs' advice
 }
 
 

@@ -95,7 +95,7 @@ class ModelConfig(_Section):
 
 class AugmentConfig(_Section):
     hflip: bool = True
-    vflip: bool = False  # for top-down images: aerial, scans, microscopy, inspection
+    vflip: bool = False  # top-down images may try it (measured: docs/your-own-images.md)
     rot90: bool = False  # quarter turns, likewise
     max_shift: int = Field(4, ge=0)
     zoom: float = Field(1.0, ge=1.0, le=4.0)  # random resized crop: up to this zoom, anywhere in the image

@@ -1,9 +1,9 @@
 """Batch augmentation on the device: whole uint8 batches at once, each image with its own draw.
 
-For objects photographed upright (garments, products, animals) the defaults: horizontal flips and
-shifts. For top-down images (aerial tiles, scans, microscopy, inspection of flat parts) also
-`vflip` and `rot90`; for photos taken at varying distances and angles `zoom` and `rotate`; for
-varying light `brightness` and `contrast`; `erasing` as a regulariser (docs/your-own-images.md).
+The defaults: horizontal flips and shifts. To try on the validation split: `vflip` and `rot90`
+for top-down images (aerial tiles, scans), `zoom` and `rotate` for photos taken at varying
+distances and angles, `brightness` and `contrast` for varying light, `erasing` as a regulariser
+(what each did here: docs/your-own-images.md).
 The order of the draws keeps runs with only the first three reproducible across versions.
 """
 
