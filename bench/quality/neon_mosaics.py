@@ -51,7 +51,8 @@ VARIANTS = {
     "seed_cnn-steps-floor-only": {"model": {"backbone": "seed_cnn"}, "train": {"min_images": 0}},  # before min_images
     "efficientnet": {"model": {"pretrained": True, "output_stride": 32}},  # ImageNet weights, its own 4×4 map
     "efficientnet-stride-16": {"model": {"pretrained": True, "output_stride": 16}},  # 8×8, what auto gives it
-    "top-down": {"model": {"backbone": "seed_cnn"}, "train": {"augment": {"vflip": True, "rot90": True}}},  # docs' advice
+    # the seed CNN with the docs' augmentation for top-down images
+    "top-down": {"model": {"backbone": "seed_cnn"}, "train": {"augment": {"vflip": True, "rot90": True}}},
 }
 
 
