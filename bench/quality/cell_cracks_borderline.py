@@ -42,8 +42,8 @@ CLEAR_DEFECTIVE = (cell_cracks.DEFECTIVE_SHARE - BORDERLINE_SHARE * BORDERLINE_D
 VARIANTS = {
     "defaults": {},  # the most probable class
     "positive-defective": {"data": {"positive_class": "defective"}},  # flagged at the 90 %-recall threshold
-    "top-down": {"train": {"augment": {"vflip": True, "rot90": True}}},  # the docs' advice for solar cells
-    "light": {"train": {"augment": {"brightness": 0.2, "contrast": 0.2}}},  # the docs' advice for varying light
+    "top-down": {"train": {"augment": {"vflip": True, "rot90": True}}},  # vertical flips, quarter turns
+    "light": {"train": {"augment": {"brightness": 0.2, "contrast": 0.2}}},  # for varying light
 }
 RULES = {  # figures' prefix: (train.positive_confidence, None: the params'; the calibrated probabilities' bound)
     "spread_": (None, True),  # the train stage's rule
