@@ -17,8 +17,8 @@ a threshold the validation split sets to find `train.positive_recall`, 90 %, of 
 with `train.positive_confidence`), as the README tells an inspection user; for the latter, how
 often redrawn validation splits fall short with each of `RULES` (`threshold_spread`); and the
 docs' augmentations for such images, `top-down` (vertical flips, quarter turns) and `light`
-(brightness and contrast). Writes
-`bench/results/cell_cracks_borderline.json`; prints a markdown table.
+(brightness and contrast). Writes `bench/results/cell_cracks_borderline.json`; prints a markdown
+table.
 """
 
 from __future__ import annotations
