@@ -1,9 +1,10 @@
 """Stage 4, evaluate: the trained model on the test split, logged to the training run in MLflow.
 
 Writes `metrics/eval.json` (accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
-ROC AUC and average precision of each class against the rest, throughput, and the attention
-checks of `pipeline/model/attention_checks.py`: attention on near-empty regions, deletion AUC in
-the attention's order vs Grad-CAM's and a random order (over all and per predicted class; with
+ROC AUC and average precision of each class against the rest, its share of the test split and its
+mean probability, the calibration errors, throughput, and the attention checks of
+`pipeline/model/attention_checks.py`: attention on near-empty regions, deletion AUC of the answered
+class in the attention's order vs Grad-CAM's and a random order (over all and per answered class; with
 `data.positive_class`, that class's verdict is the one warned about), and where boxes are known the pointing
 game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
@@ -40,7 +41,7 @@ from pipeline.core.tracking import resume_run
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import attention_checks as checks
-from pipeline.model.calibration import calibration_error, reliability
+from pipeline.model.calibration import calibration_error, class_calibration_error, reliability
 from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN, Prediction
@@ -143,13 +144,14 @@ def gradcam_batch(model: AttentionCNN, images: torch.Tensor, at_most: int, runti
 
 
 def attention_metrics(
-    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, info: ModelInfo
-) -> tuple[dict, dict[str, np.ndarray]]:
+    cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, info: ModelInfo,
+    answered: torch.Tensor,
+) -> tuple[dict, dict[str, np.ndarray]]:  # fmt: skip
     """The attention checks on the test split, beside Grad-CAM's (`pipeline/model/gradcam.py`) on
-    `evaluate.faithfulness_images` of its images (seeded): deletion curves in the attention's,
-    Grad-CAM's and a random order, over all of them and per predicted class (those with at least
-    MIN_CLASS_IMAGES), and, where boxes are known, Grad-CAM's localisation figures. The `mean` fill
-    is the training mean."""
+    `evaluate.faithfulness_images` of its images (seeded): deletion curves of the answered class
+    (`answered`, the decision rule's) in the attention's, Grad-CAM's and a random order, over all of
+    them and per answered class (those with at least MIN_CLASS_IMAGES), and, where boxes are known,
+    Grad-CAM's localisation figures. The `mean` fill is the training mean."""
     grid = tuple(attention.shape[1:])
     size = tuple(test.images.shape[-2:])
     count = cfg.evaluate.faithfulness_images
@@ -161,7 +163,7 @@ def attention_metrics(
         localisation = checks.localisation_figures(attention, test.boxes, size)
         boxed = sample(torch.nonzero(checks.boxed(test.boxes))[:, 0], count, seed)
         if len(boxed):
-            maps = gradcam_maps(model, test.images[boxed], grid, cam_batch)
+            maps = gradcam_maps(model, test.images[boxed], grid, cam_batch, answered[boxed])
             gradcam = checks.localisation_figures(maps, test.boxes[boxed], size)
             localisation |= {
                 "gradcam_images": gradcam["boxed_images"],
@@ -180,11 +182,12 @@ def attention_metrics(
     replacement = deletion_fill(cfg, images, info)
     orders = {
         "attention": checks.map_order(attention[chosen]),
-        "gradcam": checks.map_order(gradcam_maps(model, images, grid, cam_batch)),
+        "gradcam": checks.map_order(gradcam_maps(model, images, grid, cam_batch, answered[chosen])),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
     per_image = {
-        name: checks.deletion_curves(probabilities, images, order, grid, replacement) for name, order in orders.items()
+        name: checks.deletion_curves(probabilities, images, order, grid, replacement, classes=answered[chosen])
+        for name, order in orders.items()
     }
     curves = {name: values.mean(0) for name, (values, _) in per_image.items()}
     predicted = per_image["attention"][1]
@@ -221,20 +224,23 @@ def run(cfg: Config) -> dict:
     predicted = torch.from_numpy(info.rule.classes(probabilities, classes))
     metrics = classification_metrics(true.tolist(), predicted.tolist(), classes)
     metrics["decision"] = info.rule.describe()
-    uncalibrated = (logits * info.temperature).softmax(1)  # as the network answered before its temperature
+    uncalibrated = ((logits - info.offset) * info.temperature).softmax(1)  # as the network answered before calibration
     metrics["calibration"] = {
         "temperature": info.temperature,
         "ece": calibration_error(torch.from_numpy(probabilities), true),
         "ece_uncalibrated": calibration_error(uncalibrated, true),
+        "class_ece": class_calibration_error(torch.from_numpy(probabilities), true),
+        "class_ece_uncalibrated": class_calibration_error(uncalibrated, true),
     }
     ranking = ranking_metrics(true.numpy(), probabilities, classes)
     metrics["roc_auc"], metrics["average_precision"] = ranking["roc_auc"], ranking["average_precision"]
-    for name, values in ranking["per_class"].items():
-        metrics["per_class"][name].update(values)
+    for index, (name, values) in enumerate(ranking["per_class"].items()):
+        metrics["per_class"][name].update(values, share=float((true == index).float().mean()),
+                                          mean_probability=float(probabilities[:, index].mean()))  # fmt: skip
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
-    metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info)
+    metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info, predicted)
     metrics["unknown"], novelty_scores = unknown_metrics(cfg, model, runtime, info, out)
 
     write_json(paths.metrics / "eval.json", metrics)
@@ -271,6 +277,7 @@ def run(cfg: Config) -> dict:
                 "test_macro_f1": metrics["macro_f1"],
                 "test_ece": metrics["calibration"]["ece"],
                 "test_ece_uncalibrated": metrics["calibration"]["ece_uncalibrated"],
+                "test_class_ece": metrics["calibration"]["class_ece"],
                 **{f"test_{key}": metrics[key] for key in ("roc_auc", "average_precision") if metrics[key] is not None},
                 **{f"test_recall_{name}": m["recall"] for name, m in metrics["per_class"].items()},
                 "inference_images_per_second": metrics["inference_images_per_second"],

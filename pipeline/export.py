@@ -58,13 +58,21 @@ def _timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def _quantized_accuracy(source: Path, target: Path, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
+def accuracy(logits: np.ndarray, labels: np.ndarray, info: ModelInfo) -> float:
+    """The share of `labels` that ONNX `logits` answer, by the model's decision rule."""
+    answered = info.rule.classes(torch.from_numpy(logits).float().softmax(1).numpy(), info.classes)
+    return float((answered == labels).mean())
+
+
+def _quantized_accuracy(
+    source: Path, target: Path, images: np.ndarray, labels: np.ndarray, batch: int, info: ModelInfo
+) -> float:  # fmt: skip
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with atomic_path(target) as temporary:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
         logits = onnx_file.predict(onnx_file.session(temporary), images, batch)["logits"]
-    return float((logits.argmax(1) == labels).mean())
+    return accuracy(logits, labels, info)
 
 
 def parity_sample(split: TensorSplit, size: int) -> TensorSplit:
@@ -117,13 +125,15 @@ def run(cfg: Config) -> dict:
         "max_abs_logit_difference": float(np.abs(logits - reference).max()),
         "top1_agreement": agreement,
         "attention_shape": list(attention.shape[1:]),
-        "onnx_accuracy": float((logits.argmax(1) == labels).mean()),
+        "onnx_accuracy": accuracy(logits, labels, info),
         **novelty_parity(novelty, torch_out.novelty, info),
         "onnx_images_per_second": round(len(labels) / onnx_seconds),
         "pytorch_fp32_images_per_second": round(len(labels) / torch_seconds),
     }
     if settings.quantize:
-        report["int8_accuracy"] = _quantized_accuracy(paths.onnx_file, paths.quantized_onnx_file, images, labels, batch)
+        report["int8_accuracy"] = _quantized_accuracy(
+            paths.onnx_file, paths.quantized_onnx_file, images, labels, batch, info
+        )
         report["int8_accuracy_change"] = report["int8_accuracy"] - report["onnx_accuracy"]
     else:
         paths.quantized_onnx_file.unlink(missing_ok=True)

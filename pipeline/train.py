@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlflow
 import pandas as pd
@@ -31,7 +31,7 @@ from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.split_rule import SPLIT_RULE
 from pipeline.data.splits import TensorSplit, load_split, read_meta
-from pipeline.model.calibration import calibration_error, fit_temperature
+from pipeline.model.calibration import calibration_error, fit_temperature, prior_offset
 from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class
 from pipeline.model.model_file import ModelInfo, save_model
@@ -192,11 +192,12 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
         mlflow.log_metrics({"peak_memory_mb": metrics["peak_memory_mb"], "kept_epoch": kept_epoch})
+        weights = pulling_weights(cfg, training.loss_fn.weight)
         if cfg.train.calibrate:
-            metrics["calibration"] = calibrate(model, val_data, runtime)
+            metrics["calibration"] = calibrate(model, val_data, runtime, weights)
             mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
             mlflow.log_metrics({f"val_ece_{k}": v for k, v in metrics["calibration"].items() if k != "temperature"})
-        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime, training.loss_fn.weight)
+        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime, weights)
         if decision.positive_class is not None:
             metrics["decision"] = decision.as_dict()
             mlflow.log_params({"decision.threshold": decision.threshold})
@@ -227,36 +228,48 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     return TrainResult(info.run_id, frame, metrics)
 
 
-def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime) -> dict[str, float]:
-    """Fit the model's temperature on the validation split; it and the calibration error before and after."""
+def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime, weights: torch.Tensor | None) -> dict:
+    """Fit the model's temperature on the validation split, with the pull of the loss's class `weights`
+    (None: none) taken out of its logits; the temperature and the calibration error before and after."""
     model.temperature.fill_(1.0)
+    model.offset.zero_()
     logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
     labels = val_data.labels.cpu()
-    temperature = fit_temperature(logits, labels)
+    offset = prior_offset(weights, logits.shape[1])
+    temperature = fit_temperature(logits, labels, offset)
     model.temperature.fill_(temperature)
+    model.offset.copy_(offset)
     before = calibration_error(logits.softmax(1), labels)
-    after = calibration_error((logits / temperature).softmax(1), labels)
-    log.info("train: temperature %.3f, validation calibration error %.2f %% -> %.2f %%", temperature, 100 * before,
-             100 * after)  # fmt: skip
+    after = calibration_error((logits / temperature + offset).softmax(1), labels)
+    log.info("train: temperature %.3f%s, validation calibration error %.2f %% -> %.2f %%", temperature,
+             "" if weights is None else ", the class weights' pull taken out", 100 * before, 100 * after)  # fmt: skip
     return {"temperature": temperature, "before": before, "after": after}
+
+
+def pulling_weights(cfg: Config, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """The loss's class weights that calibration takes out of the probabilities (and the answer puts
+    back): None without calibration or when every class weighs the same (no pull)."""
+    if not cfg.train.calibrate or weights is None or bool((weights == weights[0]).all()):
+        return None
+    return weights.detach().float().cpu()
 
 
 def decision_rule(
     cfg: Config, classes: list[str], model: AttentionCNN, val_data: TensorSplit, runtime: Runtime,
-    class_weights: torch.Tensor | None,
+    weights: torch.Tensor | None,
 ) -> Decision:  # fmt: skip
-    """The most probable class, or with `data.positive_class` its threshold for `train.positive_recall`
-    with `train.positive_confidence`, chosen on the validation split (with the model's probabilities
-    calibrated, their expected recall too)."""
+    """The most probable class (weighed by the class `weights` calibration took out, if any), or with
+    `data.positive_class` its threshold for `train.positive_recall` with `train.positive_confidence`,
+    chosen on the validation split (with the model's probabilities calibrated, their expected recall too)."""
+    weighed = Decision(weights=None if weights is None else weights.tolist())
     if cfg.data.positive_class is None:
-        return Decision()
+        return weighed
     logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
-    probabilities = logits.softmax(1).numpy()
-    return choose_threshold(
-        probabilities, val_data.labels.cpu().numpy(), classes, cfg.data.positive_class, cfg.train.positive_recall,
-        cfg.train.positive_confidence, calibrated=cfg.train.calibrate,
-        class_weights=None if class_weights is None else class_weights.cpu().numpy(),
+    chosen = choose_threshold(
+        logits.softmax(1).numpy(), val_data.labels.cpu().numpy(), classes, cfg.data.positive_class,
+        cfg.train.positive_recall, cfg.train.positive_confidence, calibrated=cfg.train.calibrate,
     )  # fmt: skip
+    return replace(chosen, weights=weighed.weights)
 
 
 def fit_detector(

@@ -15,7 +15,8 @@ finding 90 % of the defective cells costs false alarms among the borderline `ok`
 Variants: the defaults (the most probable class) and `data.positive_class: defective` (flagged from
 a threshold the validation split sets to find `train.positive_recall`, 90 %, of them on new images
 with `train.positive_confidence`), as the README tells an inspection user; for the latter, how
-often redrawn validation splits fall short with each of `RULES` (`threshold_spread`); and the
+often redrawn validation splits fall short with each of `RULES` (`threshold_spread`), and how well
+the probabilities are calibrated (`bench.quality.imbalanced_calibration.compare`); and the
 docs' augmentations for such images, `top-down` (vertical flips, quarter turns) and `light`
 (brightness and contrast). Writes `bench/results/cell_cracks_borderline.json`; prints a markdown
 table.
@@ -29,13 +30,13 @@ import numpy as np
 import yaml
 
 from bench.quality import cell_cracks
+from bench.quality.imbalanced_calibration import compare
 from bench.quality.neon_crowns import project_with
 from pipeline.core.paths import ProjectPaths
 from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
 from pipeline.model.threshold import choose_threshold
 from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
-from pipeline.training.steps import class_weights
 
 BORDERLINE_SHARE, BORDERLINE_DEFECTIVE = 0.15, 0.25
 CLEAR_DEFECTIVE = (cell_cracks.DEFECTIVE_SHARE - BORDERLINE_SHARE * BORDERLINE_DEFECTIVE) / (1 - BORDERLINE_SHARE)
@@ -77,10 +78,7 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     paths = ProjectPaths(root)
     train = yaml.safe_load((root / "params.yaml").read_text())["train"]
     target = train["positive_recall"]
-    model, info = load_model(paths.model_file)
-    weights = None
-    if train["class_weights"] == "balanced":  # as the train stage's loss weighed them
-        weights = class_weights(load_split(paths.processed, "train").labels, len(info.classes)).numpy()
+    model, info = load_model(paths.model_file)  # calibrated: the class weights' pull taken out
     runtime, probabilities, labels = select_runtime("cpu"), [], []
     for name in ("val", "test"):
         split = load_split(paths.processed, name)
@@ -101,7 +99,7 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
         for rule, (confidence, calibrated) in RULES.items():
             decision = choose_threshold(
                 probabilities[val], labels[val], info.classes, "defective", target,
-                confidence or train["positive_confidence"], calibrated, weights,
+                confidence or train["positive_confidence"], calibrated,
             )  # fmt: skip
             called = decision.classes(probabilities[rest], info.classes)
             reached[rule].append(
@@ -123,7 +121,7 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
 def main() -> None:
     cell_cracks.variants_main(
         "bench.quality.cell_cracks_borderline", __doc__, "attention-pipeline-cells-borderline", ",".join(VARIANTS),
-        VARIANTS, prepare, cell_cracks.markdown, threshold_spread,
+        VARIANTS, prepare, cell_cracks.markdown, lambda root: threshold_spread(root) | compare(root),
     )  # fmt: skip
 
 

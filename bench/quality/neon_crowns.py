@@ -173,7 +173,7 @@ def measure(root: Path, params: dict, name: str, seed: int) -> dict:
         "test_accuracy": evaluated["accuracy"], "balanced_accuracy": evaluated["balanced_accuracy"],
         "roc_auc": evaluated["roc_auc"],
         **{f"recall_{label}": m["recall"] for label, m in evaluated["per_class"].items()},
-        **checked["localisation"],
+        **checked.get("localisation", {}),  # where boxes are known
         **{f"deletion_auc_{order}": auc for order, auc in checked.get("deletion_auc", {}).items()},
         **{
             f"deletion_auc_{order}_called_{label}": auc

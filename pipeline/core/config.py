@@ -119,7 +119,7 @@ class TrainConfig(_Section):
     min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
     class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
     keep: Literal["last", "best"] = "last"  # the final weights, or the epoch with the lowest validation loss
-    calibrate: bool = True  # fit a temperature on the validation split after training (calibrated probabilities)
+    calibrate: bool = True  # temperature scaling, class weights' pull out (pipeline/model/calibration.py)
     positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: the share of its images to find
     positive_confidence: float = Field(0.5, ge=0.5, lt=1)  # how sure the validation split must make that share
     unknown: UnknownConfig = UnknownConfig()  # the "unknown" answer (pipeline/model/novelty.py)

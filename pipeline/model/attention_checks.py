@@ -92,11 +92,11 @@ def near_empty_figures(
 
 def deletion_curves(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, order: torch.Tensor,
-    grid: tuple[int, int], fill: torch.Tensor, soft_edges: bool = True,
+    grid: tuple[int, int], fill: torch.Tensor, soft_edges: bool = True, classes: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Each image's probability of its first predicted class as its cells are replaced by `fill` in
-    `order` (N×cells, first deleted first), at MAX_STEPS + 1 evenly spaced fractions of the cells:
-    N curves, and the N predicted classes.
+    """Each image's probability of its class in `classes` (N; None: its most probable before any
+    deletion) as its cells are replaced by `fill` in `order` (N×cells, first deleted first), at
+    MAX_STEPS + 1 evenly spaced fractions of the cells: N curves, and the N classes followed.
 
     A cell is blended into the fill through its mask upsampled bilinearly (as RISE's masks are), so
     that deleting draws no edge: with hard-edged cells (`soft_edges=False`, kept for the benchmark
@@ -108,7 +108,7 @@ def deletion_curves(
     steps = np.linspace(0, cells, min(cells, MAX_STEPS) + 1).round().astype(int)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
-    target = predict(images).argmax(1, keepdim=True)
+    target = predict(images).argmax(1, keepdim=True) if classes is None else classes.view(-1, 1).long()
     fill = fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill  # as floats a chunk at a time (blurred images: uint8)
     chunk = max(1, MASK_PIXELS // images[0].numel())  # images blended at a time
     upsampling = {"mode": "bilinear", "align_corners": False} if soft_edges else {"mode": "nearest"}

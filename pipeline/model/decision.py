@@ -2,8 +2,12 @@
 positive class (`data.positive_class`: the defect, the lesion), that class whenever its probability
 reaches a threshold, chosen by the train stage on the validation split to find
 `train.positive_recall` of its images on new ones with `train.positive_confidence`
-(`pipeline.model.threshold`). The rule travels in the model file and in the ONNX file's metadata,
-so evaluate, register, predict, the server and the demo all decide alike.
+(`pipeline.model.threshold`). A model trained with class weights answers as it was trained to: its
+calibrated probabilities have the weights' pull taken out (`pipeline.model.calibration`), and the
+answer weighs each class's probability by its weight again (balanced weights: the class most
+probable were every class equally common), so the probabilities say how often such an image is of
+a class while the answer keeps the rare class's recall. The rule travels in the model file and in
+the ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
 """
 
 from __future__ import annotations
@@ -27,21 +31,26 @@ class Decision:
     val_positives: int | None = None
     confidence: float | None = None
     confirmed: bool | None = None  # False: too few validation images of the class to confirm the target
+    weights: list[float] | None = None  # the training loss's class weights, taken out of the probabilities
 
     def classes(self, probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
         """The decided class index of each row of `probabilities` (N×classes)."""
+        weighed = probabilities * np.asarray(self.weights) if self.weights is not None else probabilities
         if self.positive_class is None:
-            return probabilities.argmax(1)
+            return weighed.argmax(1)
         index = classes.index(self.positive_class)
-        others = probabilities.copy()
+        others = weighed.copy()
         others[:, index] = -np.inf
         return np.where(probabilities[:, index] >= self.threshold, index, others.argmax(1))
 
     def as_dict(self) -> dict | None:
-        return asdict(self) if self.positive_class is not None else None
+        return asdict(self) if self.positive_class is not None or self.weights is not None else None
 
     def describe(self) -> str:
         if self.positive_class is None:
+            if self.weights is not None:
+                weights = " / ".join(f"{weight:.3g}" for weight in self.weights)
+                return f"the most probable class, each weighed by its training weight (× {weights})"
             return "the most probable class"
         target = f"target {self.target_recall:.0%}"
         if self.confidence is not None:

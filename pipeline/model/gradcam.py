@@ -1,7 +1,7 @@
 """Grad-CAM on the model's last feature map, computed by the `grad-cam` library: the baseline that the
 attention's localisation and deletion figures are compared with.
 
-Grad-CAM weighs the feature map (the one attention pools) by the predicted class's gradients; the
+Grad-CAM weighs the feature map (the one attention pools) by the answered class's gradients; the
 library returns it upsampled to the image and scaled to 0..1. Here it is averaged back onto the
 attention grid and normalised to sum to 1, so both maps are scored by the same code.
 """
@@ -26,17 +26,24 @@ class _Logits(nn.Module):
         return self.model(images).logits
 
 
-def gradcam_maps(model: AttentionCNN, images: torch.Tensor, grid: tuple[int, int], batch_size: int) -> torch.Tensor:
-    """N×h×w Grad-CAM maps of each image's predicted class on the attention grid, each summing to 1
-    (uniform where Grad-CAM is zero everywhere). `images` are uint8 N×C×H×W."""
+def gradcam_maps(
+    model: AttentionCNN, images: torch.Tensor, grid: tuple[int, int], batch_size: int,
+    classes: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """N×h×w Grad-CAM maps of each image's class in `classes` (N; None: its most probable) on the
+    attention grid, each summing to 1 (uniform where Grad-CAM is zero everywhere). `images` are
+    uint8 N×C×H×W."""
     from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     device = next(model.parameters()).device
     maps = []
     with GradCAM(model=_Logits(model), target_layers=[model.features]) as cam:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].to(device).float()
-            heat = torch.from_numpy(cam(input_tensor=batch, targets=None)).float()  # N×H×W in 0..1
+            chosen = None if classes is None else classes[start : start + batch_size]
+            targets = None if chosen is None else [ClassifierOutputTarget(int(c)) for c in chosen]
+            heat = torch.from_numpy(cam(input_tensor=batch, targets=targets)).float()  # N×H×W in 0..1
             maps.append(F.adaptive_avg_pool2d(heat[:, None], grid)[:, 0])
     model.eval()
     stacked = torch.cat(maps) if maps else torch.empty(0, *grid)

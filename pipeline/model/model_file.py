@@ -15,6 +15,7 @@ from pipeline.core.config import ModelConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_path
 from pipeline.data.images import WIDE_BITS
+from pipeline.model.calibration import prior_offset
 from pipeline.model.decision import Decision
 from pipeline.model.network import AttentionCNN
 from pipeline.model.unknown import Novelty
@@ -34,7 +35,7 @@ class ModelInfo:
     std: list[float]
     run_id: str | None = None
     data_version: str | None = None
-    decision: dict | None = None  # the positive class's threshold (pipeline/model/decision.py); None: argmax
+    decision: dict | None = None  # positive class, class weights (pipeline/model/decision.py); None: argmax
     temperature: float = 1.0  # divides the logits: calibrated probabilities (pipeline/model/calibration.py)
     novelty: dict | None = None  # the "unknown" detector's settings and threshold (pipeline/model/novelty.py)
     bit_depth: int = WIDE_BITS  # 16-bit images are read as this many bits (pipeline/data/images.py)
@@ -49,11 +50,18 @@ class ModelInfo:
         """When this model answers "unknown" (None: a model trained without a detector)."""
         return Novelty.from_dict(self.novelty)
 
+    @property
+    def offset(self) -> torch.Tensor:
+        """What calibration adds to this model's logits: the class weights' pull taken out (or zeros)."""
+        weights = self.rule.weights
+        return prior_offset(None if weights is None else torch.tensor(weights), len(self.classes))
+
     def build(self) -> AttentionCNN:
-        """A fresh, untrained network of this architecture, with this model's temperature (and an
+        """A fresh, untrained network of this architecture, with this model's calibration (and an
         empty detector bank of the recorded size, which the weights then fill)."""
         model = AttentionCNN(ModelConfig(**self.model_config), self.channels, len(self.classes), self.mean, self.std)
         model.temperature.fill_(self.temperature)
+        model.offset.copy_(self.offset)
         if self.detector is not None:
             model.attach_novelty(self.detector.bank, self.detector.neighbours, self.detector.detector)
         return model

@@ -94,8 +94,9 @@ class AttentionCNN(nn.Module):
             pooled = channels * cfg.attention_heads
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(pooled, num_classes)
-        # temperature scaling (pipeline/model/calibration.py): 1 while training, fitted after
+        # calibration (pipeline/model/calibration.py): 1 and 0 while training, fitted after
         self.register_buffer("temperature", torch.ones(()), persistent=False)
+        self.register_buffer("offset", torch.zeros(num_classes), persistent=False)  # the class weights' pull out
         self.novelty: NearestNeighbours | None = None  # the "unknown" detector, fitted after training
 
     def attach_novelty(self, size: int, neighbours: int, detector: str = DETECTOR) -> NearestNeighbours:
@@ -132,7 +133,7 @@ class AttentionCNN(nn.Module):
     def forward(self, images: torch.Tensor) -> Prediction:
         features = self.feature_map(images)
         pooled, attention = self.pool(features)
-        logits = self.classifier(self.dropout(pooled)) / self.temperature
+        logits = self.classifier(self.dropout(pooled)) / self.temperature + self.offset
         novelty = None
         if self.novelty is not None:
             novelty = self.novelty(self._spatial_mean(features) if self.novelty.reads == MEAN_FEATURES else pooled)

@@ -20,11 +20,11 @@ def choose_threshold(
     target_recall: float,
     confidence: float,
     calibrated: bool = True,
-    class_weights: np.ndarray | None = None,
 ) -> Decision:
     """The threshold on the positive class's probability for `target_recall` with `confidence`, chosen
     on `probabilities` (the validation split's), with its recall and precision there (`threshold_for`).
-    `class_weights`: the training loss's, whose pull on the probabilities the expected recall takes out."""
+    `calibrated`: whether they are (any class weights' pull taken out, `pipeline.model.calibration`),
+    and so also bound it."""
     index = classes.index(positive_class)
     positive = labels == index
     scores = probabilities[:, index]
@@ -33,7 +33,7 @@ def choose_threshold(
             f"data.positive_class {positive_class!r}: no image of it in the validation split, so no threshold "
             "can be chosen; add images of it or raise data.val_fraction"
         )
-    expected = unweighted(probabilities, class_weights)[:, index] if calibrated else None
+    expected = scores if calibrated else None
     threshold, confirmed = threshold_for(scores, positive, target_recall, confidence, expected)
     flagged = scores >= threshold
     return Decision(
@@ -46,16 +46,6 @@ def choose_threshold(
         confidence=confidence,
         confirmed=confirmed,
     )
-
-
-def unweighted(probabilities: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
-    """`probabilities` of a model trained with a loss weighing class k by w_k, as if unweighted: each
-    class's probability divided by its weight, renormalised (the weights act as a prior that favours
-    rare classes, which the decision wants and the expected recall must not count)."""
-    if class_weights is None:
-        return probabilities
-    divided = probabilities / np.where(class_weights > 0, class_weights, 1.0)
-    return divided / divided.sum(1, keepdims=True)
 
 
 def allowed_misses(count: int, target_recall: float, confidence: float) -> tuple[int, bool]:

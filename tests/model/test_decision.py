@@ -92,33 +92,33 @@ def borderline_images(rng: np.random.Generator, count: int, prevalence: float, b
 
 @pytest.mark.parametrize("prevalence, borderline, validation", [(0.31, 0.15, 200), (0.1, 0.04, 600), (0.05, 0.02, 600)])
 def test_calibrated_probabilities_steady_the_threshold_where_labels_are_borderline(prevalence, borderline, validation):
-    """A model trained with balanced class weights (its probabilities pulled towards the rare class),
-    a validation split of 30–60 positive images. At the split's median (`confidence` 0.5) the positive
-    ones alone put the threshold where the few borderline positives a split holds fall, and the recall
-    on new images falls 5 points short of 90 % in some splits; bounded by the expected recall of the
-    probabilities with the weights' pull taken out, it reaches the target on average and is never 5
-    points short, at a precision not far below the first rule's. Without taking the pull out the
-    bound flags far too much of the other class. At `confidence` 0.9, with the bound, it falls short
-    at all in at most one split in ten."""
+    """A model trained with balanced class weights, calibrated (the weights' pull on its probabilities
+    taken out, `pipeline.model.calibration`), a validation split of 30–60 positive images. At the
+    split's median (`confidence` 0.5) the positive ones alone put the threshold where the few
+    borderline positives a split holds fall, and the recall on new images falls 5 points short of
+    90 % in some splits; bounded by the expected recall of the probabilities, it reaches the target on
+    average and is never 5 points short, at a precision not far below the first rule's. With the
+    pull left in, the bound flags far too much of the other class. At `confidence` 0.9, with the
+    bound, it falls short at all in at most one split in ten."""
     rng = np.random.default_rng(3)
     population, truth = borderline_images(rng, 100_000, prevalence, borderline)
     share = truth.mean()
     weights = np.array([0.5 / (1 - share), 0.5 / share])  # 'balanced': n / (2 n_class)
 
-    def model(true: np.ndarray) -> np.ndarray:
-        pulled = weights[1] * true / (weights[1] * true + weights[0] * (1 - true))
-        return np.stack([1 - pulled, pulled], axis=1)
+    def model(true: np.ndarray, pulled: bool) -> np.ndarray:
+        positive = weights[1] * true / (weights[1] * true + weights[0] * (1 - true)) if pulled else true
+        return np.stack([1 - positive, positive], axis=1)
 
-    rules = {"alone": (0.5, False, None), "bounded": (0.5, True, weights), "pulled": (0.5, True, None),
-             "sure": (0.9, True, weights)}  # fmt: skip
+    rules = {"alone": (0.5, False, False), "bounded": (0.5, True, False), "pulled": (0.5, True, True),
+             "sure": (0.9, True, False)}  # fmt: skip
     reached = {rule: [] for rule in rules}
     for _ in range(60):
         true, labels = borderline_images(rng, validation, prevalence, borderline)
-        for rule, (confidence, calibrated, weighed) in rules.items():
+        for rule, (confidence, calibrated, pulled) in rules.items():
             decision = choose_threshold(
-                model(true), labels, ["ok", "defective"], "defective", 0.9, confidence, calibrated, weighed
+                model(true, pulled), labels, ["ok", "defective"], "defective", 0.9, confidence, calibrated
             )
-            called = decision.classes(model(population), ["ok", "defective"]) == 1
+            called = decision.classes(model(population, pulled), ["ok", "defective"]) == 1
             reached[rule].append((called[truth == 1].mean(), truth[called].mean()))
     alone, bounded, pulled, sure = (np.array(reached[rule]) for rule in rules)
     assert np.mean(bounded[:, 0] < 0.85) <= 0.02 < np.mean(alone[:, 0] < 0.85)
@@ -134,6 +134,17 @@ def test_below_the_threshold_the_answer_is_the_best_other_class():
     probabilities = np.array([[0.1, 0.6, 0.3], [0.05, 0.75, 0.2], [0.5, 0.2, 0.3]])
     assert rule.classes(probabilities, ["a", "b", "c"]).tolist() == [2, 1, 0]  # b at 0.6 is not enough
     assert Decision().classes(probabilities, ["a", "b", "c"]).tolist() == [1, 1, 0]  # no rule: argmax
+
+
+def test_class_weights_taken_out_of_the_probabilities_are_put_back_in_the_answer():
+    probabilities = np.array([[0.6, 0.4], [0.75, 0.25]])
+    weighed = Decision(weights=[0.7, 1.6])  # a 70/30 split, balanced
+    assert weighed.classes(probabilities, ["ok", "defective"]).tolist() == [1, 0]  # 0.42 < 0.64; 0.525 > 0.4
+    assert Decision().classes(probabilities, ["ok", "defective"]).tolist() == [0, 0]
+    assert Decision.from_dict(weighed.as_dict()) == weighed and "× 0.7 / 1.6" in weighed.describe()
+    rule = Decision(positive_class="b", threshold=0.7, target_recall=0.9, val_recall=0.9, val_precision=0.5,
+                    weights=[1.0, 1.0, 2.0])  # fmt: skip
+    assert rule.classes(np.array([[0.5, 0.2, 0.3]]), ["a", "b", "c"]).tolist() == [2]  # c weighs 0.6 > 0.5
 
 
 def test_a_positive_class_the_data_lacks_or_the_validation_split_misses_is_refused():
