@@ -24,7 +24,7 @@ from PIL import Image
 from pipeline.data.splits import load_split
 from tests.dvc_repo import STAGES, dvc, make_repo, run, stages_run
 from tests.servers import free_port, make_target, offline_page
-from tests.synthetic import write_dataset
+from tests.synthetic import CLASSES, write_dataset
 
 SECRET = "s3cr3t-t0ken"
 
@@ -183,16 +183,18 @@ def test_the_champion_is_served_over_http_from_image_files_and_refuses_bad_reque
     assert as_files.ok, as_files.text
     answer = as_files.json()["predictions"]
     assert answer["class"][0] == cli[1] and answer["probabilities"][0] == pytest.approx(predictions["probabilities"][0])
-    assert max(answer["probabilities"][0]) == pytest.approx(float(cli[2]), abs=1e-4)  # the CLI's figure, same decoding
+    answered = CLASSES.index(cli[1])  # the answer: the most probable class weighed by the class weights
+    assert answer["probabilities"][0][answered] == pytest.approx(float(cli[2]), abs=1e-4)  # the CLI's figure
     first_top = answer["top_k"][0]
     assert (
         len(first_top) == 2
-        and first_top[0]["class"] == cli[1]
+        and first_top[0]["probability"] == pytest.approx(max(answer["probabilities"][0]))
         and first_top[0]["probability"] >= first_top[1]["probability"]
     )
     served = whole_split.json()["predictions"]  # every test file: the same class and probability as predict's
     assert served["class"] == [line[1] for line in by_cli]
-    assert [max(row) for row in served["probabilities"]] == pytest.approx([float(line[2]) for line in by_cli], abs=1e-4)
+    chosen = [row[CLASSES.index(name)] for row, name in zip(served["probabilities"], served["class"], strict=True)]
+    assert chosen == pytest.approx([float(line[2]) for line in by_cli], abs=1e-4)
     assert served["unknown"] == [line[-1] == "unknown" for line in by_cli] and len(served["novelty"]) == len(by_cli)
     assert about["unknown"].startswith("novelty over ")  # /version says when the model answers "unknown"
     overlays = [Image.open(io.BytesIO(base64.b64decode(text))) for text in answer["overlay"]]
