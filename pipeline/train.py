@@ -192,7 +192,11 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
         mlflow.log_metrics({"peak_memory_mb": metrics["peak_memory_mb"], "kept_epoch": kept_epoch})
-        weights = pulling_weights(cfg, training.loss_fn.weight)
+        weights = uneven(training.loss_fn.weight)
+        if weights is not None:
+            metrics["class_weights"] = dict(zip(meta["classes"], weights.tolist(), strict=True))
+            mlflow.log_params({f"class_weight.{name}": round(w, 4) for name, w in metrics["class_weights"].items()})
+        weights = weights if cfg.train.calibrate else None  # the pull calibration takes out
         if cfg.train.calibrate:
             metrics["calibration"] = calibrate(model, val_data, runtime, weights)
             mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
@@ -246,10 +250,9 @@ def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime, weig
     return {"temperature": temperature, "before": before, "after": after}
 
 
-def pulling_weights(cfg: Config, weights: torch.Tensor | None) -> torch.Tensor | None:
-    """The loss's class weights that calibration takes out of the probabilities (and the answer puts
-    back): None without calibration or when every class weighs the same (no pull)."""
-    if not cfg.train.calibrate or weights is None or bool((weights == weights[0]).all()):
+def uneven(weights: torch.Tensor | None) -> torch.Tensor | None:
+    """The loss's class weights on the CPU, or None when every class weighs the same (no pull)."""
+    if weights is None or bool((weights == weights[0]).all()):
         return None
     return weights.detach().float().cpu()
 
