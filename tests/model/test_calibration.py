@@ -125,7 +125,7 @@ def test_the_model_file_and_its_onnx_export_answer_with_the_fitted_calibration(c
     assert float(model.temperature) == pytest.approx(info.temperature)
     weights = class_weights(load_split(cfg.paths.processed, "train").labels, len(info.classes))
     assert info.rule.weights == pytest.approx(weights.tolist()) and len(set(info.rule.weights)) > 1  # 29/33/31
-    assert trained.metrics["class_weights"] == pytest.approx(dict(zip(info.classes, weights.tolist())))
+    assert trained.metrics["class_weights"] == pytest.approx(dict(zip(info.classes, weights.tolist(), strict=True)))
     torch.testing.assert_close(model.offset, -weights.log())
     test = load_split(cfg.paths.processed, "test")
     logits = predict_batches(model, test.images, 64, select_runtime("cpu", "fp32")).logits
