@@ -14,8 +14,8 @@ and evaluate stages run with the defaults of `params.yaml` except the data secti
 `seed_cnn` (the defaults), `steps-floor-only` (the training length before `train.min_images`: half
 the epochs here), `top-down` (the docs' advice for cells: `vflip`, `rot90`; also with the step floor
 only, and with twice the images, `train.min_images: 64000`, as `twice-the-images` without it),
-`seed_cnn-256` (the defaults at `image_size: 256`) and `heads-4` (four attention maps).
-Writes `bench/results/cell_mosaics.json`; prints a markdown table.
+`seed_cnn-256` (the defaults at `image_size: 256`), `heads-4` (four attention maps) and `half-rate`
+(the defaults at half the learning rate). Writes `bench/results/cell_mosaics.json`; prints a markdown table.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ VARIANTS = {
     "top-down-twice-the-images": {"train": {"min_images": 64000, "augment": {"vflip": True, "rot90": True}}},
     "seed_cnn-256": {"data": {"image_size": 256}},  # the defaults at twice the resolution
     "heads-4": {"model": {"attention_heads": 4}},  # the defaults with four attention maps
+    "half-rate": {"train": {"lr": 0.002}},  # the defaults at half the learning rate
 }
 
 

@@ -24,7 +24,7 @@ def test_fashion_mnist_trains_as_the_params_say():
 def test_a_small_set_gets_smaller_batches_and_more_epochs():
     plan = plan_training(DEFAULTS, 1771)  # a small inspection set
     assert plan.batch_size == 32  # 1771 / 32 steps = 55 images, rounded down to a power of two
-    assert plan.lr_scale == (32 / DEFAULTS.batch_size) ** 0.5 and "learning rates × 0.354" in plan.describe()
+    assert plan.lr_scale == (32 / DEFAULTS.batch_size) ** 0.75 and "learning rates × 0.21" in plan.describe()
     assert plan.steps_per_epoch >= DEFAULTS.min_steps_per_epoch and plan.steps >= DEFAULTS.min_steps
     assert plan.epochs > DEFAULTS.epochs and len(plan.reasons) == 3 and "min_steps 1000" in plan.describe()
     assert plan.epochs * 1771 >= DEFAULTS.min_images and "min_images 32000" in plan.describe()
@@ -60,7 +60,7 @@ def test_a_batch_of_large_images_is_cut_to_what_memory_holds():
     large = plan_training(DEFAULTS, 1_000_000, image_bytes=56 * mb, free_bytes=16 * gb)  # 300 px, seed CNN
     assert large.batch_size == 64  # 8 GB / (2 × 56 MB) = 73 images → 64
     assert "needs about 28.0 GB for its activations (56.0 MB an image)" in large.describe()
-    assert large.lr_scale == (64 / DEFAULTS.batch_size) ** 0.5
+    assert large.lr_scale == (64 / DEFAULTS.batch_size) ** 0.75
     assert plan_training(DEFAULTS, 1_000_000, image_bytes=mb // 2, free_bytes=16 * gb).batch_size == 256  # 28 px
     assert plan_training(DEFAULTS, 1_000_000, image_bytes=4 * gb, free_bytes=gb).batch_size == 8  # never below 8
     shared = plan_training(DEFAULTS, 1_000_000, Ranks(0, 0, 2), image_bytes=56 * mb, free_bytes=16 * gb)
