@@ -196,12 +196,12 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
         if weights is not None:
             metrics["class_weights"] = dict(zip(meta["classes"], weights.tolist(), strict=True))
             mlflow.log_params({f"class_weight.{name}": round(w, 4) for name, w in metrics["class_weights"].items()})
-        weights = weights if cfg.train.calibrate else None  # the pull calibration takes out
+        pull = weights if cfg.train.calibrate else None  # what calibration takes out and the answer puts back
         if cfg.train.calibrate:
-            metrics["calibration"] = calibrate(model, val_data, runtime, weights)
+            metrics["calibration"] = calibrate(model, val_data, runtime, pull)
             mlflow.log_param("calibration.temperature", metrics["calibration"]["temperature"])
             mlflow.log_metrics({f"val_ece_{k}": v for k, v in metrics["calibration"].items() if k != "temperature"})
-        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime, weights)
+        decision = decision_rule(cfg, meta["classes"], model, val_data, runtime, pull)
         if decision.positive_class is not None:
             metrics["decision"] = decision.as_dict()
             mlflow.log_params({"decision.threshold": decision.threshold})
