@@ -8,10 +8,11 @@ class in the attention's order vs Grad-CAM's and a random order (over all and pe
 `data.positive_class`, that class's verdict is the one warned about), and where boxes are known the pointing
 game and the mass in the box, the attention's beside Grad-CAM's and a centre point's),
 `metrics/predictions.csv` (for DVC's confusion-matrix plot), `plots/confusion_matrix.png`,
-`plots/roc_pr.png` (ROC and precision-recall curves), `plots/attention_overlays.png` and
-`plots/deletion_curves.png`. With a detector, the "unknown" answer is checked on the test split and
-on out-of-distribution sets made here (`pipeline/data/outliers.py`): AUROC, FPR95 and the share
-flagged, beside the logit-only scores, in `eval.json` and `plots/novelty.png`.
+`plots/roc_pr.png` (ROC and precision-recall curves), `plots/attention_overlays.png` (with several
+attention heads, each head's map beside their mean) and `plots/deletion_curves.png`. With a
+detector, the "unknown" answer is checked on the test split and on out-of-distribution sets made
+here (`pipeline/data/outliers.py`): AUROC, FPR95 and the share flagged, beside the logit-only
+scores, in `eval.json` and `plots/novelty.png`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN, Prediction
 from pipeline.model.novelty import logit_scores
 from pipeline.training.plan import fitting_batch
-from pipeline.training.runtime import Runtime, predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import Runtime, head_maps, predict_batches, scoring_batch, select_runtime
 from pipeline.training.steps import activation_bytes
 
 log = logging.getLogger(__name__)
@@ -253,10 +254,11 @@ def run(cfg: Config) -> dict:
     count = min(cfg.evaluate.overlay_images, len(true))
     chosen = torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg.data.seed))[:count]
     pairs = [(classes[t], classes[p]) for t, p in zip(true[chosen], predicted[chosen], strict=True)]
+    shown = test.images[chosen]
     figures.attention_overlays(
-        test.images[chosen], attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
+        shown, attention[chosen], [f"true: {t}\npred: {p}" for t, p in pairs],
         paths.plots / "attention_overlays.png", ["green" if t == p else "red" for t, p in pairs],
-        None if test.boxes is None else test.boxes[chosen],
+        None if test.boxes is None else test.boxes[chosen], head_maps(model, shown, batch, runtime),
     )  # fmt: skip
     figures.deletion_curves(curves, paths.plots / "deletion_curves.png", metrics["attention"])
     figures.reliability_diagram(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from pipeline import evaluate, export, preprocess, train, validate
 from pipeline.core.config import load_config
@@ -131,3 +132,19 @@ def test_evaluate_and_export_on_a_streamed_test_split_report_what_they_report_fr
         figures[loader] += (rows.drop(columns=[c for c in rows.columns if "seconds" in c]).round(5),)
     assert figures["stream"][:2] == figures["memory"][:2]
     pd.testing.assert_frame_equal(figures["stream"][2], figures["memory"][2])
+
+
+def test_a_model_with_several_heads_shows_each_heads_map_and_exports_their_mean(project):
+    validate.run(project)
+    preprocess.run(project)
+    cfg = load_config(overrides={"model.attention_heads": 3})
+    train.run(cfg)
+    evaluate.run(cfg)
+    width, height = Image.open(cfg.paths.plots / "attention_overlays.png").size
+    assert width / height < 2  # a row per overlay image (the mean, heads 1..3), not the four side by side
+    export.run(cfg)
+    model, _ = load_model(cfg.paths.model_file)
+    images = load_split(cfg.paths.processed, "test").images[:5]
+    _, attention, _, _ = onnx_file.session(cfg.paths.onnx_file).run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(attention, model.head_maps(images).mean(1).numpy(), atol=1e-5)

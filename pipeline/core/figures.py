@@ -74,31 +74,49 @@ def roc_and_precision_recall(true: np.ndarray, probabilities: np.ndarray, classe
 
 def attention_overlays(
     images: torch.Tensor, attention: torch.Tensor, titles: list[str], path: Path,
-    colours: list[str] | None = None, boxes: torch.Tensor | None = None,
+    colours: list[str] | None = None, boxes: torch.Tensor | None = None, heads: torch.Tensor | None = None,
 ) -> None:  # fmt: skip
     """A grid of uint8 images with their attention maps upsampled and overlaid, a title on each, the
-    attention peak marked (+) and, where `boxes` (N×K×4 pixels, NaN rows pad) gives them, the objects' boxes."""
+    attention peak marked (+) and, where `boxes` (N×K×4 pixels, NaN rows pad) gives them, the objects'
+    boxes. With `heads` (N×heads×h×w, a model with several maps), one row per image: the map the
+    model shows (their mean), then each head's own."""
     count = len(images)
+    colours = colours or ["black"] * count
+    # each panel: the image's index, the map over it, its title and the title's colour
+    panels = [(index, attention[index], titles[index], colours[index]) for index in range(count)]
     columns = min(8, count)
-    rows = math.ceil(count / columns)
+    if heads is not None:
+        columns = 1 + heads.shape[1]
+        panels = [
+            (index, level, titles[index] if k == 0 else f"head {k}", colours[index] if k == 0 else "black")
+            for index in range(count)
+            for k, level in enumerate([attention[index], *heads[index]])
+        ]
+    rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows), squeeze=False)
-    size = images.shape[-2:]
-    heat = F.interpolate(attention[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    for index, axis in enumerate(axes.flat):
+    for axis in axes.flat:
         axis.axis("off")
-        if index >= count:
-            continue
-        picture = images[index].permute(1, 2, 0).numpy()
-        axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray")
-        axis.imshow(heat[index].numpy(), cmap="jet", alpha=0.45)
-        rows, cols = attention.shape[-2:]
-        peak_row, peak_col = divmod(int(attention[index].argmax()), cols)
-        scale_y, scale_x = size[0] / rows, size[1] / cols
-        axis.plot((peak_col + 0.5) * scale_x - 0.5, (peak_row + 0.5) * scale_y - 0.5, "w+", markersize=9, mew=2)
-        for x0, y0, x1, y1 in [] if boxes is None else boxes[index][~torch.isnan(boxes[index]).any(1)].tolist():
-            axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5))
-        axis.set_title(titles[index], fontsize=7, color=colours[index] if colours else "black")
+    for axis, (index, level, title, colour) in zip(axes.flat, panels, strict=False):
+        _overlay_panel(axis, images[index], level, None if boxes is None else boxes[index], title, colour)
     _save(figure, path)
+
+
+def _overlay_panel(
+    axis: plt.Axes, image: torch.Tensor, level: torch.Tensor, boxes: torch.Tensor | None, title: str, colour: str
+) -> None:
+    """One uint8 C×H×W image with the h×w map `level` upsampled over it, its peak (+), `boxes` (K×4, NaN rows pad)."""
+    size = image.shape[-2:]
+    heat = F.interpolate(level[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    picture = image.permute(1, 2, 0).numpy()
+    axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray")
+    axis.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+    rows, cols = level.shape
+    peak_row, peak_col = divmod(int(level.argmax()), cols)
+    scale_y, scale_x = size[0] / rows, size[1] / cols
+    axis.plot((peak_col + 0.5) * scale_x - 0.5, (peak_row + 0.5) * scale_y - 0.5, "w+", markersize=9, mew=2)
+    for x0, y0, x1, y1 in [] if boxes is None else boxes[~torch.isnan(boxes).any(1)].tolist():
+        axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5))
+    axis.set_title(title, fontsize=7, color=colour)
 
 
 LABELS = {"gradcam": "Grad-CAM"}

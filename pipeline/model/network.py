@@ -41,15 +41,24 @@ class SoftAttentionPool(nn.Module):
         self.score = nn.Linear(attention_dim, heads, bias=False)  # w (one row per head)
         self.gate = nn.Linear(channels, attention_dim) if gated else None  # W_g, b_g
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, _, height, width = features.shape
-        positions = features.flatten(2).transpose(1, 2)  # B×n×C
+    def weights(self, positions: torch.Tensor) -> torch.Tensor:
+        """B×n×heads: each head's softmax over all n positions of B×n×C `positions`."""
         hidden = torch.tanh(self.project(positions))
         if self.gate is not None:
             hidden = hidden * torch.sigmoid(self.gate(positions))
-        alpha = torch.softmax(self.score(hidden).float(), dim=1)  # B×n×heads, over all n positions
+        return torch.softmax(self.score(hidden).float(), dim=1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = features.shape
+        positions = features.flatten(2).transpose(1, 2)  # B×n×C
+        alpha = self.weights(positions)
         pooled = torch.bmm(alpha.transpose(1, 2).to(positions.dtype), positions)  # B×heads×C
         return pooled.flatten(1), alpha.mean(dim=2).view(batch, height, width)
+
+    def head_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """B×heads×H×W: each head's own map (the map `forward` returns is their mean)."""
+        batch, _, height, width = features.shape
+        return self.weights(features.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(batch, -1, height, width)
 
 
 class AveragePool(nn.Module):
@@ -129,6 +138,12 @@ class AttentionCNN(nn.Module):
     def mean_features(self, images: torch.Tensor) -> torch.Tensor:
         """B×C: each image's last feature map averaged over all positions, in float32."""
         return self._spatial_mean(self.feature_map(images))
+
+    def head_maps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """B×heads×H×W: each attention head's map for the images; None unless the model has several."""
+        if not isinstance(self.pool, SoftAttentionPool) or self.pool.score.out_features < 2:
+            return None
+        return self.pool.head_maps(self.feature_map(images))
 
     def forward(self, images: torch.Tensor) -> Prediction:
         features = self.feature_map(images)

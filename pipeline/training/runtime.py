@@ -124,6 +124,15 @@ def predict_batches(
 
 
 @torch.no_grad()
+def head_maps(model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> torch.Tensor | None:
+    """N×heads×H×W: each attention head's map for uint8 `images` (`AttentionCNN.head_maps`), float32
+    on the CPU; None for a model with one map or none."""
+    model.eval()
+    parts = list(_batches(model.head_maps, images, batch_size, runtime, None))
+    return None if parts[0] is None else torch.cat([maps.float().cpu() for maps in parts])
+
+
+@torch.no_grad()
 def mean_features(
     model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime, rows: torch.Tensor | None = None
 ) -> torch.Tensor:

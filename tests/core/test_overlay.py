@@ -1,8 +1,10 @@
 """Attention overlays at the image's own resolution."""
 
 import numpy as np
+import torch
 from PIL import Image
 
+from pipeline.core import figures
 from pipeline.core.overlay import overlay
 from pipeline.data.images import EXIF_ORIENTATION
 from pipeline.predict import ImagePrediction, write_heatmap
@@ -39,3 +41,14 @@ def test_predict_writes_heatmaps_at_the_size_the_image_is_shown(tmp_path):
         written = write_heatmap(ImagePrediction(tmp_path / name, "a", 0.9, attention), tmp_path / "maps")
         assert written == tmp_path / "maps" / f"{name.split('.')[0]}_attention.png"
         assert Image.open(written).size == size
+
+
+def test_the_evaluation_grid_gives_each_head_its_own_panel_beside_their_mean(tmp_path):
+    images = torch.zeros(3, 1, 16, 16, dtype=torch.uint8)
+    shown, titles = torch.full((3, 4, 4), 1 / 16), ["a", "b", "c"]
+    figures.attention_overlays(images, shown, titles, tmp_path / "one.png")
+    figures.attention_overlays(images, shown, titles, tmp_path / "heads.png", heads=torch.rand(3, 4, 4, 4))
+    width, height = Image.open(tmp_path / "one.png").size
+    assert width > 2 * height  # one map each: the three images side by side
+    width, height = Image.open(tmp_path / "heads.png").size
+    assert 1.2 < width / height < 1.7  # a row per image: the mean, then heads 1..4 (5 × 2.0 by 3 × 2.3 inches)

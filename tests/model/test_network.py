@@ -69,6 +69,19 @@ def test_heads_pool_their_own_maps_and_show_their_mean():
     assert make(heads=3).classifier.in_features == 3 * 16
 
 
+def test_head_maps_are_each_heads_own_map_whose_mean_is_shown():
+    model = make("gated", heads=3).eval()
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        maps, shown = model.head_maps(images), model(images).attention
+    assert maps.shape == (4, 3, 7, 7)
+    torch.testing.assert_close(maps.flatten(2).sum(2), torch.ones(4, 3))  # each head: a softmax over all positions
+    assert not torch.allclose(maps[:, 0], maps[:, 1])
+    torch.testing.assert_close(maps.mean(1), shown)
+    assert make("soft", heads=1).head_maps(images) is None  # one map: nothing more to show
+    assert make("none").head_maps(images) is None
+
+
 def test_the_gate_can_silence_a_position():
     pool = SoftAttentionPool(channels=1, attention_dim=1, gated=True)
     with torch.no_grad():
