@@ -42,8 +42,12 @@ SIDE, CELLS, DEFECTIVE_SHARE, TEST_SHARE = 300, 2600, 0.31, 0.25
 VARIANTS = {
     "seed_cnn": {"model": {"backbone": "auto"}},  # the defaults: the small CNN from scratch
     "efficientnet-stride-16": {"model": {"pretrained": True}},  # EfficientNet-Lite0 from ImageNet, 8×8 map
+    "seed_cnn-64": {"data": {"image_size": 64}},  # the defaults at a coarser resolution (the README's example size)
+    "seed_cnn-96": {"data": {"image_size": 96}},
     "seed_cnn-224": {"data": {"image_size": 224}},  # the defaults at a finer resolution
     "heads-4": {"model": {"attention_heads": 4}},  # the defaults with four attention maps
+    # the rate of the rule before 2026-12-05: batch 32 of 256 scaled the rate by (1/8) ** 0.5, now (1/8) ** 0.75
+    "sqrt-rate": {"train": {"lr": 0.004 * 8**0.25}},
 }
 
 
