@@ -45,6 +45,13 @@ def test_the_site_builds_strictly(site):
     assert "fonts.googleapis" not in (site / "index.html").read_text()  # offline: no web fonts
 
 
+def test_a_list_straight_under_a_line_of_text_renders_as_a_list_as_on_github(site):
+    paragraphs = [(page.parent.name, text) for page in site.rglob("*.html")
+                  for text in re.findall(r"<p>(.*?)</p>", page.read_text(), re.S)]  # fmt: skip
+    assert [(page, text[:60]) for page, text in paragraphs if re.search(r"^- ", text, re.M)] == []
+    assert "What it says:</p>\n<ul>\n<li><strong>" in (site / "benchmarks" / "index.html").read_text()
+
+
 def test_the_site_renders_styled_with_no_network_and_its_navigation_and_images_work(site):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
