@@ -48,7 +48,7 @@ from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN, Prediction
 from pipeline.model.novelty import logit_scores
 from pipeline.training.plan import fitting_batch
-from pipeline.training.runtime import Runtime, head_maps, predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import Runtime, head_maps, predict_batches, select_runtime
 from pipeline.training.steps import activation_bytes
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def unknown_metrics(
                     "test_flagged": float(detector.unknown(scores["test"]).mean()), "sets": {}}  # fmt: skip
     for name in SETS:
         images = torch.from_numpy(outlier_set(name, info.image_size, info.channels, seed=cfg.data.seed))
-        out = predict_batches(model, images, scoring_batch(images, cfg.evaluate.batch_size), runtime)
+        out = predict_batches(model, images, runtime.scoring_batch(images, cfg.evaluate.batch_size), runtime)
         scores[name] = out.novelty.numpy()
         result["sets"][name] = {
             **separation(scores["test"], scores[name]),
@@ -157,7 +157,7 @@ def attention_metrics(
     size = tuple(test.images.shape[-2:])
     count = cfg.evaluate.faithfulness_images
     seed = cfg.data.seed
-    batch = scoring_batch(test.images, cfg.evaluate.batch_size)
+    batch = runtime.scoring_batch(test.images, cfg.evaluate.batch_size)
     cam_batch = gradcam_batch(model, test.images, batch, runtime)
     result: dict = {"map": list(grid), **checks.near_empty_figures(test.images, attention)}
     if test.boxes is not None:
@@ -213,7 +213,7 @@ def run(cfg: Config) -> dict:
     test = load_split(paths.processed, "test", cfg.train.loader)
     runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(model)
-    batch = scoring_batch(test.images, cfg.evaluate.batch_size)
+    batch = runtime.scoring_batch(test.images, cfg.evaluate.batch_size)
     predict_batches(model, test.images[:batch], batch, runtime)  # warm-up
     start = time.perf_counter()
     out = predict_batches(model, test.images, batch, runtime)

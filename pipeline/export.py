@@ -27,7 +27,7 @@ from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import onnx_file
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
-from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def run(cfg: Config) -> dict:
     pixels = test.images[:]  # the sample in memory (read from the shards when the split is streamed)
     images, labels = pixels.numpy(), test.labels.numpy()
     runtime = select_runtime("cpu", "fp32")  # the reference: the float model, as ONNX holds it
-    batch = scoring_batch(pixels, settings.batch_size)
+    batch = runtime.scoring_batch(pixels, settings.batch_size)
     torch_out, torch_seconds = _timed(predict_batches, model, pixels, batch, runtime)
     reference = torch_out.logits.numpy()
 

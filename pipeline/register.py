@@ -56,7 +56,7 @@ from pipeline.model.champion import (
 )
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
-from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import predict_batches, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def predicted_classes(model: AttentionCNN, info: ModelInfo, test: TensorSplit, c
     """The class `model` gives each test image by its own rule, on the device and precision evaluation uses."""
     runtime = select_runtime(cfg.train.device, cfg.train.precision, backbone=cfg.model.backbone)
     model = runtime.prepare(copy.deepcopy(model))
-    batch = scoring_batch(test.images, cfg.evaluate.batch_size)
+    batch = runtime.scoring_batch(test.images, cfg.evaluate.batch_size)
     logits = predict_batches(model, test.images, batch, runtime).logits
     return info.rule.classes(logits.softmax(1).numpy(), info.classes)
 

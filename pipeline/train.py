@@ -45,7 +45,6 @@ from pipeline.training.runtime import (
     Runtime,
     mean_features,
     predict_batches,
-    scoring_batch,
     select_runtime,
     uses_cuda,
 )
@@ -237,7 +236,7 @@ def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime, weig
     (None: none) taken out of its logits; the temperature and the calibration error before and after."""
     model.temperature.fill_(1.0)
     model.offset.zero_()
-    logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
+    logits = predict_batches(model, val_data.images, runtime.scoring_batch(val_data.images), runtime).logits
     labels = val_data.labels.cpu()
     offset = prior_offset(weights, logits.shape[1])
     temperature = fit_temperature(logits, labels, offset)
@@ -267,7 +266,7 @@ def decision_rule(
     weighed = Decision(weights=None if weights is None else weights.tolist())
     if cfg.data.positive_class is None:
         return weighed
-    logits = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).logits
+    logits = predict_batches(model, val_data.images, runtime.scoring_batch(val_data.images), runtime).logits
     chosen = choose_threshold(
         logits.softmax(1).numpy(), val_data.labels.cpu().numpy(), classes, cfg.data.positive_class,
         cfg.train.positive_recall, cfg.train.positive_confidence, calibrated=cfg.train.calibrate,
@@ -282,9 +281,9 @@ def fit_detector(
     (seeded), and the threshold that accepts `train.unknown.accept` of the validation images."""
     settings = cfg.train.unknown
     rows = bank_rows(len(train_data.labels), settings.bank, cfg.train.seed).to(train_data.images.device)
-    features = mean_features(model, train_data.images, scoring_batch(train_data.images), runtime, rows)
+    features = mean_features(model, train_data.images, runtime.scoring_batch(train_data.images), runtime, rows)
     model.attach_novelty(len(features), settings.neighbours).bank.copy_(unit_rows(features))
-    scores = predict_batches(model, val_data.images, scoring_batch(val_data.images), runtime).novelty.numpy()
+    scores = predict_batches(model, val_data.images, runtime.scoring_batch(val_data.images), runtime).novelty.numpy()
     detector = Novelty(
         neighbours=model.novelty.neighbours, bank=len(features),
         threshold=acceptance_threshold(scores, settings.accept), accept=settings.accept,

@@ -34,7 +34,7 @@ from pipeline.core.tracking import connect
 from pipeline.data.splits import TensorSplit, load_split, read_meta
 from pipeline.training.runtime import predict_batches, select_runtime
 from pipeline.training.selection import KeptEpoch
-from pipeline.training.steps import build_training, scoring_batch, split_loss, train_epoch
+from pipeline.training.steps import build_training, split_loss, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
             mlflow.log_params({**overrides, "plan.epochs": plan.epochs, "plan.batch_size": plan.batch_size})
             for epoch in range(1, plan.epochs + 1):
                 train_epoch(training, train_data, trial_cfg.train, runtime, epoch)
-                batch = scoring_batch(val_data.images)
+                batch = runtime.scoring_batch(val_data.images)
                 logits = predict_batches(training.model, val_data.images, batch, runtime).logits
                 value = score(labels, logits.argmax(1).numpy(), cfg.register.metric)
                 if kept.update(epoch, split_loss(training, logits, val_data.labels)):

@@ -36,7 +36,7 @@ from pipeline.core.paths import ProjectPaths
 from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
 from pipeline.model.threshold import choose_threshold
-from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import predict_batches, select_runtime
 
 BORDERLINE_SHARE, BORDERLINE_DEFECTIVE = 0.15, 0.25
 CLEAR_DEFECTIVE = (cell_cracks.DEFECTIVE_SHARE - BORDERLINE_SHARE * BORDERLINE_DEFECTIVE) / (1 - BORDERLINE_SHARE)
@@ -82,7 +82,7 @@ def threshold_spread(root: Path, draws: int = 1000, seed: int = 0) -> dict:
     runtime, probabilities, labels = select_runtime("cpu"), [], []
     for name in ("val", "test"):
         split = load_split(paths.processed, name)
-        logits = predict_batches(model, split.images, scoring_batch(split.images), runtime).logits
+        logits = predict_batches(model, split.images, runtime.scoring_batch(split.images), runtime).logits
         probabilities.append(logits.softmax(1).numpy())
         labels.append(split.labels.numpy())
     positive = info.classes.index("defective")

@@ -29,7 +29,7 @@ from pipeline.evaluate import deletion_fill, gradcam_batch, sample
 from pipeline.model import attention_checks as checks
 from pipeline.model.gradcam import gradcam_maps
 from pipeline.model.model_file import load_model
-from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import predict_batches, select_runtime
 
 
 def measure(project: Path) -> dict:
@@ -42,7 +42,7 @@ def measure(project: Path) -> dict:
     model = runtime.prepare(model)
     chosen = sample(torch.arange(len(test.labels)), cfg.evaluate.faithfulness_images, cfg.data.seed)
     images = test.images[chosen]
-    batch = scoring_batch(images, cfg.evaluate.batch_size)
+    batch = runtime.scoring_batch(images, cfg.evaluate.batch_size)
     attention = predict_batches(model, images, batch, runtime).attention
     grid = tuple(attention.shape[1:])
     fill = deletion_fill(cfg, images, info)

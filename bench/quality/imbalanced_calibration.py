@@ -37,7 +37,7 @@ from pipeline.data import fashion_mnist
 from pipeline.data.splits import load_split
 from pipeline.model.calibration import calibration_error, class_calibration_error, fit_temperature
 from pipeline.model.model_file import load_model
-from pipeline.training.runtime import predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import predict_batches, select_runtime
 
 COMMON, RARE = "T-shirt_top", "Shirt"
 SETS = {"shirts-10": 0.10, "shirts-31": 0.31}  # the rare class's share of each split
@@ -104,7 +104,7 @@ def compare(root: Path) -> dict:
     runtime, raw, labels = select_runtime("cpu"), {}, {}
     for name in ("val", "test"):
         split = load_split(paths.processed, name)
-        logits = predict_batches(model, split.images, scoring_batch(split.images), runtime).logits.float()
+        logits = predict_batches(model, split.images, runtime.scoring_batch(split.images), runtime).logits.float()
         raw[name], labels[name] = (logits - info.offset) * info.temperature, split.labels  # before calibration
     rare = int(np.bincount(labels["test"].numpy()).argmin())
     alone = fit_temperature(raw["val"], labels["val"])

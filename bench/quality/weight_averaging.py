@@ -28,7 +28,7 @@ from bench import RESULTS
 from bench.quality.cell_cracks_borderline import prepare
 from pipeline.core.config import load_config
 from pipeline.data.splits import TensorSplit, load_split, read_meta
-from pipeline.training.runtime import Runtime, predict_batches, scoring_batch, select_runtime
+from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 from pipeline.training.steps import build_training, train_epoch
 
 SHARES = (0.05, 0.1, 0.2, 0.35)  # each EMA's window, a share of the run's optimizer steps
@@ -39,7 +39,7 @@ def scores(model, splits: dict[str, TensorSplit], runtime: Runtime, defective: i
     """Accuracy, balanced accuracy, defective recall and log loss of `model` on each split."""
     figures = {}
     for name, split in splits.items():
-        logits = predict_batches(model, split.images, scoring_batch(split.images), runtime).logits
+        logits = predict_batches(model, split.images, runtime.scoring_batch(split.images), runtime).logits
         truth, answer = split.labels.cpu().numpy(), logits.argmax(1).numpy()
         figures |= {
             f"{name}_accuracy": float((answer == truth).mean()),

@@ -127,14 +127,21 @@ def deletion_curves(
     return np.stack(curves, axis=1), target[:, 0].numpy()
 
 
-def blurred(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images under a Gaussian blur of σ = 1/8 of their side: shapes stay, detail goes."""
+def blurred(images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """uint8 images under a Gaussian blur of σ = 1/8 of their side: shapes stay, detail goes. The
+    blur is separable: a row pass then a column pass (at 224 px 2 × 169 taps instead of 169²
+    per pixel), in floats, `batch` images at a time."""
     from torchvision.transforms.v2 import functional
 
     side = min(images.shape[-2:])
     sigma = side / 8
     kernel = min(2 * math.ceil(3 * sigma) + 1, side - 1 if side % 2 == 0 else side)
-    return functional.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    parts = []
+    for start in range(0, len(images), batch):
+        part = functional.gaussian_blur(images[start : start + batch].float(), [kernel, 1], [sigma, sigma])
+        part = functional.gaussian_blur(part, [1, kernel], [sigma, sigma])
+        parts.append(part.round_().clamp_(0, 255).to(images.dtype))
+    return torch.cat(parts) if parts else images.clone()
 
 
 def area(curve: np.ndarray) -> float:

@@ -14,7 +14,10 @@ from torch import nn
 from pipeline.core.errors import PipelineError
 from pipeline.model.network import Prediction
 
-SCORING_VALUES = 2**24  # pixel values per forward pass when a split is scored
+# pixel values per forward pass when a split is scored: on a GPU large batches keep it busy; on the
+# CPU a batch whose activations stay near its caches is faster (2-core Xeon, BENCHMARKS.md "Scoring
+# large images on the CPU": 128-px grey images at 2**24 values 304 images/s, at 2**20 436)
+SCORING_VALUES = {"cuda": 2**24, "cpu": 2**20}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class Runtime:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(self.device, memory_format=self.memory_format)
+
+    def scoring_batch(self, images: torch.Tensor, at_most: int = 1024) -> int:
+        """Images per forward pass for scoring `images` here: up to `at_most` small ones, fewer large
+        ones (`SCORING_VALUES` pixel values; on the CPU 1 M, so activations stay near the caches)."""
+        values = SCORING_VALUES.get(self.device.type, SCORING_VALUES["cuda"])
+        return max(1, min(at_most, values // images.shape[1:].numel()))
 
 
 def native_cpu_bf16() -> bool:
@@ -101,12 +110,6 @@ def _batches(call, images: torch.Tensor, batch_size: int, runtime: Runtime, rows
         batch = (images[part] if rows is None else images[rows[part]]).to(runtime.device, non_blocking=True)
         with runtime.autocast():
             yield call(batch.contiguous(memory_format=runtime.memory_format))
-
-
-def scoring_batch(images: torch.Tensor, at_most: int = 1024) -> int:
-    """Images per forward pass for scoring `images`: up to `at_most` small ones, fewer large ones
-    (about 16 M pixel values, 64 MB as float32, so activations stay bounded at any image size)."""
-    return max(1, min(at_most, SCORING_VALUES // images.shape[1:].numel()))
 
 
 @torch.no_grad()

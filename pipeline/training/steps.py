@@ -22,7 +22,7 @@ from pipeline.model.network import AttentionCNN
 from pipeline.training.augment import augment
 from pipeline.training.distributed import ONE_PROCESS, Ranks
 from pipeline.training.plan import Plan, plan_training
-from pipeline.training.runtime import Runtime, predict_batches, scoring_batch
+from pipeline.training.runtime import Runtime, predict_batches
 
 
 def make_optimizer(model: AttentionCNN, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
@@ -142,7 +142,7 @@ def split_loss(training: Training, logits: torch.Tensor, labels: torch.Tensor) -
 
 def evaluate_split(training: Training, split: TensorSplit, runtime: Runtime) -> tuple[float, float]:
     """Loss and accuracy of the model on a split (computed on the CPU, where the logits come back)."""
-    logits = predict_batches(training.model, split.images, scoring_batch(split.images), runtime).logits
+    logits = predict_batches(training.model, split.images, runtime.scoring_batch(split.images), runtime).logits
     labels = split.labels.cpu()
     return split_loss(training, logits, labels), (logits.argmax(1) == labels).float().mean().item()
 

@@ -62,6 +62,19 @@ def test_the_blur_fill_removes_detail_and_keeps_brightness():
     assert blurred[1].float().std() < 0.25 * cracks[1].float().std()
 
 
+def test_the_blur_is_the_two_dimensional_gaussian_done_in_two_passes():
+    from torchvision.transforms.v2 import functional
+
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (5, 3, 40, 33), dtype=np.uint8))  # not square: σ from the short side
+    sigma = 33 / 8
+    reference = functional.gaussian_blur(images, [27, 27], [sigma, sigma])  # torchvision's, one 27×27 kernel
+    ours = checks.blurred(images, batch=2)
+    assert ours.dtype == torch.uint8 and ours.shape == images.shape
+    assert (ours.int() - reference.int()).abs().max() <= 1  # the same blur, up to rounding
+    assert (functional.gaussian_blur(images, [13, 13], [sigma / 2] * 2).int() - ours.int()).abs().max() > 10
+
+
 def brightness_of_the_square(images):  # "class 0" is as likely as the top-left square is bright
     p = images[:, 0, :4, :4].float().mean(dim=(1, 2)) / 200
     return torch.stack([p, 1 - p], dim=1)

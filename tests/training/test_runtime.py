@@ -45,3 +45,16 @@ def test_batched_prediction_matches_one_pass_and_attention_sums_to_one(precision
     assert logits.dtype == torch.float32 and logits.shape == (10, 3)
     torch.testing.assert_close(logits, whole, atol=0.05 if precision == "bf16" else 1e-5, rtol=0.05)
     torch.testing.assert_close(attention.flatten(1).sum(1), torch.ones(10))
+
+
+def test_a_scoring_batch_on_the_cpu_holds_a_million_pixel_values_and_on_a_gpu_sixteen():
+    """Large images are scored a few at a time on the CPU, where a batch that stays near the caches
+    is faster (bench/speed/scoring_batch.py); a GPU keeps the large batches that keep it busy."""
+    from pipeline.training.runtime import SCORING_VALUES, Runtime
+
+    cpu, gpu = Runtime(torch.device("cpu"), None), Runtime(torch.device("cuda"), torch.bfloat16)
+    large, small = torch.empty(1, 3, 224, 224), torch.empty(1, 1, 28, 28)
+    assert cpu.scoring_batch(large, 512) == SCORING_VALUES["cpu"] // (3 * 224 * 224) < 10
+    assert gpu.scoring_batch(large, 512) == SCORING_VALUES["cuda"] // (3 * 224 * 224) > 100
+    assert cpu.scoring_batch(small, 512) == gpu.scoring_batch(small, 512) == 512  # small images: at_most
+    assert cpu.scoring_batch(torch.empty(1, 3, 2048, 2048)) == 1  # never none

@@ -1,0 +1,117 @@
+"""Scoring batches on the CPU: how fast a split is scored against the pixel values per forward pass
+(`SCORING_VALUES` in `pipeline/training/runtime.py`), and evaluate's blur fill in one 2-D pass
+against two 1-D passes (`attention_checks.blurred`).
+
+    python -m bench.speed.scoring_batch [--values 16,18,20,22,24]
+
+For each shape (Fashion-MNIST's 28 px; 128-px grey and 224-px RGB images with the small CNN; 128-px
+RGB with EfficientNet-Lite0) a model of params.yaml's config with the data section set so (random
+weights: throughput does not depend on them), scored as the stages score a split
+(`predict_batches`, up to `evaluate.batch_size` images a pass), in the precision `auto` picks here
+and in fp32. Writes `bench/results/scoring_batch.json`; prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import yaml
+from torchvision.transforms.v2 import functional
+
+from bench import RESULTS
+from bench.machine import describe
+from pipeline.core.config import Config, ModelConfig, fill_auto
+from pipeline.core.paths import project_root
+from pipeline.model.attention_checks import blurred
+from pipeline.model.network import AttentionCNN
+from pipeline.training.runtime import predict_batches, select_runtime
+
+AT_MOST = 512  # evaluate.batch_size
+SHAPES = {  # name: image_size, channels, data.source, model changes
+    "Fashion-MNIST 28 px grey": (28, 1, "fashion-mnist", {}),
+    "128 px grey": (128, 1, "imagefolder", {}),
+    "224 px RGB": (224, 3, "imagefolder", {}),
+    "128 px RGB, EfficientNet-Lite0": (128, 3, "imagefolder", {"pretrained": True}),
+}
+
+
+def model_for(size: int, channels: int, source: str, changes: dict) -> tuple[AttentionCNN, str]:
+    raw = yaml.safe_load((project_root() / "params.yaml").read_text())
+    raw["data"].update(image_size=size, channels=channels, source=source, path="unused")
+    raw["model"].update(changes)
+    filled, _ = fill_auto(Config(**raw))
+    torch.manual_seed(0)
+    model = AttentionCNN(ModelConfig(**filled["model"]), channels, 2)
+    return model, filled["model"]["backbone"]
+
+
+def images_per_second(model, images: torch.Tensor, batch: int, runtime) -> float:
+    predict_batches(model, images[:batch], batch, runtime)  # warm-up
+    start = time.perf_counter()
+    predict_batches(model, images, batch, runtime)
+    return len(images) / (time.perf_counter() - start)
+
+
+def blur_seconds(count: int = 100, size: int = 224) -> dict:
+    """Seconds to blur `count` grey `size`-px images as evaluate does, in one 2-D pass and in two."""
+    images = torch.randint(0, 256, (count, 1, size, size), dtype=torch.uint8)
+    sigma = size / 8
+    kernel = 2 * int(-(-3 * sigma // 1)) + 1
+    start = time.perf_counter()
+    reference = functional.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    two_d = time.perf_counter() - start
+    start = time.perf_counter()
+    separable = blurred(images)
+    return {
+        "images": count, "size": size, "kernel": kernel, "one_2d_pass_s": two_d,
+        "two_1d_passes_s": time.perf_counter() - start,
+        "max_difference": int((reference.int() - separable.int()).abs().max()),
+    }  # fmt: skip
+
+
+def markdown(output: dict) -> str:
+    powers = " · ".join(dict.fromkeys(r["values"] for r in output["rows"]))
+    lines = [f"| shape | runtime | images/s (batch) at {powers} pixel values a pass |", "|---|---|---|"]
+    groups: dict = {}
+    for r in output["rows"]:
+        groups.setdefault((r["shape"], r["runtime"]), []).append(f"{r['images_per_second']:,.0f} ({r['batch']})")
+    lines += [f"| {shape} | {runtime} | {' · '.join(cells)} |" for (shape, runtime), cells in groups.items()]
+    blur = output["blur"]
+    lines.append(
+        f"\nBlur fill, {blur['images']} grey {blur['size']}-px images (kernel {blur['kernel']}): one 2-D pass "
+        f"{blur['one_2d_pass_s']:.1f} s, two 1-D passes {blur['two_1d_passes_s']:.2f} s "
+        f"(largest difference {blur['max_difference']} grey level)."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
+    args = parser.parse_args()
+    powers = [int(p) for p in args.values.split(",")]
+    rows = []
+    for name, (size, channels, source, changes) in SHAPES.items():
+        model, backbone = model_for(size, channels, source, changes)
+        per_image = size * size * channels
+        largest = max(1, min(AT_MOST, 2 ** max(powers) // per_image))
+        images = torch.randint(0, 256, (2 * largest, channels, size, size), dtype=torch.uint8)
+        runtimes = {r.name: r for r in (select_runtime("cpu", p, backbone=backbone) for p in ("auto", "fp32"))}
+        for runtime in runtimes.values():  # EfficientNet: fp32 either way
+            prepared = runtime.prepare(model).eval()
+            for power in powers:
+                batch = max(1, min(AT_MOST, 2**power // per_image))
+                rate = images_per_second(prepared, images, batch, runtime)
+                rows.append({"shape": name, "runtime": runtime.name, "values": f"2**{power}", "batch": batch,
+                             "images_per_second": rate})  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    output = {"machine": describe(), "rows": rows, "blur": blur_seconds()}
+    (RESULTS / "scoring_batch.json").write_text(json.dumps(output, indent=2) + "\n")
+    print(markdown(output))
+
+
+if __name__ == "__main__":
+    main()
