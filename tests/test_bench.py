@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from bench import benchmarks_md
 from bench.gpu import time_to_accuracy
@@ -389,3 +390,25 @@ def test_deletion_edges_scores_hard_and_soft_masks_per_predicted_class(prepared)
         assert all(0 <= soft[f"auc_{order}"] <= 1 for order in ("attention", "gradcam", "random"))
     table = deletion_edges.markdown({"runs": [figures]})
     assert len(table.splitlines()) == 2 + len(called)
+
+
+def test_the_readme_path_bench_adds_the_images_as_the_readme_says_so_the_stages_read_them(tmp_path):
+    """bench.speed.user_path's project: the images copied to `data/my_images`, pinned by a committed
+    `.dvc` file (git ignores the folder), and params.yaml's data section the README's line, so that
+    validation reads them and not Fashion-MNIST."""
+    from functools import partial
+
+    from bench.default_run import run
+    from bench.quality import cell_cracks
+    from bench.speed import user_path
+
+    root, timings = user_path.user_project(tmp_path, partial(cell_cracks.build, cells=200))
+    assert timings["dvc_add_seconds"] > 0
+    tracked = run(root, "git", "ls-files")[1].split()
+    assert "data/my_images.dvc" in tracked and not any(name.startswith("data/my_images/") for name in tracked)
+    assert run(root, "git", "status", "--porcelain")[1].strip() == "M params.yaml"
+    data = yaml.safe_load((root / "params.yaml").read_text())["data"]
+    assert {key: data[key] for key in user_path.DATA} == user_path.DATA
+    run(root, sys.executable, "-m", "dvc", "repro", "validate")
+    manifest = (root / "data" / "manifest.csv").read_text()
+    assert manifest.count("\n") == 201 and "defective" in manifest  # a header and the 200 cells
