@@ -122,7 +122,8 @@ def torch_classifier(cfg: Config, reference: str, precision: str) -> Classifier:
     model = runtime.prepare(model)
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        out = predict_batches(model, torch.from_numpy(images), len(images), runtime)
+        pixels = torch.from_numpy(images)
+        out = predict_batches(model, pixels, runtime.scoring_batch(pixels, len(pixels)), runtime)
         outputs = {"probabilities": out.logits.softmax(dim=1), "attention": out.attention, "embedding": out.embedding}
         if out.novelty is not None:
             outputs["novelty"] = out.novelty

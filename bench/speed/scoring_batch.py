@@ -1,20 +1,26 @@
 """Scoring batches on the CPU: how fast a split is scored against the pixel values per forward pass
-(`SCORING_VALUES` in `pipeline/training/runtime.py`), and evaluate's blur fill in one 2-D pass
-against two 1-D passes (`attention_checks.blurred`).
+(`SCORING_VALUES` in `pipeline/training/runtime.py`), evaluate's blur fill in one 2-D pass against
+two 1-D passes (`attention_checks.blurred`), and the memory of a served request in one pass against
+the served model's scoring batches (`pyfunc.SERVING`) under a memory cgroup's limit.
 
-    python -m bench.speed.scoring_batch [--values 16,18,20,22,24]
+    python -m bench.speed.scoring_batch [--values 16,18,20,22,24] [--parts throughput,blur,memory] [--limit-mb 3072]
 
 For each shape (Fashion-MNIST's 28 px; 128-px grey and 224-px RGB images with the small CNN; 128-px
 RGB with EfficientNet-Lite0) a model of params.yaml's config with the data section set so (random
 weights: throughput does not depend on them), scored as the stages score a split
 (`predict_batches`, up to `evaluate.batch_size` images a pass), in the precision `auto` picks here
-and in fp32. Writes `bench/results/scoring_batch.json`; prints a markdown table.
+and in fp32. The request: 256 RGB images at 224 px (what the server accepts at most), a model of
+that size in fp32 as served, in a child process in a fresh memory cgroup (root; the cgroup's own
+peak, not the process's ru_maxrss). Writes (updates) `bench/results/scoring_batch.json`; prints a
+markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 
 import torch
@@ -72,6 +78,36 @@ def blur_seconds(count: int = 100, size: int = 224) -> dict:
     }  # fmt: skip
 
 
+REQUEST = """
+import sys, torch
+from bench.speed.scoring_batch import model_for
+from pipeline.model.pyfunc import SERVING
+from pipeline.training.runtime import predict_batches
+model, _ = model_for(224, 3, "imagefolder", {})
+images = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8)
+batch = len(images) if sys.argv[1] == "one pass" else SERVING.scoring_batch(images, len(images))
+predict_batches(model, images, batch, SERVING)
+"""
+
+
+def request_memory(limit_mb: int) -> dict:
+    """A 256-image 224-px request's forward passes in one pass and in the served model's batches, each
+    in a fresh cgroup of `limit_mb`: exit code (137: killed at the limit), seconds, the cgroup's peak."""
+    from bench.speed.memory_limit import cgroup_unavailable, memory_cgroup
+
+    if why := cgroup_unavailable():
+        return {"skipped": why}
+    result: dict = {"limit_mb": limit_mb}
+    for way in ("one pass", "served batches"):
+        with memory_cgroup(limit_mb * 2**20) as cgroup:
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", REQUEST, way], cwd=project_root(), preexec_fn=cgroup.enter,
+                                  capture_output=True, check=False)  # fmt: skip
+            result[way] = {"exit_code": -done.returncode if done.returncode < 0 else done.returncode,
+                           "seconds": time.perf_counter() - start, "peak_mb": cgroup.peak_bytes() / 2**20}  # fmt: skip
+    return result
+
+
 def markdown(output: dict) -> str:
     powers = " · ".join(dict.fromkeys(r["values"] for r in output["rows"]))
     lines = [f"| shape | runtime | images/s (batch) at {powers} pixel values a pass |", "|---|---|---|"]
@@ -85,14 +121,16 @@ def markdown(output: dict) -> str:
         f"{blur['one_2d_pass_s']:.1f} s, two 1-D passes {blur['two_1d_passes_s']:.2f} s "
         f"(largest difference {blur['max_difference']} grey level)."
     )
+    memory = output.get("request_memory", {})
+    if "limit_mb" in memory:
+        ways = "; ".join(f"{way}: exit {r['exit_code']}, {r['seconds']:.1f} s, peak {r['peak_mb']:,.0f} MB"
+                         for way, r in memory.items() if way != "limit_mb")  # fmt: skip
+        lines.append(f"\nA request of 256 RGB 224-px images under a {memory['limit_mb']} MB cgroup limit: {ways}.")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
-    parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
-    args = parser.parse_args()
-    powers = [int(p) for p in args.values.split(",")]
+def throughput(powers: list[int]) -> list[dict]:
+    """Images per second of each shape, runtime and pixel values a pass."""
     rows = []
     for name, (size, channels, source, changes) in SHAPES.items():
         model, backbone = model_for(size, channels, source, changes)
@@ -108,8 +146,25 @@ def main() -> None:
                 rows.append({"shape": name, "runtime": runtime.name, "values": f"2**{power}", "batch": batch,
                              "images_per_second": rate})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
-    output = {"machine": describe(), "rows": rows, "blur": blur_seconds()}
-    (RESULTS / "scoring_batch.json").write_text(json.dumps(output, indent=2) + "\n")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
+    parser.add_argument("--parts", default="throughput,blur,memory", help="which to measure (the others kept)")
+    parser.add_argument("--limit-mb", type=int, default=3072, help="the request's memory cgroup limit")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    path = RESULTS / "scoring_batch.json"
+    output = json.loads(path.read_text()) if path.is_file() else {}
+    if "throughput" in parts:
+        output |= {"machine": describe(), "rows": throughput([int(p) for p in args.values.split(",")])}
+    if "blur" in parts:
+        output["blur"] = blur_seconds()
+    if "memory" in parts:
+        output["request_memory"] = request_memory(args.limit_mb)
+    path.write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
 
 

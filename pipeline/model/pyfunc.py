@@ -11,7 +11,8 @@ Input (`model.predict(x, params)`, or `{"inputs": x, "params": {...}}` over HTTP
   palette, the pixel limit) and resized as the training images were; or
 - uint8 images N×C×H×W (or N×H×W) already at the model's size and channel count.
 Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`TooManyPixels`, 413
-over HTTP) before any is decoded.
+over HTTP) before any is decoded; the rest are answered a CPU scoring batch at a time (`SERVING`), so
+a request's memory stays bounded at any image size.
 Params: `top_k` (default 5), `overlay` (default false; true adds each image's attention over
 the image, at the image's own size, as a base64 PNG) and `embedding` (default false; true adds the
 pooled features N×C, for the prediction log).
@@ -39,6 +40,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.images import WIDE_BITS, decode_image, load_image
 from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.training.runtime import Runtime, predict_batches
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 SIGNATURE = ModelSignature(
@@ -53,6 +55,9 @@ SIGNATURE = ModelSignature(
 
 
 REQUEST_PIXELS = 64 * 2**20  # the pixels all images of one request may declare together (64 Mpx)
+# the forward passes of a request: fp32 on the CPU and in the layout the model loads in, a CPU scoring
+# batch at a time (256 RGB images at 224 px: 1.3 GB; in one pass, killed under a 3 GB limit; BENCHMARKS.md)
+SERVING = Runtime(torch.device("cpu"), None, channels_last=False)
 
 
 class BadInput(ValueError):
@@ -169,10 +174,10 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         params = params or {}
         top_k = min(max(int(params.get("top_k", 5)), 1), len(self.info.classes))
         images, files = as_images(model_input, self.info)
-        with torch.no_grad():
-            out = self.model(torch.from_numpy(images))
-        probabilities = out.logits.float().softmax(dim=1).numpy()
-        attention = out.attention.float().numpy()
+        pixels = torch.from_numpy(images)
+        out = predict_batches(self.model, pixels, SERVING.scoring_batch(pixels, len(pixels)), SERVING)
+        probabilities = out.logits.softmax(dim=1).numpy()
+        attention = out.attention.numpy()
         ranked = top_classes(probabilities, top_k)
         answer = {
             "class": np.array([self.info.classes[i] for i in self.info.rule.classes(probabilities, self.info.classes)]),
@@ -185,10 +190,10 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         }
         detector = self.info.detector
         if detector is not None and out.novelty is not None:
-            answer["novelty"] = out.novelty.float().numpy()
+            answer["novelty"] = out.novelty.numpy()
             answer["unknown"] = detector.unknown(answer["novelty"]).tolist()
         if params.get("embedding"):
-            answer["embedding"] = out.embedding.float().numpy()
+            answer["embedding"] = out.embedding.numpy()
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import torch
 import yaml
 from PIL import Image
 
@@ -57,3 +59,39 @@ def test_a_model_registered_as_serving_py_still_loads_and_predicts(tmp_path, mon
     response, _ = serve.answer(model, json.dumps({"inputs": [png_base64()], "params": {"top_k": 2}}).encode())
     assert response.status_code == 200, response.body
     assert len(json.loads(response.body)["predictions"]["top_k"][0]) == 2
+
+
+def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_of_one(tmp_path, monkeypatch):
+    """The served model scores a request a CPU scoring batch at a time (`pyfunc.SERVING`), so that a
+    request of large images does not hold every layer's output for all of them at once (BENCHMARKS.md:
+    256 RGB images at 224 px in one pass were killed under a 3 GB limit); the answers are those of one pass."""
+    from pipeline.model.model_file import load_model
+    from pipeline.training import runtime
+
+    with prepared_project(tmp_path, {"train": 30, "test": 10}) as cfg:
+        train.run(cfg)
+    served = pyfunc.AttentionClassifier()
+    served.model, served.info = load_model(cfg.paths.model_file)
+    side, channels = served.info.image_size, served.info.channels
+    images = np.random.default_rng(0).integers(0, 256, (11, channels, side, side), dtype=np.uint8)
+    with torch.no_grad():
+        whole = served.model.eval()(torch.from_numpy(images))
+    passes = []
+    monkeypatch.setattr(served, "model", _Counting(served.model, passes))
+    monkeypatch.setitem(runtime.SCORING_VALUES, "cpu", 4 * images[0].size)  # 4 images a pass
+    answer = served.predict(None, images)
+    assert passes == [4, 4, 3]
+    np.testing.assert_allclose(answer["probabilities"], whole.logits.softmax(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(answer["attention"], whole.attention.numpy(), atol=1e-6)
+
+
+class _Counting(torch.nn.Module):
+    """A model that records how many images each forward pass holds."""
+
+    def __init__(self, model, passes: list[int]):
+        super().__init__()
+        self.model, self.passes = model, passes
+
+    def forward(self, images):
+        self.passes.append(len(images))
+        return self.model(images)
