@@ -31,7 +31,7 @@ from bench import RESULTS
 from bench.machine import describe
 from pipeline.core.config import Config, ModelConfig, fill_auto
 from pipeline.core.paths import project_root
-from pipeline.model.attention_checks import blurred
+from pipeline.model.attention_checks import blur_kernel, blurred
 from pipeline.model.network import AttentionCNN
 from pipeline.training.runtime import predict_batches, select_runtime
 
@@ -64,8 +64,7 @@ def images_per_second(model, images: torch.Tensor, batch: int, runtime) -> float
 def blur_seconds(count: int = 100, size: int = 224) -> dict:
     """Seconds to blur `count` grey `size`-px images as evaluate does, in one 2-D pass and in two."""
     images = torch.randint(0, 256, (count, 1, size, size), dtype=torch.uint8)
-    sigma = size / 8
-    kernel = 2 * int(-(-3 * sigma // 1)) + 1
+    kernel, sigma = blur_kernel(size)
     start = time.perf_counter()
     reference = functional.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
     two_d = time.perf_counter() - start

@@ -127,15 +127,20 @@ def deletion_curves(
     return np.stack(curves, axis=1), target[:, 0].numpy()
 
 
+def blur_kernel(side: int) -> tuple[int, float]:
+    """The blur fill's Gaussian for images whose short side is `side`: its width in taps (±3σ, odd,
+    within the image) and σ = side / 8."""
+    sigma = side / 8
+    return min(2 * math.ceil(3 * sigma) + 1, side - 1 if side % 2 == 0 else side), sigma
+
+
 def blurred(images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """uint8 images under a Gaussian blur of σ = 1/8 of their side: shapes stay, detail goes. The
     blur is separable: a row pass then a column pass (at 224 px 2 × 169 taps instead of 169²
     per pixel), in floats, `batch` images at a time."""
     from torchvision.transforms.v2 import functional
 
-    side = min(images.shape[-2:])
-    sigma = side / 8
-    kernel = min(2 * math.ceil(3 * sigma) + 1, side - 1 if side % 2 == 0 else side)
+    kernel, sigma = blur_kernel(min(images.shape[-2:]))
     parts = []
     for start in range(0, len(images), batch):
         part = functional.gaussian_blur(images[start : start + batch].float(), [kernel, 1], [sigma, sigma])
