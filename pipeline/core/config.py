@@ -112,7 +112,7 @@ class UnknownConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(14, ge=1)
+    epochs: int = Field(18, ge=1)
     batch_size: int = Field(256, ge=1)
     min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
     min_images: int = Field(32_000, ge=0)  # and until it has trained on this many images

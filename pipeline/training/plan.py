@@ -15,7 +15,7 @@ The same params must train well on 1,000 and on 1,000,000 images. Two rules adap
   1,100 got batch 32 and 29, and on 2×2 mosaics of grey cells with one crack 16 epochs never
   learned the task (57.6 / 59.5 %, two seeds) where 32 did (84.8 / 89.3 %, BENCHMARKS.md
   "Which quarter holds the crack").
-On Fashion-MNIST (54,000 training images, batch 256, 14 epochs: 2,954 steps) neither applies.
+On Fashion-MNIST (54,000 training images, batch 256, 18 epochs: 3,798 steps) neither applies.
 A third keeps large images in memory: a process's batch holds at most as many images as their
 activations (each layer's output for one image, measured, twice: kept for the backward pass and
 its gradients) fit in `ACTIVATION_SHARE` of the memory free for it, halved to a power of two, never
