@@ -1,9 +1,12 @@
 """Scoring batches on the CPU: how fast a split is scored against the pixel values per forward pass
 (`SCORING_VALUES` in `pipeline/training/runtime.py`), evaluate's blur fill in one 2-D pass against
-two 1-D passes (`attention_checks.blurred`), and the memory of a served request in one pass against
-the served model's scoring batches (`pyfunc.SERVING`) under a memory cgroup's limit.
+two 1-D passes (`attention_checks.blurred`), the memory of a served request in one pass against
+the served model's scoring batches (`pyfunc.SERVING`) under a memory cgroup's limit, and scoring
+with batch norms folded into the convolutions (`AttentionCNN.fold_batch_norms`, what `load_model`
+gives every stage) against without.
 
-    python -m bench.speed.scoring_batch [--values 16,18,20,22,24] [--parts throughput,blur,memory] [--limit-mb 3072]
+    python -m bench.speed.scoring_batch [--values 16,18,20,22,24] [--parts throughput,blur,memory,folding]
+        [--limit-mb 3072]
 
 For each shape (Fashion-MNIST's 28 px; 128-px grey and 224-px RGB images with the small CNN; 128-px
 RGB with EfficientNet-Lite0) a model of params.yaml's config with the data section set so (random
@@ -11,14 +14,18 @@ weights: throughput does not depend on them), scored as the stages score a split
 (`predict_batches`, up to `evaluate.batch_size` images a pass), in the precision `auto` picks here
 and in fp32. The request: 256 RGB images at 224 px (what the server accepts at most), a model of
 that size in fp32 as served, in a child process in a fresh memory cgroup (root; the cgroup's own
-peak, not the process's ru_maxrss). Writes (updates) `bench/results/scoring_batch.json`; prints a
-markdown table.
+peak, not the process's ru_maxrss). Folding: each shape's model with batch-norm statistics of its
+own (train-mode passes over random images), at the CPU scoring batch, median of `FOLD_REPEATS`
+alternating timings, with the largest logit difference and the share of top-1 answers kept.
+Writes (updates) `bench/results/scoring_batch.json`; prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +43,7 @@ from pipeline.model.network import AttentionCNN
 from pipeline.training.runtime import predict_batches, select_runtime
 
 AT_MOST = 512  # evaluate.batch_size
+FOLD_REPEATS = 5
 SHAPES = {  # name: image_size, channels, data.source, model changes
     "Fashion-MNIST 28 px grey": (28, 1, "fashion-mnist", {}),
     "128 px grey": (128, 1, "imagefolder", {}),
@@ -148,10 +156,59 @@ def throughput(powers: list[int]) -> list[dict]:
     return rows
 
 
+def folding(repeats: int = FOLD_REPEATS) -> dict:
+    """Images per second of each shape and runtime at the CPU scoring batch, batch norms as trained
+    and folded, and what folding changes in the logits."""
+    rows = []
+    for name, (size, channels, source, changes) in SHAPES.items():
+        model, backbone = model_for(size, channels, source, changes)
+        count = max(64, min(2048, 2**24 // (size * size * channels)))
+        images = torch.randint(0, 256, (count, channels, size, size), dtype=torch.uint8)
+        with torch.no_grad():
+            for start in range(0, min(count, 256), 32):  # batch-norm statistics of its own
+                model(images[start : start + 32])
+        plain = model.eval()
+        folded = copy.deepcopy(plain).fold_batch_norms()
+        runtimes = {r.name: r for r in (select_runtime("cpu", p, backbone=backbone) for p in ("auto", "fp32"))}
+        for runtime in runtimes.values():
+            models = {"plain": runtime.prepare(plain), "folded": runtime.prepare(folded)}
+            batch = runtime.scoring_batch(images, AT_MOST)
+            rates: dict = {way: [] for way in models}
+            for _ in range(repeats):
+                for way, scored in models.items():
+                    rates[way].append(images_per_second(scored, images, batch, runtime))
+            logits = {way: predict_batches(m, images, batch, runtime).logits for way, m in models.items()}
+            rows.append({
+                "shape": name, "runtime": runtime.name, "batch": batch,
+                "plain_images_per_second": statistics.median(rates["plain"]),
+                "folded_images_per_second": statistics.median(rates["folded"]),
+                "max_logit_difference": float((logits["plain"] - logits["folded"]).abs().max()),
+                "top1_kept": float((logits["plain"].argmax(1) == logits["folded"].argmax(1)).float().mean()),
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    return {"machine": describe(), "rows": rows}
+
+
+def folding_markdown(output: dict) -> str:
+    lines = [
+        "| shape | runtime (batch) | images/s as trained | batch norms folded | change | largest logit difference "
+        "| top-1 kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in output["rows"]:
+        lines.append(
+            f"| {r['shape']} | {r['runtime']} ({r['batch']}) | {r['plain_images_per_second']:,.0f} "
+            f"| {r['folded_images_per_second']:,.0f} "
+            f"| {r['folded_images_per_second'] / r['plain_images_per_second'] - 1:+.0%} "
+            f"| {r['max_logit_difference']:.1e} | {r['top1_kept']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
-    parser.add_argument("--parts", default="throughput,blur,memory", help="which to measure (the others kept)")
+    parser.add_argument("--parts", default="throughput,blur,memory,folding", help="which to measure (the others kept)")
     parser.add_argument("--limit-mb", type=int, default=3072, help="the request's memory cgroup limit")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -163,8 +220,12 @@ def main() -> None:
         output["blur"] = blur_seconds()
     if "memory" in parts:
         output["request_memory"] = request_memory(args.limit_mb)
+    if "folding" in parts:
+        output["folding"] = folding()
     path.write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
+    if "folding" in output:
+        print(folding_markdown(output["folding"]))
 
 
 if __name__ == "__main__":

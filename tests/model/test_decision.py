@@ -164,7 +164,7 @@ def trained(tmp_path_factory):
     with prepared_project(root, {"train": 30, "test": 20}, data={"positive_class": POSITIVE}, train=settings) as cfg:
         result = train.run(cfg)
         chosen, run_params = load_model(cfg.paths.model_file)[1].rule, mlflow.get_run(result.run_id).data.params
-        model, info = load_model(cfg.paths.model_file)
+        model, info = load_model(cfg.paths.model_file, fold=False)  # saved again below
         test = load_split(cfg.paths.processed, "test")
         probabilities = probabilities_of(model, test.images)
         index = info.classes.index(POSITIVE)

@@ -14,12 +14,15 @@ def info() -> ModelInfo:
 
 
 def test_round_trip_gives_the_same_predictions(tmp_path):
-    model = info().build().eval()
-    save_model(tmp_path / "m.pt", model, info())
-    loaded, loaded_info = load_model(tmp_path / "m.pt")
+    model = info().build()
     images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8)
-    torch.testing.assert_close(loaded(images).logits, model(images).logits)
+    with torch.no_grad():
+        model(images)  # batch-norm statistics of its own, which the file must keep
+    save_model(tmp_path / "m.pt", model.eval(), info())
+    loaded, loaded_info = load_model(tmp_path / "m.pt")
+    torch.testing.assert_close(loaded(images).logits, model(images).logits, rtol=1e-4, atol=1e-5)
     assert loaded_info == info()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())  # folded for scoring
 
 
 def test_missing_and_foreign_files_are_refused(tmp_path):
@@ -53,3 +56,15 @@ def test_unknown_model_settings_are_refused(tmp_path):
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(PipelineError, match="not a model file of this project"):
         load_model(tmp_path / "future.pt")
+
+
+def test_a_model_folded_for_scoring_is_not_saved_over_a_model_file(tmp_path):
+    save_model(tmp_path / "m.pt", info().build(), info())
+    before = (tmp_path / "m.pt").read_bytes()
+    folded, _ = load_model(tmp_path / "m.pt")
+    with pytest.raises(PipelineError, match=r"m\.pt: .*folded for scoring; load it with fold=False"):
+        save_model(tmp_path / "m.pt", folded, info())
+    assert (tmp_path / "m.pt").read_bytes() == before
+    unfolded, _ = load_model(tmp_path / "m.pt", fold=False)
+    save_model(tmp_path / "again.pt", unfolded, info())
+    load_model(tmp_path / "again.pt")

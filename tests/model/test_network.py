@@ -160,3 +160,44 @@ def test_pooling_before_relu_computes_conv_bn_relu_maxpool():
         assert isinstance(pool, nn.MaxPool2d)
         expected = pool(torch.relu(norm(conv(expected))))
     torch.testing.assert_close(blocks(images), expected)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "channels", "size", "folds"),
+    [
+        ("seed_cnn", 1, 28, "all"),
+        ("resnet18", 1, 32, "some"),  # the stem's; a residual block's are attributes, not a sequence
+        ("vgg11_bn", 3, 32, "all"),
+        ("efficientnet_lite0", 3, 64, "none"),  # timm's batch norms carry their activation: left alone
+    ],
+)
+def test_folding_batch_norms_keeps_what_the_model_computes(backbone, channels, size, folds):
+    torch.manual_seed(0)
+    model = make(backbone=backbone, channels=channels)
+    images = torch.randint(0, 256, (8, channels, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        for _ in range(3):  # running statistics far from the initial 0 and 1
+            model(images)
+    model.eval()
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        before = model(images)
+        after = model.fold_batch_norms()(images)
+    torch.testing.assert_close(after.logits, before.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after.attention, before.attention, rtol=1e-4, atol=1e-5)
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert left == {"all": 0, "some": left if 0 < left < norms else -1, "none": norms}[folds]
+
+
+def test_folding_uses_the_running_statistics_not_a_batchs():
+    torch.manual_seed(0)
+    model = make()
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        model(images)  # running statistics: a tenth of the way from 0 and 1 to this batch's
+        in_training = model(images).logits  # this batch's own statistics
+        model.eval()
+        scored = model(images).logits
+        folded = model.fold_batch_norms()(images).logits
+    torch.testing.assert_close(folded, scored, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(folded, in_training, atol=1e-2)
