@@ -186,8 +186,11 @@ def attention_metrics(
         "gradcam": checks.map_order(gradcam_maps(model, images, grid, cam_batch, answered[chosen])),
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
+    ends: dict[int, np.ndarray] = {}  # nothing and everything deleted: the same in every order
     per_image = {
-        name: checks.deletion_curves(probabilities, images, order, grid, replacement, classes=answered[chosen])
+        name: checks.deletion_curves(
+            probabilities, images, order, grid, replacement, classes=answered[chosen], ends=ends
+        )
         for name, order in orders.items()
     }
     curves = {name: values.mean(0) for name, (values, _) in per_image.items()}

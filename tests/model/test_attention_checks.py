@@ -215,3 +215,23 @@ def test_several_boxes_count_as_their_union_once_and_padding_covers_nothing(monk
 )
 def test_the_verdict_says_whether_deleting_what_the_attention_shows_hurts_most(auc, verdict):
     assert checks.faithfulness(auc).startswith(verdict)
+
+
+def test_orders_of_the_same_images_score_nothing_and_everything_deleted_once():
+    images = torch.cat([square_on(0, 200), square_on(1, 120), square_on(3, 60)])
+    fill, scored = torch.tensor([0.0]), []
+
+    def counting(batch):
+        scored.append(len(batch))
+        return brightness_of_the_square(batch)
+
+    orders = [torch.tensor([[0, 1, 2, 3]] * 3), torch.tensor([[3, 2, 1, 0]] * 3), torch.tensor([[1, 3, 0, 2]] * 3)]
+    alone = [checks.deletion_curves(counting, images, order, (2, 2), fill)[0] for order in orders]
+    calls_alone, scored = sum(scored), []
+    ends: dict = {}
+    shared = [checks.deletion_curves(counting, images, order, (2, 2), fill, ends=ends)[0] for order in orders]
+    for one, other in zip(alone, shared, strict=True):
+        np.testing.assert_array_equal(one, other)
+    steps = 5  # 4 cells: 0..4 deleted
+    assert calls_alone == 3 * len(images) * (steps + 1)  # + the predicted class, before any deletion
+    assert sum(scored) == calls_alone - 2 * 2 * len(images)  # the second and third orders skip both ends
