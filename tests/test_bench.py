@@ -7,12 +7,13 @@ import sys
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from bench import benchmarks_md
 from bench.gpu import time_to_accuracy
 from bench.quality import attention as bench_attention
 from bench.run import export_pngs
-from bench.speed import training_step
+from bench.speed import camera_photos, training_step
 from pipeline import preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.training.runtime import native_cpu_bf16
@@ -412,3 +413,12 @@ def test_the_readme_path_bench_adds_the_images_as_the_readme_says_so_the_stages_
     run(root, sys.executable, "-m", "dvc", "repro", "validate")
     manifest = (root / "data" / "manifest.csv").read_text()
     assert manifest.count("\n") == 201 and "defective" in manifest  # a header and the 200 cells
+
+
+def test_the_camera_photos_bench_writes_drone_frames_in_two_classes(tmp_path):
+    camera_photos.write_photos(tmp_path, 2)
+    frames = sorted(tmp_path.rglob("*.jpg"))
+    assert [p.parent.name for p in frames] == ["a", "b"]
+    for frame in frames:
+        with Image.open(frame) as image:
+            assert (image.format, image.size) == ("JPEG", camera_photos.DRONE)

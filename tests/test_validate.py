@@ -1,10 +1,12 @@
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import skimage.data
 from PIL import Image
 
 from pipeline import validate
@@ -54,6 +56,27 @@ def test_truncated_png_is_named(project, dataset):
     whole = (dataset / "train" / "columns" / "000.png").read_bytes()
     (dataset / "train" / "columns" / "cut.png").write_bytes(whole[: len(whole) // 2])
     assert "train/columns/cut.png" in failure(project)
+
+
+def camera_photo(width: int = 5472, height: int = 3648) -> Image.Image:
+    """A drone camera's 20-Mpx photo (a DJI Phantom 4's 5472×3648): larger than the 4096 px a side
+    and 16.7 Mpx that the defaults accepted before 2026-12-06."""
+    return Image.fromarray(skimage.data.astronaut()).resize((width, height))
+
+
+def test_a_camera_size_photo_passes_with_the_default_limits(project, dataset):
+    camera_photo().save(dataset / "train" / "bars" / "drone.jpg", quality=85)
+    assert run_validation(project).success
+    row = pd.read_csv(project.paths.manifest).set_index("path").loc["train/bars/drone.jpg"]
+    assert row["decodable"] and (row["width"], row["height"]) == (5472, 3648)  # its own size, from the header
+
+
+def test_a_cut_camera_photo_is_named_though_decoded_at_an_eighth(project, dataset):
+    buffer = io.BytesIO()
+    camera_photo(2400, 1600).save(buffer, format="JPEG", quality=85)
+    (dataset / "train" / "bars" / "cut.jpg").write_bytes(buffer.getvalue()[: buffer.tell() // 2])
+    assert project.data.image_size * 8 <= 1600  # validation decodes it at 1/8 scale, as preprocess will
+    assert "every file decodes" in (message := failure(project)) and "train/bars/cut.jpg" in message
 
 
 def test_zero_byte_file_is_named(project, dataset):

@@ -50,8 +50,8 @@ class ValidateConfig(_Section):
     min_images_per_class: int = Field(10, ge=1)
     max_imbalance: float = Field(10.0, ge=1.0)
     min_side: int = Field(8, ge=1)
-    max_side: int = Field(4096, ge=1)
-    max_pixels: int = Field(4096 * 4096, ge=1)
+    max_side: int = Field(16384, ge=1)
+    max_pixels: int = Field(2**26, ge=1)  # 64 Mpx: a 61-Mpx full-frame camera's or a 48-Mpx phone's photo passes
     formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP"]
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ from pipeline.data.images import (
     WIDE_BITS,
     bright_sample,
     check_size,
+    draft_for,
     exif_orientation,
     load_image,
     normalise,
@@ -57,10 +58,14 @@ def split_roots(root: Path) -> dict[str, Path]:
     return {"train": root}
 
 
-def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def inspect_image(
+    path: Path, root: Path, split: str, label: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None
+) -> dict:  # fmt: skip
     """Read one file: its hash, and what decoding and normalising it as an image gives (or the error).
 
-    An image whose header declares more than `max_pixels` pixels is not decoded.
+    An image whose header declares more than `max_pixels` pixels is not decoded; with `at_least`
+    (the model's side) a JPEG decodes as preprocessing will decode it (`draft_for`: every byte read,
+    so a cut or corrupt file still fails, at a fraction of the pixels).
     """
     data = path.read_bytes()
     row = {
@@ -73,6 +78,7 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
             check_size(image, max_pixels)
+            draft_for(image, at_least)
             image.load()  # decode fully first: reading EXIF from a broken file may hide the error
             row.update(frames=getattr(image, "n_frames", 1), exif_orientation=exif_orientation(image),
                        bright_sample=bright_sample(image))  # fmt: skip
@@ -83,16 +89,17 @@ def inspect_image(path: Path, root: Path, split: str, label: str, max_pixels: in
     return row
 
 
-def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path, max_pixels: int) -> list[dict]:
-    return [inspect_image(path, root, split, label, max_pixels) for path, split, label in items]
+def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path, max_pixels: int, at_least: int | None) -> list[dict]:
+    return [inspect_image(path, root, split, label, max_pixels, at_least) for path, split, label in items]
 
 
 def _workers(count: int) -> int:
     return min(8, os.cpu_count() or 1) if count > _CHUNK else 1
 
 
-def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
-    """Inspect every image under the root's class folders, in parallel processes."""
+def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Scan:
+    """Inspect every image under the root's class folders, in parallel processes (JPEGs decoded for a
+    model of side `at_least`, as preprocessing decodes them)."""
     folders, items, ignored = [], [], []
     for split, split_root in split_roots(root).items():
         class_dirs = _visible_dirs(split_root)
@@ -107,7 +114,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Scan:
                 elif path.is_file():
                     items.append((path, split, class_dir.name))
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    inspect = partial(_inspect_chunk, root=root, max_pixels=max_pixels)
+    inspect = partial(_inspect_chunk, root=root, max_pixels=max_pixels, at_least=at_least)
     workers = _workers(len(items))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipeline.core.config import ValidateConfig
 from pipeline.core.errors import PipelineError, first_line
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_PIXELS: int = ValidateConfig.model_fields["max_pixels"].default  # also for predict, serving, the demo
 WIDE_BITS = 16  # the bits of a wide (16-bit) image's samples when nothing says fewer
 CAMERA_BITS = (8, 10, 12, 14, 16)  # the depths sensors and scanners store
 EXIF_ORIENTATION = 0x0112
@@ -36,6 +37,15 @@ def check_size(image: Image.Image, max_pixels: int) -> None:
             f"declares {image.width}x{image.height} = {pixels:,} pixels, over validate.max_pixels {max_pixels:,} "
             "(a decompression bomb, or raise the limit)"
         )
+
+
+def draft_for(image: Image.Image, at_least: int | None) -> None:
+    """Before decoding: a JPEG opened for a model of side `at_least` decodes at the smallest of its
+    1/8, 1/4 and 1/2 scales that still covers `at_least`×`at_least` (PIL's draft mode: the decoder
+    reads every byte but skips the detail; a 5472×3648 drone photo for a 128-px model costs 1/64 of
+    the pixels). Other formats decode at their own size."""
+    if at_least is not None and image.format == "JPEG":
+        image.draft(image.mode, (at_least, at_least))
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -72,8 +82,9 @@ def sample_bits(brightest: int | None) -> int:
 
 def normalise(image: Image.Image, channels: int, bits: int = WIDE_BITS) -> Image.Image:
     """Upright, 8-bit, `channels` (1: 'L', 3: 'RGB') version of a decoded image; a wide-integer
-    image's range 0..2**bits - 1 maps onto 0..255 (brighter samples clip)."""
-    image = ImageOps.exif_transpose(image)
+    image's range 0..2**bits - 1 maps onto 0..255 (brighter samples clip). Turned upright in place,
+    and copied only to change its mode: a 64-Mpx photo is not held three times over."""
+    ImageOps.exif_transpose(image, in_place=True)
     if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
         samples = np.asarray(image, dtype=np.float64)
         scale = 1.0 if image.mode == "F" else (2**bits - 1) / 255
@@ -83,7 +94,8 @@ def normalise(image: Image.Image, channels: int, bits: int = WIDE_BITS) -> Image
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return image.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)
 
 
 def decode_image(
@@ -92,16 +104,12 @@ def decode_image(
 ) -> Image.Image:  # fmt: skip
     """Decode an image file (its path, or its bytes) to an upright 8-bit image of `channels` at its
     own size (a 16-bit file's samples read as `bits`-bit); `formats` (PIL's names, e.g. ("PNG",
-    "JPEG")) limits what is opened. With `at_least` (the side the model needs), a JPEG is decoded at
-    the smallest of its 1/8, 1/4 and 1/2 scales that still covers `at_least`×`at_least` (PIL's draft
-    mode: the decoder skips the detail, a 4000×3000 photo for a 128-px model costs 1/64 of the
-    pixels); other formats at their own size."""
+    "JPEG")) limits what is opened; `at_least` (the side the model needs): `draft_for`."""
     name = source if isinstance(source, Path) else "image"
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=formats) as image:
             check_size(image, max_pixels)
-            if at_least is not None and image.format == "JPEG":
-                image.draft(image.mode, (at_least, at_least))
+            draft_for(image, at_least)
             return normalise(image, channels, bits)
     except (
         OSError,

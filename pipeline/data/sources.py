@@ -22,7 +22,7 @@ def scan(cfg: Config) -> Scan:
         return fashion_mnist.scan(cfg.source_path())
     if d.source == "cluttered-fashion-mnist":
         return cluttered.scan(cfg.source_path(), d.canvas, d.clutter, d.seed)
-    return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels)
+    return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels, at_least=d.image_size)
 
 
 def load_images(cfg: Config, paths: list[str], bits: int = WIDE_BITS) -> np.ndarray:

@@ -37,7 +37,7 @@ from mlflow.types import ParamSchema, ParamSpec
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
-from pipeline.data.images import WIDE_BITS, decode_image, load_image
+from pipeline.data.images import DEFAULT_MAX_PIXELS, WIDE_BITS, decode_image, load_image
 from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.training.runtime import Runtime, predict_batches
@@ -54,7 +54,7 @@ SIGNATURE = ModelSignature(
 )  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
 
 
-REQUEST_PIXELS = 64 * 2**20  # the pixels all images of one request may declare together (64 Mpx)
+REQUEST_PIXELS = DEFAULT_MAX_PIXELS  # all images of one request together: one as large as validation accepts (64 Mpx)
 # the forward passes of a request: fp32 on the CPU and in the layout the model loads in, a CPU scoring
 # batch at a time (256 RGB images at 224 px: 1.3 GB; in one pass, killed under a 3 GB limit; BENCHMARKS.md)
 SERVING = Runtime(torch.device("cpu"), None, channels_last=False)
