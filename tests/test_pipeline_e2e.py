@@ -218,6 +218,8 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     expected = cli[1]
     flat = tmp_path / "flat.png"  # a plain grey square: nothing like bars, columns or squares on noise
     Image.new("L", (16, 16), 128).save(flat)
+    camera_photo = tmp_path / "drone.jpg"
+    Image.open(image).convert("RGB").resize((5472, 3648)).save(camera_photo, quality=85)
     assert run(repo, sys.executable, "-m", "pipeline.predict", str(flat)).stdout.rstrip().endswith("\tunknown")
     port = free_port()
     with make_target("demo", f"http://127.0.0.1:{port}/", tmp_path / "demo.log", timeout=180,
@@ -239,12 +241,18 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
             page.set_input_files("#upload input[type=file]", str(flat))
             page.wait_for_function("document.querySelector('#answer').innerText.includes('Not sure')", timeout=30_000)
             unknown = page.inner_text("#answer")
+            page.goto(f"http://127.0.0.1:{port}/")  # a drone camera's 20-Mpx frame: drawn at the page's size
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+            page.set_input_files("#upload input[type=file]", str(camera_photo))
+            page.wait_for_function("document.querySelector('#overlay img')?.naturalWidth > 0", timeout=60_000)
+            camera_overlay = page.locator("#overlay img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert top[1] == expected  # the headline class: the one pipeline.predict gives
     assert set(top) & {"bars", "columns", "squares"} == {"bars", "columns", "squares"}  # the top classes, charted
     assert "attention-classifier version 1 (" in about and "champion" in about and "test accuracy" in about
     assert overlay[0] > 0 and overlay[1] > 0  # the attention overlay was drawn
     assert ("Not sure" in known) == (cli[-1] == "unknown")  # the page and predict agree on the test image
     assert "does not look like anything I was trained on" in unknown
+    assert camera_overlay == [2048, 1365]  # its long side at demo.PAGE, not 5472 px sent to the browser
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert web == []  # nothing was asked of the network (fonts, scripts, analytics)
 

@@ -79,6 +79,12 @@ def test_a_cut_camera_photo_is_named_though_decoded_at_an_eighth(project, datase
     assert "every file decodes" in (message := failure(project)) and "train/bars/cut.jpg" in message
 
 
+def test_a_format_left_out_is_named_with_the_key_that_lets_it_in(project, dataset):
+    Image.new("L", (32, 32), 90).save(dataset / "train" / "bars" / "scan.tif")  # as microscopes and line cameras write
+    message = failure(project)
+    assert "train/bars/scan.tif" in message and "validate.formats; GIF and TIFF may be added" in message
+
+
 def test_zero_byte_file_is_named(project, dataset):
     (dataset / "test" / "squares" / "empty.png").touch()
     assert "test/squares/empty.png" in failure(project)

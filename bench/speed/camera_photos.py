@@ -1,4 +1,5 @@
-"""Camera-size photos through validation and preprocessing: how fast, and in how much memory.
+"""Camera-size photos through validation, preprocessing and the attention overlay: how fast, and
+in how much memory.
 
     sudo python -m bench.speed.camera_photos [--photos 40] [--size 128] [--limit-mb 1024]
 
@@ -9,10 +10,13 @@ process, medians of 3:
   JPEG whole, as it did before 2026-12-06, and at the model's side (`at_least`, PIL's draft mode,
   as preprocess decodes);
 - preprocess's decode (`image_folder.load`) to `--size` px.
-Then, in a memory cgroup of `--limit-mb` (v1 or v2; Linux, as root), a fresh process scans and
-loads a folder of the largest images the defaults accept, 64 Mpx (8192×8192) as PNG and as JPEG,
-and the cgroup's own peak memory is reported (not the process's ru_maxrss). Writes
-`bench/results/camera_photos.json`; prints a markdown table.
+Then, each in a fresh process in a memory cgroup (v1 or v2; Linux, as root), with the cgroup's own
+peak memory (not the process's ru_maxrss):
+- the attention overlay of one frame at its own size, as `pipeline.predict`, the server
+  (`overlay: true`) and the demo draw it (`pipeline.core.overlay`; median of 3; 4 × `--limit-mb`);
+- a scan and load of a folder of the largest images the defaults accept, 64 Mpx (8192×8192) as
+  PNG and as JPEG (`--limit-mb`).
+Writes `bench/results/camera_photos.json`; prints a markdown table.
 """
 
 from __future__ import annotations
@@ -51,6 +55,21 @@ ok = files[files["decodable"]]
 arrays = image_folder.load(root, list(ok["path"]), size, 3)
 print(json.dumps({"decodable": int(files["decodable"].sum()), "files": len(files), "shape": list(arrays.shape)}))
 """
+DRAW = """
+import json, statistics, sys, time
+from pathlib import Path
+import numpy as np
+from pipeline.core.overlay import overlay
+from pipeline.data.images import decode_image
+photo = decode_image(Path(sys.argv[1]), 3)
+attention = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+seconds = []
+for _ in range(3):
+    start = time.perf_counter()
+    drawn = overlay(photo, attention)
+    seconds.append(time.perf_counter() - start)
+print(json.dumps({"seconds": statistics.median(seconds), "size": list(drawn.size)}))
+"""
 
 
 def photo(name: str, size: tuple[int, int], seed: int) -> Image.Image:
@@ -83,10 +102,11 @@ def median_seconds(action, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def peak_in_cgroup(root: Path, size: int, limit_mb: int) -> dict:
-    """Scan and load `root` in a fresh process inside a memory cgroup; its exit code and peak."""
+def in_cgroup(code: str, args: list[str], limit_mb: int) -> dict:
+    """Run `code` in a fresh process inside a memory cgroup: its exit code, the cgroup's peak, and
+    the JSON the code printed last."""
     with memory_cgroup(limit_mb * 2**20) as cgroup:
-        done = subprocess.run([sys.executable, "-c", MEASURE, str(root), str(size)], cwd=project_root(),
+        done = subprocess.run([sys.executable, "-c", code, *args], cwd=project_root(),
                               preexec_fn=cgroup.enter, capture_output=True, text=True, timeout=600)  # fmt: skip
         peak = cgroup.peak_bytes()
     result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
@@ -103,6 +123,11 @@ def markdown(output: dict) -> str:
                        ("validate's scan, decoded at the model's side (now)", "scan_draft_seconds"),
                        ("preprocess's decode to the model's side", "load_seconds")):  # fmt: skip
         rows.append(f"| {label} | {output[key]:.2f} | {n / output[key]:.1f} |")
+    drawn = output["overlay"]
+    rows.append(
+        f"\nThe attention overlay of one frame at its own size, in a fresh process in a {drawn['limit_mb']} MB memory "
+        f"cgroup: exit {drawn['returncode']}, {drawn.get('seconds', float('nan')):.2f} s, peak {drawn['peak_mb']} MB."
+    )
     memory = output["largest"]
     rows.append(
         f"\nThe largest images the defaults accept ({LARGEST[0]}×{LARGEST[1]}, one PNG and one JPEG), scanned and "
@@ -132,7 +157,8 @@ def main() -> None:
             "machine": describe(), "photos": args.photos, "size": args.size,
             "jpeg_megabytes": round(sum(p.stat().st_size for p in photos.rglob("*.jpg")) / 1e6 / args.photos, 2),
             "scan_whole_seconds": whole, "scan_draft_seconds": draft, "load_seconds": load,
-            "largest": peak_in_cgroup(largest, args.size, args.limit_mb),
+            "overlay": in_cgroup(DRAW, [str(photos / "b" / "000.jpg")], 4 * args.limit_mb),
+            "largest": in_cgroup(MEASURE, [str(largest), str(args.size)], args.limit_mb),
         }  # fmt: skip
     (RESULTS / "camera_photos.json").write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))

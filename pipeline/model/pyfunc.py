@@ -197,11 +197,11 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 
-            if files:  # the files at their own size, for the overlays
+            if files:  # the files at their own size, for the overlays, decoded one at a time
                 bits = self.info.bit_depth
-                shown = [decode_image(data, self.info.channels, formats=FORMATS, bits=bits) for data in files]
+                shown = (decode_image(data, self.info.channels, formats=FORMATS, bits=bits) for data in files)
             else:
-                shown = [as_picture(image) for image in images]
+                shown = (as_picture(image) for image in images)
             answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
         return answer
 

@@ -1,13 +1,27 @@
 """Attention overlays at the image's own resolution."""
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from bench.speed.memory_limit import cgroup_unavailable, memory_cgroup
 from pipeline.core import figures
 from pipeline.core.overlay import overlay
 from pipeline.data.images import EXIF_ORIENTATION
 from pipeline.predict import ImagePrediction, write_heatmap
+from tests.synthetic import PROJECT
+
+DRAW_A_CAMERA_PHOTO = """
+import numpy as np
+from PIL import Image
+from pipeline.core.overlay import overlay
+photo = Image.linear_gradient("L").resize((5472, 3648)).convert("RGB")  # a drone's 20 Mpx: 60 MB
+print(overlay(photo, np.random.default_rng(0).random((32, 32)).astype(np.float32)).size)
+"""
 
 
 def redness(picture: Image.Image) -> np.ndarray:
@@ -28,6 +42,14 @@ def test_the_overlay_keeps_the_image_size_and_is_hottest_under_the_peak():
     # a uniform map paints every region alike: no region stands out
     flat = redness(overlay(image, np.full((3, 6), 1 / 18, dtype=np.float32)))
     assert abs(flat[20:, 40:50].mean() - flat[20:, :10].mean()) < 1
+
+
+@pytest.mark.skipif(cgroup_unavailable() is not None, reason=str(cgroup_unavailable()))
+def test_a_camera_photos_overlay_is_drawn_in_half_a_gigabyte():
+    with memory_cgroup(512 * 2**20) as cgroup:  # in floating-point colours, as before 2026-12-06, it took 2.2 GB
+        done = subprocess.run([sys.executable, "-c", DRAW_A_CAMERA_PHOTO], cwd=PROJECT, preexec_fn=cgroup.enter,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and "(5472, 3648)" in done.stdout, (done.returncode, done.stderr[-300:])
 
 
 def test_predict_writes_heatmaps_at_the_size_the_image_is_shown(tmp_path):
