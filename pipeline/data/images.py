@@ -3,6 +3,7 @@
 Every image becomes 8-bit grayscale or RGB the same way: EXIF rotation applied, 16-bit samples
 scaled (not clipped) to 8 bits from the bits the dataset's camera uses (`bits`: a 12-bit camera
 stores 0..4095 in 16-bit files; scaled from 16 bits those would land in 16 of 256 grey levels),
+32-bit float samples from 0..1 (or 0..255 when some are above 1),
 transparent pixels laid over white, palette and CMYK converted. An image declaring more than
 `max_pixels` pixels is refused from its header, before decoding.
 """
@@ -82,12 +83,13 @@ def sample_bits(brightest: int | None) -> int:
 
 def normalise(image: Image.Image, channels: int, bits: int = WIDE_BITS) -> Image.Image:
     """Upright, 8-bit, `channels` (1: 'L', 3: 'RGB') version of a decoded image; a wide-integer
-    image's range 0..2**bits - 1 maps onto 0..255 (brighter samples clip). Turned upright in place,
+    image's range 0..2**bits - 1 maps onto 0..255 (brighter samples clip), a 32-bit float image's
+    0..1 when none of its samples is above 1, else 0..255 (NaN: 0). Turned upright in place,
     and copied only to change its mode: a 64-Mpx photo is not held three times over."""
     ImageOps.exif_transpose(image, in_place=True)
     if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
-        samples = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if image.mode == "F" else (2**bits - 1) / 255
+        samples = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scale = (2**bits - 1) / 255 if image.mode != "F" else 1 / 255 if samples.max(initial=0) <= 1 else 1.0
         image = Image.fromarray(np.clip(np.round(samples / scale), 0, 255).astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

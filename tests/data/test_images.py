@@ -69,3 +69,12 @@ def test_the_largest_image_the_defaults_accept_is_checked_and_read_in_half_a_gig
         done = subprocess.run([sys.executable, "-c", CHECK_AND_READ, str(tmp_path / "images")], cwd=PROJECT,
                               preexec_fn=cgroup.enter, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0 and "(1, 3, 64, 64)" in done.stdout, (done.returncode, done.stderr[-300:])
+
+
+def test_a_float_tiff_is_read_from_0_to_1_when_its_samples_are_and_from_0_to_255_otherwise(tmp_path):
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)  # reflectance, a normalised scan
+    Image.fromarray(ramp, "F").save(tmp_path / "unit.tif")
+    Image.fromarray(ramp * 255, "F").save(tmp_path / "bytes.tif")
+    unit, byte_range = (np.asarray(decode_image(tmp_path / name, 1)) for name in ("unit.tif", "bytes.tif"))
+    expected = np.round(ramp * 255).astype(np.uint8)
+    assert np.array_equal(unit, expected) and np.array_equal(byte_range, expected)  # not 0s and 1s: black
