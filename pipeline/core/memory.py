@@ -4,9 +4,12 @@ memory cgroup (v1 or v2) limit, as in containers and the tests' limits; and on a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
-import torch
+
+if TYPE_CHECKING:  # PyTorch only on a CUDA device: validation and preprocessing ask without importing it
+    import torch
 
 # a split is held whole in memory when it takes at most this share of what is available
 MEMORY_SHARE = 0.25
@@ -48,6 +51,8 @@ def free_for_training(device: torch.device) -> int:
     """Memory free for a training process's activations: the GPU's free memory on CUDA, else
     what this process can still take."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.mem_get_info(device)[0]
     return available_bytes()
 
@@ -55,6 +60,9 @@ def free_for_training(device: torch.device) -> int:
 def fits_in_memory(nbytes: int, copies: int = 1, device: torch.device | None = None) -> bool:
     """Whether `copies` of `nbytes` take at most `MEMORY_SHARE` of the available memory; for a
     CUDA `device` (where training holds the split), also at most that share of its free memory."""
-    if device is not None and device.type == "cuda" and nbytes > MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]:
-        return False
+    if device is not None and device.type == "cuda":
+        import torch
+
+        if nbytes > MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]:
+            return False
     return nbytes * copies <= MEMORY_SHARE * available_bytes()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -24,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.memory import available_bytes
 from pipeline.data.images import (
     DEFAULT_MAX_PIXELS,
     WIDE_BITS,
@@ -40,6 +42,7 @@ SPLITS = ("train", "test")
 BOXES_FILE = "boxes.csv"
 _BOX_HEADER = ["path", "x_min", "y_min", "x_max", "y_max"]
 _CHUNK = 2000
+PARALLEL_BYTES = 64 * 2**20  # more files to read than this (or than _CHUNK): worth parallel processes
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -93,8 +96,21 @@ def _inspect_chunk(items: list[tuple[Path, str, str]], root: Path, max_pixels: i
     return [inspect_image(path, root, split, label, max_pixels, at_least) for path, split, label in items]
 
 
-def _workers(count: int) -> int:
-    return min(8, os.cpu_count() or 1) if count > _CHUNK else 1
+def plan_workers(count: int, total_bytes: int, cores: int, room: int, max_pixels: int) -> tuple[int, int]:
+    """Processes, and files per task, to read `count` files of `total_bytes`: one process for a small
+    job (under `_CHUNK` files and `PARALLEL_BYTES`: starting workers would cost more than it saves);
+    else one per core, at most 8 and no more than the memory `room` holds while each decodes an
+    image of `max_pixels` (3 bytes a pixel, twice over), with tasks small enough to give each about 4."""
+    if count <= 1 or (count <= _CHUNK and total_bytes <= PARALLEL_BYTES):
+        return 1, max(1, count)
+    workers = min(8, cores, max(1, room // (6 * max_pixels)))
+    return workers, max(1, min(_CHUNK, math.ceil(count / (4 * workers))))
+
+
+def _plan(paths: list[Path], max_pixels: int) -> tuple[int, int]:
+    """`plan_workers` for these files on this machine."""
+    total = sum(path.stat().st_size for path in paths)
+    return plan_workers(len(paths), total, os.cpu_count() or 1, available_bytes(), max_pixels)
 
 
 def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Scan:
@@ -113,9 +129,9 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
                     ignored.append(path.relative_to(root).as_posix())
                 elif path.is_file():
                     items.append((path, split, class_dir.name))
-    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    workers, per_task = _plan([path for path, _, _ in items], max_pixels)
+    chunks = [items[i : i + per_task] for i in range(0, len(items), per_task)]
     inspect = partial(_inspect_chunk, root=root, max_pixels=max_pixels, at_least=at_least)
-    workers = _workers(len(items))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             rows = [row for chunk in pool.map(inspect, chunks) for row in chunk]
@@ -167,10 +183,10 @@ def load(
         return np.empty((0, channels, size, size), dtype=np.uint8)
     decode = partial(load_image, size=size, channels=channels, max_pixels=max_pixels, bits=bits)
     files = [root / path for path in paths]
-    workers = _workers(len(files))
+    workers, per_task = _plan(files, max_pixels)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            arrays = list(pool.map(decode, files, chunksize=_CHUNK // 2))
+            arrays = list(pool.map(decode, files, chunksize=per_task))
     else:
         arrays = [decode(path) for path in files]
     return np.stack(arrays)

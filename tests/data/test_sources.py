@@ -42,6 +42,27 @@ def test_images_load_in_manifest_order_resized(dataset):
     assert np.array_equal(images[:1], first)
 
 
+def test_reading_goes_parallel_for_many_or_large_files_within_the_memory_room():
+    plan, gb, px = image_folder.plan_workers, 2**30, 2**26  # px: validate.max_pixels' default
+    assert plan(150, 1_000_000, 8, 16 * gb, px) == (1, 150)  # a small folder: one process
+    assert plan(40, 230 * 2**20, 8, 16 * gb, px) == (8, 2)  # forty 20-Mpx photos: every core, small tasks
+    assert plan(40, 230 * 2**20, 2, 16 * gb, px) == (2, 5)
+    assert plan(2600, 40 * 2**20, 2, 16 * gb, px) == (2, 325)  # many small files, as before: every core
+    assert plan(1_000_000, 50 * gb, 64, 16 * gb, px) == (8, 2000)  # at most 8, tasks of at most 2,000
+    assert plan(40, 230 * 2**20, 8, gb, px) == (2, 5)  # 1 GB left: two 64-Mpx decodes at a time
+    assert plan(40, 230 * 2**20, 8, 100 * 2**20, px)[0] == 1
+
+
+def test_parallel_reading_gives_what_one_process_gives(dataset, monkeypatch):
+    alone = image_folder.scan(dataset)
+    arrays = image_folder.load(dataset, list(alone.files["path"]), 12, 3)
+    monkeypatch.setattr(image_folder, "PARALLEL_BYTES", 0)  # 150 small files, read as if they were large
+    assert image_folder._plan(sorted(dataset.rglob("*.png")), 2**26)[0] == min(8, os.cpu_count())
+    parallel = image_folder.scan(dataset)
+    assert parallel.files.equals(alone.files)
+    assert np.array_equal(image_folder.load(dataset, list(alone.files["path"]), 12, 3), arrays)
+
+
 def test_missing_folder_names_data_path(tmp_path):
     with pytest.raises(PipelineError, match="data.path: .* is not a folder"):
         image_folder.scan(tmp_path / "nowhere")
