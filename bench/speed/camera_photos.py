@@ -87,9 +87,9 @@ def write_photos(root: Path, count: int) -> None:
 
 
 def write_largest(root: Path) -> None:
+    picture = photo("astronaut", LARGEST, 0)  # made once, written as a PNG and as a JPEG
     for label, suffix in (("a", "png"), ("b", "jpg")):
         (root / label).mkdir(parents=True, exist_ok=True)
-        picture = photo("astronaut", LARGEST, 0)
         picture.save(root / label / f"largest.{suffix}", **({"quality": 90} if suffix == "jpg" else {}))
 
 
