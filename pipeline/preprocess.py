@@ -17,6 +17,11 @@ A dataset that grows is not written again: when a split still holds every image 
 params, the class list, the decoding code), its old chunks are kept as they are and only the new
 images, shuffled among themselves, are decoded into new chunks after them (DVC keeps the folder
 between runs: `persist` in dvc.yaml). Anything else writes the split whole.
+
+The recipe is kept beside the folder, in `data/preprocess_recipe.json`, with a digest of the
+`meta.json` it was used for, not in it: the folder's bytes depend only on the images and the params,
+so a rewrite that changes no pixel (a new version of the decoding code that decodes alike) leaves
+`data/processed` as it was, and DVC does not train again.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
-from pipeline.core.files import replace_dir, write_json
+from pipeline.core.files import file_sha256, replace_dir, write_json
 from pipeline.data.images import WIDE_BITS, sample_bits
 from pipeline.data.manifest import BOXES, COLUMNS, box_array, upright_size
 from pipeline.data.shards import ShardWriter, link_chunks, publish
@@ -93,6 +98,18 @@ def recipe(cfg: Config, classes: list[str], bits: int) -> str:
     for code in [Path(__file__), *sorted((Path(__file__).parent / "data").glob("*.py"))]:
         digest.update(code.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def recorded_recipe(record: Path, meta_file: Path) -> str | None:
+    """The recipe `record` says the processed folder was written with, if it vouches for this very
+    `meta_file` (a folder put back by `dvc checkout` or by hand may be another's); else None."""
+    if not (record.is_file() and meta_file.is_file()):
+        return None
+    try:
+        written = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return None
+    return written.get("recipe") if written.get("meta") == file_sha256(meta_file) else None
 
 
 def arrange(rows: pd.DataFrame, labels: torch.Tensor, previous: Path | None) -> tuple[pd.DataFrame, torch.Tensor, int]:
@@ -183,11 +200,12 @@ def run(cfg: Config) -> dict:
     bits = bit_depth(cfg, splits.train)
     meta: dict = {
         "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels,
-        "bit_depth": bits, "counts": {}, "recipe": recipe(cfg, list(classes), bits),
+        "bit_depth": bits, "counts": {},
     }  # fmt: skip
     processed = cfg.paths.processed
     last = json.loads((processed / "meta.json").read_text()) if (processed / "meta.json").is_file() else {}
-    same_recipe = last.get("recipe") == meta["recipe"]
+    now = recipe(cfg, list(classes), bits)
+    same_recipe = recorded_recipe(cfg.paths.preprocess_recipe, processed / "meta.json") == now
     with replace_dir(processed) as staging:
         for name, rows in splits.items():
             # shuffled once, seeded: streamed training reads shards in order, a window at a time
@@ -206,6 +224,7 @@ def run(cfg: Config) -> dict:
         if cfg.data.shards_url:
             meta["shards"] = publish_splits(staging, list(meta["counts"]), cfg.data.shards_url)
         write_json(staging / "meta.json", meta)
+    write_json(cfg.paths.preprocess_recipe, {"recipe": now, "meta": file_sha256(processed / "meta.json")})
     log.info("preprocess: %s images -> %s", meta["counts"], cfg.paths.processed)
     return meta
 

@@ -116,6 +116,12 @@ def test_repro_right_after_is_a_no_op(repo, first_repro):
     assert stages_run(dvc(repo, "repro")) == set()
 
 
+def test_new_decoding_code_that_decodes_alike_reruns_only_the_data_stages(repo, first_repro):
+    code = repo / "pipeline" / "data" / "images.py"
+    code.write_text(code.read_text() + "\n# a new version of the decoding code, the same pixels\n")
+    assert stages_run(dvc(repo, "repro")) == {"validate", "preprocess"}  # not train onwards: same bytes out
+
+
 def test_metrics_plots_and_dag_work(repo, first_repro):
     metrics = dvc(repo, "metrics", "show")
     assert "metrics/eval.json" in metrics and "accuracy" in metrics

@@ -165,6 +165,36 @@ def test_a_removed_image_or_a_changed_recipe_writes_the_splits_again(project, da
     assert len(fresh_sizes) == sum(1 for _ in dataset.rglob("*.png"))
 
 
+def file_bytes(folder) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_rewrite_that_changes_no_pixel_changes_no_byte(project):
+    validate.run(project)
+    preprocess.run(project)
+    before, chunks = file_bytes(project.paths.processed), chunk_files(project.paths.processed)
+    record = project.paths.preprocess_recipe
+    written = json.loads(record.read_text())
+    record.write_text(json.dumps({**written, "recipe": "decoding code of another version"}))
+    preprocess.run(project)
+    assert not set(chunks) & set(chunk_files(project.paths.processed))  # every split was written again
+    assert file_bytes(project.paths.processed) == before  # to the same bytes: DVC sees no change, trains no more
+    assert json.loads(record.read_text()) == written
+
+
+def test_a_recipe_recorded_for_another_meta_json_keeps_no_shard(project, dataset):
+    """A processed folder put back from elsewhere (`dvc checkout`, a copy) is not vouched for by the record."""
+    validate.run(project)
+    preprocess.run(project)
+    before = chunk_files(project.paths.processed)
+    meta = project.paths.processed / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "bit_depth": 12}))  # another run's meta.json
+    add_images(dataset, 4, seed=1)
+    validate.run(project)
+    preprocess.run(project)
+    assert not set(before) & set(chunk_files(project.paths.processed))
+
+
 def test_dvc_repro_after_the_folder_grows_keeps_the_old_shards(tmp_path):
     repo = make_repo(tmp_path / "repo")
     dvc(repo, "repro", "preprocess")

@@ -48,6 +48,10 @@ class ProjectPaths:
         return self.root / "data" / "processed"
 
     @property
+    def preprocess_recipe(self) -> Path:
+        return self.root / "data" / "preprocess_recipe.json"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
 

@@ -14,6 +14,7 @@ come from the environment as for boto3 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.files import file_sha256, write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,20 @@ class ShardWriter:
             self._writer.merge()
         else:  # LitData's own append (`optimize(mode="append")`): the old chunks first, then the new
             self._writer._merge_no_wait(existing_index=self._after)
+        stamp_index(self.folder, self._after)
+
+
+def stamp_index(folder: Path, after: dict | None = None) -> None:
+    """Give the folder's index a stamp of its chunks' content where LitData writes the time
+    (`updated_at`, its cache key): the same images give the same bytes, so DVC sees no change after
+    a rewrite that changed nothing. Appended chunks are hashed after the `after` index's stamp."""
+    index_file = folder / "index.json"
+    index = json.loads(index_file.read_text())
+    digest = hashlib.sha256(after["updated_at"].encode() if after else b"")
+    for chunk in index["chunks"][len(after["chunks"]) if after else 0 :]:
+        digest.update(file_sha256(folder / chunk["filename"]).encode())
+    index["updated_at"] = digest.hexdigest()[:32]
+    write_text(index_file, json.dumps(index, sort_keys=True))  # a new file: never through a link to the old
 
 
 def link_chunks(source: Path, target: Path) -> dict:

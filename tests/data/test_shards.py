@@ -4,6 +4,7 @@ ranks stream disjoint shares in equal batch counts."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -39,6 +40,19 @@ def shards(tmp_path_factory):
     split = numbered(IMAGES)
     save_split(folder / "train", split)
     return folder, split
+
+
+def test_a_shard_index_is_stamped_with_its_content_not_the_time(tmp_path):
+    split = numbered(40)
+    changed = split.images.clone()
+    changed[7, 0, 4, 4] ^= 1  # one bit of one pixel
+    for name, images in (("first", split.images), ("again", split.images), ("changed", changed)):
+        save_split(tmp_path / name, TensorSplit(images, split.labels))
+    index = {name: (tmp_path / name / "index.json").read_bytes() for name in ("first", "again", "changed")}
+    assert index["first"] == index["again"]
+    stamps = {name: json.loads(text)["updated_at"] for name, text in index.items()}
+    assert stamps["first"] != stamps["changed"]
+    assert torch.equal(ShardedImages(tmp_path / "changed", tuple(changed.shape))[:], changed)
 
 
 def test_streamed_images_slice_like_the_tensor_they_hold(shards):
