@@ -42,7 +42,7 @@ SPLITS = ("train", "test")
 BOXES_FILE = "boxes.csv"
 _BOX_HEADER = ["path", "x_min", "y_min", "x_max", "y_max"]
 _CHUNK = 2000
-PARALLEL_BYTES = 64 * 2**20  # more bytes of files to read than this (or more files than _CHUNK): worth parallel processes
+PARALLEL_BYTES = 64 * 2**20  # more bytes to read than this (or more files than _CHUNK): worth parallel processes
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
