@@ -4,12 +4,15 @@
 
 The window is the last `monitoring.window_hours` of the log's answers by the registry's current
 champion (other versions' answers are left out: a new champion starts a fresh window). The
-reference is the validation split as that same model answers it. `pipeline/monitoring/drift.py`
+reference is the validation and test splits (at most REFERENCE_IMAGES) as that same model answers
+them. `pipeline/monitoring/drift.py`
 compares them (Evidently: answered classes, probabilities, novelty, embeddings) and the share of
 "unknown" answers is counted. The verdict:
 - `no verdict`: fewer than `monitoring.min_records` answers in the window;
-- `drift`: the embeddings drifted (domain classifier ROC AUC over `monitoring.embedding_auc`) or
-  the unknown rate passed `monitoring.max_unknown_rate`; the reasons are named;
+- `drift`: the embeddings drifted (domain classifier ROC AUC over `monitoring.embedding_auc` and
+  over what chance gives that few answers: `drift.chance_auc`), the answered classes or the
+  novelty scores moved (a distance of 0.1 or more that chance gives less than once in 1,000
+  windows), or the unknown rate passed `monitoring.max_unknown_rate`; the reasons are named;
 - `ok` otherwise (class, probability and novelty distances are reported either way).
 Writes `reports/monitoring.html` (the Evidently report) and `metrics/monitoring.json`, logs both to
 an MLflow run in the experiment `<tracking.experiment>-monitoring`, and deletes log partitions
@@ -25,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
@@ -36,6 +40,8 @@ from pipeline.monitoring import prediction_log
 from pipeline.monitoring.drift import compare
 
 log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 5000  # the reference's size at most: its answers are computed at every monitoring run
 
 
 @dataclass
@@ -70,9 +76,22 @@ class Verdict:
         return f"{head}{why} ({self.records} answers in the window; {rate}{embedding})"
 
 
+def reference_images(cfg: Config) -> torch.Tensor:
+    """The reference's images: the validation and test splits (neither trained on), at most
+    REFERENCE_IMAGES of them, drawn seeded in proportion to the splits. Both splits, because a
+    reference of a few hundred answers makes the embeddings' domain classifier see drift in noise."""
+    splits = [load_split(cfg.paths.processed, name, cfg.train.loader).images for name in ("val", "test")]
+    total, generator = sum(len(images) for images in splits), torch.Generator().manual_seed(cfg.data.seed)
+    parts = []
+    for images in splits:
+        take = min(len(images), REFERENCE_IMAGES * len(images) // max(total, 1))
+        parts.append(images[torch.randperm(len(images), generator=generator)[:take].sort().values])
+    return torch.cat(parts)
+
+
 def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
-    """The validation split as the model at `uri` answers it, as log records."""
-    images = load_split(cfg.paths.processed, "val", cfg.train.loader).images
+    """The reference images (`reference_images`) as the model at `uri` answers them, as log records."""
+    images = reference_images(cfg)
     wrapper = mlflow.pyfunc.load_model(uri)
     info = wrapper.unwrap_python_model().info
     answers = [
@@ -141,11 +160,36 @@ def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.Dat
                 f"{verdict.unknown_rate:.1%} of answers were 'unknown' (monitoring.max_unknown_rate "
                 f"{settings.max_unknown_rate:.0%}; reference {verdict.reference_unknown_rate:.1%})"
             )
-    auc = report.figures.get("embedding_auc")
-    if auc is not None and auc > settings.embedding_auc:
-        verdict.reasons.append(f"the inputs' embeddings drifted (domain classifier ROC AUC {auc:.3f} > "
-                               f"monitoring.embedding_auc {settings.embedding_auc})")  # fmt: skip
+    auc, threshold = report.figures.get("embedding_auc"), report.figures["embedding_auc_threshold"]
+    if auc is not None and auc > threshold:
+        bar = (
+            f"monitoring.embedding_auc {settings.embedding_auc}"
+            if threshold == settings.embedding_auc
+            else f"{threshold:.3f}, what chance gives {len(reference)} and {len(window)} answers once in 1,000 windows"
+        )
+        verdict.reasons.append(f"the inputs' embeddings drifted (domain classifier ROC AUC {auc:.3f} > {bar})")
+    verdict.reasons += moved_columns(report.figures, window, reference)
     verdict.verdict = "drift" if verdict.reasons else "ok"
+
+
+def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """Why the answered classes or the novelty scores count as moved (`drift.compare`'s `drifted`)."""
+    reasons = []
+    if "class" in figures["drifted"]:
+        now, before = (frame["class"].value_counts(normalize=True) for frame in (window, reference))
+        change = now.sub(before, fill_value=0).abs().idxmax()
+        reasons.append(
+            f"the answered classes moved ({change} {now.get(change, 0):.1%} of answers, {before.get(change, 0):.1%} "
+            f"in the reference; Jensen-Shannon distance {figures['class_distance']:.3f}, "
+            f"χ² p = {figures['class_p']:.1e})"
+        )
+    if "novelty" in figures["drifted"]:
+        reasons.append(
+            f"the novelty scores moved (median {window['novelty'].median():.3g}, "
+            f"{reference['novelty'].median():.3g} in the reference; normed Wasserstein distance "
+            f"{figures['novelty_distance']:.3f}, Kolmogorov-Smirnov p = {figures['novelty_p']:.1e})"
+        )
+    return reasons
 
 
 def main() -> None:

@@ -422,3 +422,28 @@ def test_the_camera_photos_bench_writes_drone_frames_in_two_classes(tmp_path):
     for frame in frames:
         with Image.open(frame) as image:
             assert (image.format, image.size) == ("JPEG", camera_photos.DRONE)
+
+
+def test_the_inspection_drift_windows_change_the_cells_as_named_and_keep_their_labels():
+    """bench.serving.inspection_drift's windows: three disjoint unchanged ones, each camera change and
+    each creeping share applied to the first (labels kept), and a line change at 62 % defective."""
+    import numpy as np
+
+    from bench.serving import inspection_drift
+
+    cells, labels = inspection_drift.new_cells(60, seed=3)
+    windows = inspection_drift.windows(cells, labels, 32, seed=0)
+    first, first_labels = windows["unchanged 1"]
+    assert [len(w[0]) for name, w in windows.items() if name.startswith("unchanged")] == [20, 20, 20]
+    assert not any(np.array_equal(first[0], image) for image in windows["unchanged 2"][0])
+    darker = windows["exposure -30 %"][0]
+    assert np.mean(darker) == pytest.approx(0.7 * np.mean(first), rel=0.01)
+    assert np.array_equal(windows["camera turned 90°"][0][0], np.rot90(first[0]))
+    for name in [*inspection_drift.CHANGES, "25% at exposure -30 %"]:
+        assert np.array_equal(windows[name][1], first_labels)
+    changed = [not np.array_equal(a, b) for a, b in zip(windows["25% at exposure -30 %"][0], first, strict=True)]
+    assert sum(changed) == 5
+    line = windows["twice the defective share"][1]
+    assert len(line) == 20 and line.mean() == pytest.approx(0.6, abs=0.05)
+    served = inspection_drift.as_served(darker[:2], 32, 8)
+    assert served.shape == (2, 1, 32, 32) and served.dtype == np.uint8

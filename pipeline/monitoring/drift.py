@@ -14,6 +14,17 @@ import numpy as np
 import pandas as pd
 
 DISTANCE = 0.1  # Evidently's default threshold for its distance methods
+CHANCE_Z = 3.09  # the embeddings' ROC AUC must pass what chance gives one window in 1,000 (one-sided normal quantile)
+CHANCE_P = 0.001  # and a column's move must be one that chance gives less often than once in 1,000 windows
+
+
+def chance_auc(reference: int, current: int, z: float = CHANCE_Z) -> float:
+    """The ROC AUC that a domain classifier reaches by chance, with no drift, in one window of
+    1,000 (at `z`): Evidently scores it on half of the `reference` and `current` answers, where the
+    AUC of scores unrelated to the labels has mean 0.5 and the Mann-Whitney standard error. A few
+    hundred answers on each side reach 0.55 often; several thousand, almost never."""
+    held_reference, held_current = max(reference // 2, 1), max(current // 2, 1)
+    return 0.5 + z * ((held_reference + held_current + 1) / (12 * held_reference * held_current)) ** 0.5
 
 
 def _evidently():
@@ -52,10 +63,25 @@ def as_frame(records: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def chance_p(reference: pd.Series, current: pd.Series) -> float:
+    """How often two samples of one distribution differ this much: a χ² test of the counts of a
+    categorical column, a two-sample Kolmogorov-Smirnov test of a numerical one."""
+    from scipy import stats
+
+    if not pd.api.types.is_numeric_dtype(reference):
+        counts = pd.crosstab(pd.concat([reference, current]), np.r_[np.zeros(len(reference)), np.ones(len(current))])
+        return float(stats.chi2_contingency(counts.to_numpy()).pvalue) if len(counts) > 1 else 1.0
+    return float(stats.ks_2samp(reference, current).pvalue)
+
+
 def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float) -> DriftReport:
-    """Drift of `current` (log records) from `reference` (the same columns): per column and in the
-    embeddings, with `embedding_auc` the domain classifier's ROC AUC above which embeddings drifted."""
+    """Drift of `current` (log records) from `reference` (the same columns): a column drifted when
+    its distance reaches DISTANCE and chance gives such a move less often than CHANCE_P (`chance_p`:
+    the figure `<column>_p`; many answers make a harmless move significant, few make a large
+    distance noise); the embeddings, when the domain classifier's ROC AUC passes `embedding_auc`
+    and what chance gives answers this few (`chance_auc`; the figure `embedding_auc_threshold`)."""
     evidently, metrics, embeddings = _evidently()
+    threshold = max(embedding_auc, chance_auc(len(reference), len(current)))
     reference, current = as_frame(reference.reset_index(drop=True)), as_frame(current.reset_index(drop=True))
     vectors = [c for c in reference.columns if c.startswith("e") and c[1:].isdigit() and c in current.columns]
     numbers = [c for c in ("probability", "novelty") if reference[c].notna().all() and current[c].notna().all()]
@@ -65,7 +91,7 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float
     checks = [metrics.ValueDrift(column="class", method="jensenshannon", threshold=DISTANCE)]
     checks += [metrics.ValueDrift(column=c, method="wasserstein", threshold=DISTANCE) for c in numbers]
     if vectors:
-        method = embeddings.ModelDriftMethod(threshold=embedding_auc)
+        method = embeddings.ModelDriftMethod(threshold=threshold)
         checks.append(metrics.EmbeddingsDrift(embeddings_name="embedding", drift_method=method))
     snapshot = evidently.Report(checks).run(
         evidently.Dataset.from_pandas(current, data_definition=definition),
@@ -74,7 +100,11 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float
     values = [metric["value"] for metric in snapshot.dict()["metrics"]]
     figures = {f"{column}_distance": float(value) for column, value in zip(["class", *numbers], values, strict=False)}
     figures["embedding_auc"] = float(values[-1]) if vectors else None
-    figures["drifted"] = [c for c in ["class", *numbers] if figures[f"{c}_distance"] >= DISTANCE]
-    if vectors and figures["embedding_auc"] > embedding_auc:
+    figures["embedding_auc_threshold"] = threshold
+    figures |= {f"{column}_p": chance_p(reference[column], current[column]) for column in ["class", *numbers]}
+    figures["drifted"] = [
+        c for c in ["class", *numbers] if figures[f"{c}_distance"] >= DISTANCE and figures[f"{c}_p"] < CHANCE_P
+    ]
+    if vectors and figures["embedding_auc"] > threshold:
         figures["drifted"].append("embedding")
     return DriftReport(figures, snapshot.get_html_str(as_iframe=False))

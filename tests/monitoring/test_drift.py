@@ -2,8 +2,9 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from pipeline.monitoring.drift import compare
+from pipeline.monitoring.drift import chance_auc, compare
 
 
 def records(count: int, shift: float, classes: list[str], seed: int) -> pd.DataFrame:
@@ -40,3 +41,40 @@ def test_a_confident_models_float32_probabilities_next_to_one_are_compared():
         frame["probability"] = frame["probability"].astype(np.float32)
     figures = compare(reference, current, embedding_auc=0.55).figures
     assert figures["probability_distance"] < 0.1 and "probability" not in figures["drifted"]
+
+
+def test_chance_auc_is_what_scores_unrelated_to_the_labels_pass_once_in_a_thousand():
+    """Evidently holds out half of each side; scores with no relation to which side an answer came
+    from give ROC AUCs whose 99.9th percentile is the floor."""
+    rng = np.random.default_rng(0)
+    for reference, current in ((176, 500), (5000, 1000)):
+        held = (reference // 2, current // 2)
+        ranks = rng.random((20000, sum(held))).argsort(1).argsort(1) + 1.0
+        mann_whitney = ranks[:, : held[0]].sum(1) - held[0] * (held[0] + 1) / 2
+        aucs = mann_whitney / (held[0] * held[1])
+        assert np.quantile(aucs, 0.999) == pytest.approx(chance_auc(reference, current), abs=0.01)
+    assert chance_auc(176, 500) > 0.6 > 0.55 > chance_auc(5000, 1000)
+
+
+def test_a_small_reference_does_not_see_drift_in_noise_and_still_sees_a_move():
+    """176 reference answers (the validation split of a 2,600-image set) against windows of 500 like
+    them: one of eight passes the flat 0.55 by chance, none passes the floor; a move still does."""
+    reference = records(176, 0.0, ["a", "b"], seed=0)
+    unchanged = [compare(reference, records(500, 0.0, ["a", "b"], seed=s), 0.55).figures for s in range(1, 9)]
+    assert max(f["embedding_auc"] for f in unchanged) > 0.55  # the flat threshold alone would call drift
+    assert not any("embedding" in f["drifted"] for f in unchanged)
+    assert all(f["embedding_auc_threshold"] == pytest.approx(chance_auc(176, 500)) for f in unchanged)
+    moved = compare(reference, records(500, 0.3, ["a", "b"], seed=99), 0.55).figures
+    assert "embedding" in moved["drifted"]
+
+
+def test_a_class_share_that_doubles_is_a_move_and_distances_of_a_few_answers_are_not():
+    """The answered classes and novelty scores drift only with a distance of 0.1 or more that chance
+    gives less than once in 1,000 windows: 40 answers against 40 like them pass 0.1 (the distance
+    alone called drift) but not the test; 'defective' from 30 % to 60 % of 500 answers passes both."""
+    few = compare(records(40, 0.0, list("abcde"), seed=0), records(40, 0.0, list("abcde"), seed=1), 0.55).figures
+    assert few["class_distance"] >= 0.1 and few["novelty_distance"] >= 0.1
+    assert few["drifted"] == [] and few["class_p"] > 0.001 and few["novelty_p"] > 0.001
+    reference = records(800, 0.0, ["ok"] * 7 + ["defective"] * 3, seed=0)
+    doubled = compare(reference, records(500, 0.0, ["ok"] * 4 + ["defective"] * 6, seed=1), 0.55).figures
+    assert doubled["drifted"] == ["class"] and doubled["class_p"] < 1e-6
