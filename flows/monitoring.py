@@ -2,12 +2,13 @@
 
     python -m flows.monitoring        (prints its verdict; `python -m flows.schedule` runs it every hour)
 
-Runs `pipeline.monitor` (the recent window of the prediction log against the validation split, in
-Evidently), publishes the verdict as the flow run's `monitoring-report` artifact (the Evidently
-report itself is in the MLflow run of the `<experiment>-monitoring` experiment and in
-`reports/monitoring.html`), and when the embeddings drifted or the unknown rate passed its
-threshold, starts the retraining flow as a subflow with the reasons (`monitoring.retrain: true`;
-at most once per window, so a drift that lasts does not retrain every hour).
+Runs `pipeline.monitor` (the recent window of the prediction log against the validation and test
+splits, in Evidently), publishes the verdict as the flow run's `monitoring-report` artifact (the
+Evidently report itself is in the MLflow run of the `<experiment>-monitoring` experiment and in
+`reports/monitoring.html`), and on `drift` (the embeddings, the answered classes or the novelty
+scores moved, or the unknown rate passed its threshold) starts the retraining flow as a subflow
+with the reasons (`monitoring.retrain: true`; at most once per window, so a drift that lasts does
+not retrain every hour).
 """
 
 from __future__ import annotations

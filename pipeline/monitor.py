@@ -177,7 +177,7 @@ def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) 
     reasons = []
     if "class" in figures["drifted"]:
         now, before = (frame["class"].value_counts(normalize=True) for frame in (window, reference))
-        change = now.sub(before, fill_value=0).abs().idxmax()
+        change = now.sub(before, fill_value=0).idxmax()  # the class whose share grew most
         reasons.append(
             f"the answered classes moved ({change} {now.get(change, 0):.1%} of answers, {before.get(change, 0):.1%} "
             f"in the reference; Jensen-Shannon distance {figures['class_distance']:.3f}, "

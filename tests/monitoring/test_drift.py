@@ -78,3 +78,18 @@ def test_a_class_share_that_doubles_is_a_move_and_distances_of_a_few_answers_are
     reference = records(800, 0.0, ["ok"] * 7 + ["defective"] * 3, seed=0)
     doubled = compare(reference, records(500, 0.0, ["ok"] * 4 + ["defective"] * 6, seed=1), 0.55).figures
     assert doubled["drifted"] == ["class"] and doubled["class_p"] < 1e-6
+
+
+def test_the_verdict_names_the_class_whose_share_moved(project):
+    from pipeline.monitor import Verdict, judge
+
+    def answered(count: int, classes: list[str], seed: int) -> pd.DataFrame:
+        return records(count, 0.0, classes, seed).assign(unknown=False)
+
+    reference = answered(800, ["ok"] * 7 + ["defective"] * 3, seed=0)
+    window = answered(500, ["ok"] * 4 + ["defective"] * 6, seed=1)
+    verdict = Verdict("no verdict", [], "m", "1", "", "", len(window))
+    judge(project, verdict, window, reference)
+    now, before = (f"{frame['class'].eq('defective').mean():.1%}" for frame in (window, reference))
+    assert verdict.verdict == "drift" and len(verdict.reasons) == 1, verdict.reasons
+    assert verdict.reasons[0].startswith(f"the answered classes moved (defective {now} of answers, {before} in the")
