@@ -138,11 +138,13 @@ def task_difference(challenger: ModelInfo, champion: ModelInfo) -> str | None:
 
 
 def champion_model(name: str, version: str) -> tuple[AttentionCNN, ModelInfo]:
-    """The model file registered with version `version` of `name`, loaded (weights only)."""
+    """The model file registered with version `version` of `name`, loaded (weights only): only its
+    MLmodel and that file are downloaded, not the ONNX file and the code beside them."""
+    source = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as folder:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
-        artifacts = mlflow.models.Model.load(local).flavors["python_function"]["artifacts"]
-        return load_model(local / artifacts["model_file"]["path"])
+        described = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/MLmodel", dst_path=folder)
+        path = mlflow.models.Model.load(described).flavors["python_function"]["artifacts"]["model_file"]["path"]
+        return load_model(Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/{path}", dst_path=folder)))
 
 
 def seen_by(client: MlflowClient, run_id: str) -> set[str] | None:
