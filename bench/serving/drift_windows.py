@@ -4,8 +4,9 @@ one window of a switched stream.
     PYTHONPATH=. python -m bench.serving.drift_windows [--root .] [--window 1000]
                                                        [--out bench/results/drift_windows.json]
 
-The model file of the project's last run answers, as the server would log them: its validation
-split (the reference), five windows of its test split (an unchanged stream), and one window of
+The model file of the project's last run answers, as the server would log them: the monitoring
+reference (`pipeline.monitor.reference_images`: validation and test images), five windows of the
+test images outside it (an unchanged stream), and one window of
 images it was not trained for (the switched stream: equal parts of the photographs, textures, faces
 and digits of `pipeline/data/outliers.py`). Each window is judged by the monitoring run's own rule
 (`pipeline.monitor.judge`: Evidently's report, the unknown rate, `monitoring:` in params.yaml).
@@ -27,7 +28,7 @@ from pipeline.core.config import load_config
 from pipeline.data.outliers import outlier_set
 from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
-from pipeline.monitor import Verdict, judge
+from pipeline.monitor import Verdict, judge, reference_images
 from pipeline.monitoring.prediction_log import answer_records
 from pipeline.training.runtime import predict_batches, select_runtime
 
@@ -52,8 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.root.resolve() / "params.yaml")
     model, info = load_model(cfg.paths.model_file)
-    reference = records(model, info, load_split(cfg.paths.processed, "val").images)
+    held = reference_images(cfg)
+    reference = records(model, info, held)
     test = load_split(cfg.paths.processed, "test").images
+    in_reference = {bytes(image.numpy()) for image in held}
+    test = test[torch.tensor([bytes(image.numpy()) not in in_reference for image in test])]  # not in the reference
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
     windows = {f"unchanged {i + 1}": test[order[i * args.window : (i + 1) * args.window]] for i in range(5)}
     quarter = args.window // 4
