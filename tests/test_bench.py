@@ -432,7 +432,7 @@ def test_the_inspection_drift_windows_change_the_cells_as_named_and_keep_their_l
     from bench.serving import inspection_drift
 
     cells, labels = inspection_drift.new_cells(60, seed=3)
-    windows = inspection_drift.windows(cells, labels, 32, seed=0)
+    windows = inspection_drift.windows(cells, labels, seed=0)
     first, first_labels = windows["unchanged 1"]
     assert [len(w[0]) for name, w in windows.items() if name.startswith("unchanged")] == [20, 20, 20]
     assert not any(np.array_equal(first[0], image) for image in windows["unchanged 2"][0])

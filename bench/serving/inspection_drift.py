@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -89,7 +88,7 @@ def as_served(pixels: list[np.ndarray], size: int, bits: int) -> np.ndarray:
     return np.stack(inputs)
 
 
-def windows(cells: list[np.ndarray], labels: np.ndarray, size: int, seed: int) -> dict[str, tuple[list, np.ndarray]]:
+def windows(cells: list[np.ndarray], labels: np.ndarray, seed: int) -> dict[str, tuple[list, np.ndarray]]:
     """The windows of a stream: three unchanged (disjoint), each camera change and each share of the
     creeping one on the first, and the line change drawn from all the cells."""
     rng = np.random.default_rng(seed)
@@ -158,7 +157,7 @@ def main() -> None:
     reference = records(model, info, reference_images(cfg))
     cells, labels = new_cells(3 * args.window, seed=1000 + args.seed)
     results = {}
-    for name, (pixels, truth) in windows(cells, labels, info.image_size, args.seed).items():
+    for name, (pixels, truth) in windows(cells, labels, args.seed).items():
         answered = records(model, info, torch.from_numpy(as_served(pixels, info.image_size, info.bit_depth)))
         verdict = Verdict("no verdict", [], "reference", None, "", "", len(answered))
         judge(cfg, verdict, answered, reference)
@@ -176,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
