@@ -5,10 +5,10 @@
 Runs `pipeline.monitor` (the recent window of the prediction log against the validation and test
 splits, in Evidently), publishes the verdict as the flow run's `monitoring-report` artifact (the
 Evidently report itself is in the MLflow run of the `<experiment>-monitoring` experiment and in
-`reports/monitoring.html`), and on `drift` (the embeddings, the answered classes or the novelty
-scores moved, or the unknown rate passed its threshold) starts the retraining flow as a subflow
-with the reasons (`monitoring.retrain: true`; at most once per window, so a drift that lasts does
-not retrain every hour).
+`reports/monitoring.html`), and on `drift` (the embeddings, the answered classes, the novelty
+scores or the images' brightness, contrast or sharpness moved, or the unknown rate passed its
+threshold) starts the retraining flow as a subflow with the reasons (`monitoring.retrain: true`;
+at most once per window, so a drift that lasts does not retrain every hour).
 """
 
 from __future__ import annotations

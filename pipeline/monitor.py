@@ -5,14 +5,15 @@
 The window is the last `monitoring.window_hours` of the log's answers by the registry's current
 champion (other versions' answers are left out: a new champion starts a fresh window). The
 reference is the validation and test splits (at most REFERENCE_IMAGES) as that same model answers
-them. `pipeline/monitoring/drift.py`
-compares them (Evidently: answered classes, probabilities, novelty, embeddings) and the share of
-"unknown" answers is counted. The verdict:
+them. `pipeline/monitoring/drift.py` compares them (Evidently: answered classes, probabilities,
+novelty, the images' brightness, contrast and sharpness, embeddings) and the share of "unknown"
+answers is counted. The verdict:
 - `no verdict`: fewer than `monitoring.min_records` answers in the window;
 - `drift`: the embeddings drifted (domain classifier ROC AUC over `monitoring.embedding_auc` and
-  over what chance gives that few answers: `drift.chance_auc`), the answered classes or the
-  novelty scores moved (a distance of 0.1 or more that chance gives less than once in 1,000
-  windows), or the unknown rate passed `monitoring.max_unknown_rate`; the reasons are named;
+  over what chance gives that few answers: `drift.chance_auc`), the answered classes, the novelty
+  scores or the images' brightness, contrast or sharpness moved (a distance of 0.1 or more that
+  chance gives less than once in 1,000 windows), or the unknown rate passed
+  `monitoring.max_unknown_rate`; the reasons are named;
 - `ok` otherwise (class, probability and novelty distances are reported either way).
 Writes `reports/monitoring.html` (the Evidently report) and `metrics/monitoring.json`, logs both to
 an MLflow run in the experiment `<tracking.experiment>-monitoring`, and deletes log partitions
@@ -38,6 +39,7 @@ from pipeline.data.splits import load_split
 from pipeline.model.champion import current_champion
 from pipeline.monitoring import prediction_log
 from pipeline.monitoring.drift import compare
+from pipeline.monitoring.image_quality import CHANGE, QUALITY, measure
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
     for key in ("novelty", "unknown", "embedding"):
         if all(key in a for a in answers):
             merged[key] = np.concatenate([np.asarray(a[key]) for a in answers])
+    merged |= measure(images)  # whatever the model's own code: a window that lacks them leaves them out
     return pd.DataFrame(prediction_log.answer_records(merged, info.classes, [""] * len(images)))
 
 
@@ -173,7 +176,8 @@ def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.Dat
 
 
 def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
-    """Why the answered classes or the novelty scores count as moved (`drift.compare`'s `drifted`)."""
+    """Why the answered classes, the novelty scores or the images' quality count as moved (`drift.compare`'s
+    `drifted`; a move of the answered class's probability alone is not a reason)."""
     reasons = []
     if "class" in figures["drifted"]:
         now, before = (frame["class"].value_counts(normalize=True) for frame in (window, reference))
@@ -183,11 +187,14 @@ def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) 
             f"in the reference; Jensen-Shannon distance {figures['class_distance']:.3f}, "
             f"χ² p = {figures['class_p']:.1e})"
         )
-    if "novelty" in figures["drifted"]:
+    for column in ("novelty", *QUALITY):
+        if column not in figures["drifted"]:
+            continue
+        now, before = float(window[column].median()), float(reference[column].median())
+        what = "the novelty scores moved" if column == "novelty" else f"the images are {CHANGE[column][now > before]}"
         reasons.append(
-            f"the novelty scores moved (median {window['novelty'].median():.3g}, "
-            f"{reference['novelty'].median():.3g} in the reference; normed Wasserstein distance "
-            f"{figures['novelty_distance']:.3f}, Kolmogorov-Smirnov p = {figures['novelty_p']:.1e})"
+            f"{what} (median {column} {now:.3g}, {before:.3g} in the reference; normed Wasserstein distance "
+            f"{figures[f'{column}_distance']:.3f}, Kolmogorov-Smirnov p = {figures[f'{column}_p']:.1e})"
         )
     return reasons
 

@@ -192,9 +192,10 @@ class Tally:
 
 def log_batch(folder: Path, classifier: Classifier, batch, outputs: dict, decided: np.ndarray, keep: bool) -> None:
     """Add a batch's answers to the prediction log (`pipeline/monitoring/prediction_log.py`)."""
+    from pipeline.monitoring.image_quality import measure
     from pipeline.monitoring.prediction_log import answer_records, input_hash, write
 
-    answer = {"class": [classifier.classes[i] for i in decided], **outputs}
+    answer = {"class": [classifier.classes[i] for i in decided], **outputs, **measure(batch.images)}
     if classifier.detector is not None and "novelty" in outputs:
         answer["unknown"] = classifier.detector.unknown(outputs["novelty"])
     files = [file.path.read_bytes() for file in batch.readable]

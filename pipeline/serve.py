@@ -20,8 +20,9 @@ each of `--workers` worker processes before the server opens. No one client can 
   `Retry-After`; a request not answered within `--timeout` seconds gets 503 too (its worker
   finishes it, and holds its place meanwhile).
 Every answered image is appended to the prediction log (`monitoring.log`: class, probability,
-novelty, unknown, a compact embedding and the input's hash; `pipeline/monitoring/prediction_log.py`),
-buffered in the server's process and written every few seconds and at shutdown.
+novelty, unknown, a compact embedding, the input's brightness, contrast and sharpness, and its hash;
+`pipeline/monitoring/prediction_log.py`), buffered in the server's process and written every few
+seconds and at shutdown.
 A request it cannot answer gets a 4xx and `{"error": "<one line>"}`: 400 (not JSON, no inputs, not
 an image, a decompression bomb, a wrong shape, params of the wrong type), 413 (a body over
 `MAX_BYTES`, more than `MAX_IMAGES` images, more pixels than the budget), 415 (not JSON).
@@ -46,6 +47,7 @@ from starlette.requests import ClientDisconnect
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.data.images import WIDE_BITS
+from pipeline.monitoring.image_quality import QUALITY
 
 FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
@@ -253,14 +255,15 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
             # the budget is this server's, whatever version of the model's code answers
             inputs = [pyfunc.image_bytes(item, index) for index, item in enumerate(inputs)]
             pyfunc.check_pixels(inputs)
-        result = model.predict(inputs, params={**params, "embedding": True} if log else params)
+        result = model.predict(inputs, params={**params, "embedding": True, "quality": True} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget
         return refuse(status, first_line(error, 300)), None
     except TypeError as error:
         return refuse(400, f"inputs: {first_line(error)}"), None
     records = log_records(model, inputs, result, log_images) if log else None
-    result.pop("embedding", None)
+    for key in ("embedding", *QUALITY):  # for the log, not the caller
+        result.pop(key, None)
     text = StringIO()
     predictions_to_json(result, text)
     return Response(text.getvalue(), media_type="application/json"), records

@@ -138,6 +138,8 @@ def test_predict_cli_uses_the_champion_and_writes_heatmaps(repo, first_repro, tm
     assert Path(heatmap).is_file() and unknown in ([], ["unknown"])  # "unknown" last, when the model says so
     logged = pd.read_parquet(repo / "logs" / "predictions")  # the prediction log has the answer
     assert (logged["source"] == "predict").any() and set(logged["class"]) <= {"bars", "columns", "squares"}
+    quality = logged.loc[logged["source"] == "predict", ["brightness", "contrast", "sharpness"]]
+    assert quality.notna().all().all() and quality["brightness"].between(0, 1).all()  # the camera's figures too
 
 
 def b64(data: bytes) -> str:

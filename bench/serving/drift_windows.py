@@ -29,6 +29,7 @@ from pipeline.data.outliers import outlier_set
 from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
 from pipeline.monitor import Verdict, judge, reference_images
+from pipeline.monitoring import image_quality
 from pipeline.monitoring.prediction_log import answer_records
 from pipeline.training.runtime import predict_batches, select_runtime
 
@@ -41,6 +42,7 @@ def records(model, info, images: torch.Tensor) -> pd.DataFrame:
         "class": [info.classes[i] for i in info.rule.classes(probabilities, info.classes)],
         "probabilities": probabilities, "novelty": out.novelty.numpy(),
         "unknown": info.detector.unknown(out.novelty.numpy()), "embedding": out.embedding.numpy(),
+        **image_quality.measure(images),
     }  # fmt: skip
     return pd.DataFrame(answer_records(answer, info.classes, [""] * len(images)))
 

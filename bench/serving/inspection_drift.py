@@ -13,7 +13,7 @@ PNG files (`pipeline.data.images.load_image`), windows of new cells from the sam
 - a drift that creeps in: 10 %, 25 % and 50 % of the window at the lower exposure.
 
 Each window is judged by the monitoring run's own rule (`pipeline.monitor.judge`, the defaults of
-`monitoring:`, the validation split as reference) and scored against its labels, so that a window
+`monitoring:`, the validation and test images as reference) and scored against its labels, so that a window
 whose answers got worse while the monitor calls it ok shows. Writes
 `bench/results/inspection_drift.json`; prints a markdown table.
 """
@@ -40,6 +40,7 @@ from pipeline.core.config import load_config
 from pipeline.data.images import load_image
 from pipeline.model.model_file import load_model
 from pipeline.monitor import Verdict, judge, reference_images
+from pipeline.monitoring.image_quality import QUALITY
 
 Change = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -123,16 +124,21 @@ def score(answered: list[str], labels: np.ndarray, classes: list[str]) -> dict:
 
 def markdown(output: dict) -> str:
     rows = [
-        "| window | verdict | accuracy | recall defective / ok | answered defective | unknown rate "
-        "| embedding drift (ROC AUC) | class distance (JS) | novelty distance |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| window | verdict (what moved) | accuracy | recall defective / ok | answered defective | unknown rate "
+        "| embedding drift (ROC AUC) | class distance (JS) | novelty distance "
+        "| brightness / contrast / sharpness distance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, w in output["windows"].items():
-        verdict = w["verdict"] + (f" ({'; '.join(w['reasons'])})" if w["reasons"] else "")
+        moved = [column for column in w["drifted"] if column != "probability"]
+        if w["unknown_rate"] > output["settings"]["max_unknown_rate"]:
+            moved.insert(0, "unknown")
+        verdict = f"{w['verdict']} ({', '.join(moved)})" if moved else w["verdict"]
+        quality = " / ".join(f"{w[column + '_distance']:.2f}" for column in QUALITY)
         rows.append(
             f"| {name} | {verdict} | {w['accuracy']:.1%} | {w['recall_defective']:.1%} / {w['recall_ok']:.1%} "
             f"| {w['answered_defective']:.1%} | {w['unknown_rate']:.1%} | {w['embedding_auc']:.3f} "
-            f"| {w['class_distance']:.3f} | {w['novelty_distance']:.3f} |"
+            f"| {w['class_distance']:.3f} | {w['novelty_distance']:.3f} | {quality} |"
         )
     return "\n".join(rows)
 

@@ -14,8 +14,9 @@ Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`Too
 over HTTP) before any is decoded; the rest are answered a CPU scoring batch at a time (`SERVING`), so
 a request's memory stays bounded at any image size.
 Params: `top_k` (default 5), `overlay` (default false; true adds each image's attention over
-the image, at the image's own size, as a base64 PNG) and `embedding` (default false; true adds the
-pooled features N×C, for the prediction log).
+the image, at the image's own size, as a base64 PNG), `embedding` (default false; true adds the
+pooled features N×C) and `quality` (default false; true adds each input's `brightness`, `contrast`
+and `sharpness`: `pipeline/monitoring/image_quality.py`), the last two for the prediction log.
 Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
 `attention` (N×h×w), for a model with a detector `novelty` (N scores) and `unknown` (N booleans:
 the image is unlike anything the model was trained on; its class is still given), and, on
@@ -40,6 +41,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.images import DEFAULT_MAX_PIXELS, WIDE_BITS, decode_image, load_image
 from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
+from pipeline.monitoring.image_quality import measure
 from pipeline.training.runtime import Runtime, predict_batches
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
@@ -49,6 +51,7 @@ SIGNATURE = ModelSignature(
             ParamSpec("top_k", "integer", 5),
             ParamSpec("overlay", "boolean", False),
             ParamSpec("embedding", "boolean", False),
+            ParamSpec("quality", "boolean", False),
         ]
     )  # fmt: skip
 )  # inputs unchecked by MLflow: image files and arrays are both welcome, and checked here
@@ -194,6 +197,8 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
             answer["unknown"] = detector.unknown(answer["novelty"]).tolist()
         if params.get("embedding"):
             answer["embedding"] = out.embedding.numpy()
+        if params.get("quality"):
+            answer |= measure(images)
         if params.get("overlay"):
             from pipeline.core.overlay import overlay
 

@@ -1,9 +1,10 @@
 """Has what the served model is asked moved away from what it was trained for? An Evidently report
-comparing a window of the prediction log with a reference (the validation split, as the same model
-answers it): the distribution of the answered classes (Jensen-Shannon distance), of the answered
-class's probability and of the novelty score (normed Wasserstein distance), and drift of the
-embeddings by a domain classifier (Evidently's model method: the ROC AUC of a classifier told to
-tell the window from the reference; 0.5 when it cannot). The "unknown" rate is counted beside it.
+comparing a window of the prediction log with a reference (validation and test images, as the same
+model answers them): the distributions of the answered classes (Jensen-Shannon distance), of the
+answered class's probability, of the novelty score and of the images' brightness, contrast and
+sharpness (`image_quality.py`; normed Wasserstein distances), and drift of the embeddings by a
+domain classifier (Evidently's model method: the ROC AUC of a classifier told to tell the window
+from the reference; 0.5 when it cannot). The "unknown" rate is counted beside it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.monitoring.image_quality import QUALITY
+
 DISTANCE = 0.1  # Evidently's default threshold for its distance methods
 CHANCE_Z = 3.09  # the embeddings' ROC AUC must pass what chance gives one window in 1,000 (one-sided normal quantile)
 CHANCE_P = 0.001  # and a column's move must be one that chance gives less often than once in 1,000 windows
+NUMBERS = ("probability", "novelty", *QUALITY)  # the numerical columns compared, where both sides have them
 
 
 def chance_auc(reference: int, current: int, z: float = CHANCE_Z) -> float:
@@ -51,11 +55,11 @@ class DriftReport:
 
 def as_frame(records: pd.DataFrame) -> pd.DataFrame:
     """Log records (or reference rows) with the embedding spread over columns e0, e1, …"""
-    frame = records[["class", "probability", "novelty"]].copy()
+    frame = records.reindex(columns=["class", *NUMBERS])  # a column the records lack: all missing
     frame["class"] = frame["class"].astype(str)
     # float64: a confident model's float32 probabilities can span less than Evidently's 10 histogram
     # bins can split in float32 (0.99999994 to 1.0), which numpy refuses
-    frame[["probability", "novelty"]] = frame[["probability", "novelty"]].astype("float64")
+    frame[list(NUMBERS)] = frame[list(NUMBERS)].astype("float64")
     embeddings = records["embedding"].dropna()
     if len(embeddings) == len(records) and len(records):
         matrix = np.stack(embeddings.to_numpy())
@@ -84,7 +88,7 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float
     threshold = max(embedding_auc, chance_auc(len(reference), len(current)))
     reference, current = as_frame(reference.reset_index(drop=True)), as_frame(current.reset_index(drop=True))
     vectors = [c for c in reference.columns if c.startswith("e") and c[1:].isdigit() and c in current.columns]
-    numbers = [c for c in ("probability", "novelty") if reference[c].notna().all() and current[c].notna().all()]
+    numbers = [c for c in NUMBERS if reference[c].notna().all() and current[c].notna().all()]
     definition = evidently.DataDefinition(
         numerical_columns=numbers, categorical_columns=["class"], embeddings={"embedding": vectors} if vectors else None
     )

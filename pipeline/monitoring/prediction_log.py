@@ -9,9 +9,10 @@ than `monitoring.keep_days`.
 Schema (one row per image): `time` (UTC), `source` (serve | predict), `model`, `version`, `class`
 (the answer), `probability` (of that class), `novelty` and `unknown` (null for a model without a
 detector), `embedding` (the pooled features, at most EMBEDDING_SIZE numbers: longer ones are
-projected by a fixed random matrix, which keeps their distances), `input_sha256` (the first 16 hex
-digits of the image file's or array's hash), and `image` (the model's input, uint8 C×H×W bytes) only
-with `monitoring.log_images: true`.
+projected by a fixed random matrix, which keeps their distances), `brightness`, `contrast` and
+`sharpness` of the model's input (`image_quality.py`; null in files and from models from before
+them), `input_sha256` (the first 16 hex digits of the image file's or array's hash), and `image`
+(the model's input, uint8 C×H×W bytes) only with `monitoring.log_images: true`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipeline.monitoring.image_quality import QUALITY
+
 EMBEDDING_SIZE = 32
 SCHEMA = pa.schema([
     ("time", pa.timestamp("us", tz="UTC")), ("source", pa.string()), ("model", pa.string()),
     ("version", pa.string()), ("class", pa.string()), ("probability", pa.float32()), ("novelty", pa.float32()),
-    ("unknown", pa.bool_()), ("embedding", pa.list_(pa.float32())), ("input_sha256", pa.string()),
-    ("image", pa.binary()),
+    ("unknown", pa.bool_()), ("embedding", pa.list_(pa.float32())),
+    *[(name, pa.float32()) for name in QUALITY], ("input_sha256", pa.string()), ("image", pa.binary()),
 ])  # fmt: skip
 
 
@@ -59,8 +62,8 @@ def input_hash(data: bytes) -> str:
 
 def answer_records(answer: dict, classes: list[str], hashes: list[str], images: np.ndarray | None = None) -> list[dict]:
     """Records (without time, source, model and version) from a model answer: `class`, `probabilities`
-    (N×`classes`), and where present `novelty`, `unknown`, `embedding`; `images` (uint8 N×C×H×W) to
-    keep them too."""
+    (N×`classes`), and where present `novelty`, `unknown`, `embedding` and the image quality figures
+    (`image_quality.measure`); `images` (uint8 N×C×H×W) to keep them too."""
     count = len(answer["class"])
     probabilities = np.asarray(answer["probabilities"])
     novelty = answer.get("novelty")
@@ -73,6 +76,7 @@ def answer_records(answer: dict, classes: list[str], hashes: list[str], images: 
             "novelty": None if novelty is None else float(novelty[i]),
             "unknown": None if unknown is None else bool(unknown[i]),
             "embedding": None if embedding is None else embedding[i].tolist(),
+            **{name: None if answer.get(name) is None else float(answer[name][i]) for name in QUALITY},
             "input_sha256": hashes[i],
             "image": None if images is None else np.ascontiguousarray(images[i]).tobytes(),
         }

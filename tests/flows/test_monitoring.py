@@ -24,6 +24,7 @@ from pipeline.core.config import load_config
 from pipeline.core.tracking import connect
 from pipeline.data.outliers import outlier_set
 from pipeline.monitoring import prediction_log
+from pipeline.monitoring.image_quality import QUALITY
 from tests.servers import free_port
 from tests.synthetic import prepared_project, synthetic_image
 
@@ -81,7 +82,8 @@ def send(cfg, version: str, batches: list[list[str]]) -> None:
         for batch in batches:
             answered = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": batch}, timeout=60)
             assert answered.ok, answered.text
-            assert "embedding" not in answered.json()["predictions"]  # logged, not sent back
+            sent_back = answered.json()["predictions"]
+            assert not {"embedding", *QUALITY} & set(sent_back)  # logged, not sent back
     finally:
         server.should_exit = True  # the shutdown writes what the server still holds
         thread.join(30)
@@ -92,6 +94,7 @@ def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(ch
     send(cfg, version, [like_training(100, seed) for seed in range(10, 16)])
     logged = prediction_log.read(cfg.prediction_log(), datetime.now(UTC) - timedelta(hours=1))
     assert len(logged) == 600 and set(logged["version"].to_pylist()) == {version}
+    assert all(logged[name].null_count == 0 for name in QUALITY)  # each image's brightness, contrast, sharpness
     calm = monitoring_flow()
     assert calm.verdict == "ok" and calm.retraining is None, calm.line()
     assert calm.unknown_rate < 0.15 and calm.figures["embedding_auc"] < 0.6, calm.line()

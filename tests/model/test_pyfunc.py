@@ -12,10 +12,13 @@ import mlflow
 import numpy as np
 import torch
 import yaml
+from mlflow.models import ModelSignature
+from mlflow.types import ParamSchema
 from PIL import Image
 
 from pipeline import serve, train
 from pipeline.model import pyfunc
+from pipeline.monitoring.image_quality import measure
 from tests.synthetic import PROJECT, prepared_project
 
 # `pipeline/model/serving.py` as it was when the wrapper had that name, byte for byte: the code file
@@ -42,9 +45,10 @@ def test_a_model_registered_as_serving_py_still_loads_and_predicts(tmp_path, mon
     old_code = bundled / "pipeline" / "model" / "serving.py"
     shutil.copyfile(BEFORE_RENAME, old_code)
     saved = tmp_path / "old-version"
+    old_params = ParamSchema([spec for spec in pyfunc.SIGNATURE.params.params if spec.name != "quality"])
     mlflow.pyfunc.save_model(
         saved, python_model=str(old_code), artifacts={"model_file": str(cfg.paths.model_file)},
-        code_paths=[str(bundled / "pipeline")], signature=pyfunc.SIGNATURE,
+        code_paths=[str(bundled / "pipeline")], signature=ModelSignature(params=old_params),
     )  # fmt: skip
     flavor = yaml.safe_load((saved / "MLmodel").read_text())["flavors"]["python_function"]
     assert Path(flavor["model_code_path"]).name == "serving.py"
@@ -59,6 +63,9 @@ def test_a_model_registered_as_serving_py_still_loads_and_predicts(tmp_path, mon
     response, _ = serve.answer(model, json.dumps({"inputs": [png_base64()], "params": {"top_k": 2}}).encode())
     assert response.status_code == 200, response.body
     assert len(json.loads(response.body)["predictions"]["top_k"][0]) == 2
+    # a server of today logging its answers asks for the image figures, which this version does not know
+    response, records = serve.answer(model, json.dumps({"inputs": [png_base64()]}).encode(), log=True)
+    assert response.status_code == 200 and records[0]["embedding"] and records[0]["sharpness"] is None
 
 
 def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_of_one(tmp_path, monkeypatch):
@@ -83,6 +90,10 @@ def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_o
     assert passes == [4, 4, 3]
     np.testing.assert_allclose(answer["probabilities"], whole.logits.softmax(1).numpy(), atol=1e-5)
     np.testing.assert_allclose(answer["attention"], whole.attention.numpy(), atol=1e-6)
+    assert "sharpness" not in answer  # the image figures on request only, as the logging server asks
+    figures = served.predict(None, images, params={"quality": True})
+    for name, values in measure(images).items():
+        np.testing.assert_array_equal(figures[name], values)
 
 
 class _Counting(torch.nn.Module):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.monitoring.drift import chance_auc, compare
+from pipeline.monitoring.image_quality import measure
 
 
 def records(count: int, shift: float, classes: list[str], seed: int) -> pd.DataFrame:
@@ -93,3 +94,30 @@ def test_the_verdict_names_the_class_whose_share_moved(project):
     now, before = (f"{frame['class'].eq('defective').mean():.1%}" for frame in (window, reference))
     assert verdict.verdict == "drift" and len(verdict.reasons) == 1, verdict.reasons
     assert verdict.reasons[0].startswith(f"the answered classes moved (defective {now} of answers, {before} in the")
+
+
+def test_a_camera_out_of_focus_is_named_and_the_same_camera_is_not(project):
+    """The answers (classes, novelty, embeddings) stay alike here: the images' sharpness tells the
+    blurred window from the reference, and the verdict says so in those words."""
+    from scipy import ndimage
+
+    from pipeline.monitor import Verdict, judge
+    from tests.monitoring.test_image_quality import scenes
+
+    def answered(images: np.ndarray, seed: int) -> pd.DataFrame:
+        return records(len(images), 0.0, ["ok", "defective"], seed).assign(unknown=False, **measure(images))
+
+    reference = answered(scenes(800, seed=0), seed=0)
+    verdicts = {}
+    for name, images in {
+        "same camera": scenes(500, seed=1),
+        "out of focus": ndimage.gaussian_filter(scenes(500, seed=2).astype(np.float32), (0, 0, 1, 1)).astype(np.uint8),
+    }.items():
+        window = answered(images, seed=len(verdicts) + 1)
+        verdicts[name] = Verdict("no verdict", [], "m", "1", "", "", len(window))
+        judge(project, verdicts[name], window, reference)
+    assert verdicts["same camera"].verdict == "ok", verdicts["same camera"].reasons
+    blurred = verdicts["out of focus"]
+    assert blurred.verdict == "drift" and "sharpness" in blurred.figures["drifted"], blurred.figures
+    assert not {"class", "novelty", "embedding", "brightness"} & set(blurred.figures["drifted"])  # not the answers
+    assert any(reason.startswith("the images are blurrier (median sharpness") for reason in blurred.reasons)

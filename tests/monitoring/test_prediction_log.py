@@ -60,3 +60,18 @@ def test_retention_deletes_only_partitions_older_than_the_days_kept(tmp_path):
     gone = plog.prune(tmp_path, keep_days=8, today=date(2026, 11, 27))
     assert [p.name for p in gone] == ["date=2026-11-01"]  # 8 days: the 20th to the 27th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2026-11-20", "date=2026-11-27", "date=garbage"]
+
+
+def test_image_quality_is_kept_and_a_log_from_before_it_reads_as_missing(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.monitoring.image_quality import QUALITY, measure
+
+    images = np.random.default_rng(2).integers(0, 255, (3, 1, 16, 16), dtype=np.uint8)
+    records = plog.answer_records({**answer(3), **measure(images)}, ["a", "b", "c"], ["h0", "h1", "h2"])
+    assert [r["sharpness"] for r in records] == pytest.approx(measure(images)["sharpness"].tolist())
+    plog.write(tmp_path, records, "serve", "m", "1")
+    old = pa.Table.from_pylist([{"time": datetime.now(UTC), "class": "a", "input_sha256": "old"}])
+    pq.write_table(old, next(tmp_path.glob("date=*")) / "before.parquet")  # a file without the columns
+    table = plog.read(tmp_path, datetime.now(UTC) - timedelta(minutes=1)).to_pandas().set_index("input_sha256")
+    assert table.loc["old", list(QUALITY)].isna().all() and table.loc["h0", list(QUALITY)].notna().all()
