@@ -14,14 +14,15 @@ answers is counted. The verdict:
   scores or the images' brightness, contrast or sharpness moved (a distance of 0.1 or more that
   chance gives less than once in 1,000 windows), or the unknown rate passed
   `monitoring.max_unknown_rate`; the reasons are named;
-- `ok` otherwise (class, probability and novelty distances are reported either way).
-Writes `reports/monitoring.html` (the Evidently report) and `metrics/monitoring.json`, logs both to
-an MLflow run in the experiment `<tracking.experiment>-monitoring`, and deletes log partitions
-older than `monitoring.keep_days`.
+- `ok` otherwise (every distance and test is reported either way).
+Writes `reports/monitoring.html` (the verdict and each column's figures, then the Evidently report)
+and `metrics/monitoring.json`, logs both to an MLflow run in the experiment
+`<tracking.experiment>-monitoring`, and deletes log partitions older than `monitoring.keep_days`.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from pipeline.core.tracking import connect
 from pipeline.data.splits import load_split
 from pipeline.model.champion import current_champion
 from pipeline.monitoring import prediction_log
-from pipeline.monitoring.drift import compare
+from pipeline.monitoring.drift import CHANCE_P, DISTANCE, compare
 from pipeline.monitoring.image_quality import CHANGE, QUALITY, measure
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,6 @@ def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.Dat
     """Compare the window with the reference: figures, report, verdict and its reasons."""
     settings = cfg.monitoring
     report = compare(reference, window, settings.embedding_auc)
-    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cfg.paths.reports / "monitoring.html") as temporary:
-        temporary.write_text(report.html)
     verdict.figures = report.figures
     if window["unknown"].notna().all() and reference["unknown"].notna().all():
         verdict.unknown_rate = float(window["unknown"].mean())
@@ -173,6 +171,45 @@ def judge(cfg: Config, verdict: Verdict, window: pd.DataFrame, reference: pd.Dat
         verdict.reasons.append(f"the inputs' embeddings drifted (domain classifier ROC AUC {auc:.3f} > {bar})")
     verdict.reasons += moved_columns(report.figures, window, reference)
     verdict.verdict = "drift" if verdict.reasons else "ok"
+    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cfg.paths.reports / "monitoring.html") as temporary:
+        temporary.write_text(report.html.replace("<body>", f"<body>{summary_html(verdict)}", 1))
+
+
+def summary_html(verdict: Verdict) -> str:
+    """The verdict at the head of Evidently's report: its reasons, and each column's distance and test
+    as the rule reads them (Evidently's own "drift detected" looks at the distance alone)."""
+    figures = verdict.figures
+
+    def moved(column: str) -> str:
+        if column not in figures["drifted"]:
+            return "no"
+        return "yes" if column != "probability" else "yes, not a reason (a harder mix of images lowers it too)"
+
+    rows = [
+        f"<tr><td>{column}</td><td>{figures[f'{column}_distance']:.3f}</td><td>{figures[f'{column}_p']:.1e}</td>"
+        f"<td>{moved(column)}</td></tr>"
+        for column in [key.removesuffix("_distance") for key in figures if key.endswith("_distance")]
+    ]
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in verdict.reasons) or "<li>nothing moved</li>"
+    auc = figures.get("embedding_auc")
+    lines = (
+        f"<p>Embeddings: domain classifier ROC AUC {auc:.3f}, drift above {figures['embedding_auc_threshold']:.3f}.</p>"
+        if auc is not None
+        else ""
+    )
+    if verdict.unknown_rate is not None:
+        lines += f"<p>Unknown answers: {verdict.unknown_rate:.1%} (reference {verdict.reference_unknown_rate:.1%}).</p>"
+    return (
+        '<div style="font-family: sans-serif; margin: 16px 24px">'
+        f"<h2>Verdict: {verdict.verdict} ({verdict.records} answers of {html.escape(verdict.model)} version "
+        f"{verdict.version}, {verdict.window_start} to {verdict.window_end})</h2><ul>{reasons}</ul>{lines}"
+        f"<p>A column moved when its distance is {DISTANCE} or more <b>and</b> its test gives p &lt; {CHANCE_P} "
+        "(chance moves it that far less often). Evidently's panels below say "
+        '"drift detected" by the distance alone.</p>'
+        '<table border=1 cellpadding=4 style="border-collapse: collapse"><tr><th>column</th><th>distance</th>'
+        f"<th>p</th><th>moved</th></tr>{''.join(rows)}</table></div>"
+    )
 
 
 def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) -> list[str]:

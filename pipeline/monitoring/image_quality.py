@@ -23,26 +23,23 @@ CHANGE = {  # how a verdict says that a figure fell or rose
 }
 FLAT = 1 / 255  # a flat image (contrast 0) has sharpness 0, not a division by zero
 CHUNK = 256  # images converted to float at a time
-LAPLACIAN = [[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]
 
 
 def measure(images) -> dict[str, np.ndarray]:
     """Each image's brightness, contrast and sharpness (float32 arrays of N) from uint8 N×C×H×W
-    (a numpy array or a tensor)."""
-    import torch  # here: the log's writers import QUALITY without PyTorch
-
-    images = torch.as_tensor(images)
-    laplacian = torch.tensor(LAPLACIAN).view(1, 1, 3, 3)
-    if not len(images):
-        return {name: np.zeros(0, dtype=np.float32) for name in QUALITY}
-    parts = []
-    for chunk in images.split(CHUNK):
-        grey = chunk.float().mean(dim=1, keepdim=True) / 255
-        contrast, brightness = torch.std_mean(grey, dim=(1, 2, 3), correction=0)
-        if min(grey.shape[2:]) < 3:
-            edges = torch.zeros_like(contrast)
+    (a numpy array or a CPU tensor). Numpy alone: batch prediction of an ONNX file runs without PyTorch."""
+    images = np.asarray(images)
+    values = np.zeros((len(images), len(QUALITY)), dtype=np.float32)
+    for start in range(0, len(images), CHUNK):
+        chunk = images[start : start + CHUNK]
+        grey = chunk.mean(axis=1, dtype=np.float32) if chunk.shape[1] > 1 else chunk[:, 0].astype(np.float32)
+        grey /= 255
+        brightness = grey.mean(axis=(1, 2))
+        contrast = grey.std(axis=(1, 2))
+        if min(grey.shape[1:]) >= 3:
+            around = grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:]
+            edges = np.abs(around - 4 * grey[:, 1:-1, 1:-1]).mean(axis=(1, 2))
         else:
-            edges = torch.nn.functional.conv2d(grey, laplacian).abs().mean(dim=(1, 2, 3))
-        parts.append(torch.stack([brightness, contrast, edges / contrast.clamp(min=FLAT)], dim=1))
-    values = torch.cat(parts).numpy()
+            edges = np.zeros(len(chunk), dtype=np.float32)
+        values[start : start + CHUNK] = np.stack([brightness, contrast, edges / np.maximum(contrast, FLAT)], axis=1)
     return {name: values[:, i].copy() for i, name in enumerate(QUALITY)}

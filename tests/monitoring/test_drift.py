@@ -1,5 +1,7 @@
 """The drift report: nothing on the same distribution, the embeddings and the classes when they move."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,7 +110,7 @@ def test_a_camera_out_of_focus_is_named_and_the_same_camera_is_not(project):
         return records(len(images), 0.0, ["ok", "defective"], seed).assign(unknown=False, **measure(images))
 
     reference = answered(scenes(800, seed=0), seed=0)
-    verdicts = {}
+    verdicts, pages = {}, {}
     for name, images in {
         "same camera": scenes(500, seed=1),
         "out of focus": ndimage.gaussian_filter(scenes(500, seed=2).astype(np.float32), (0, 0, 1, 1)).astype(np.uint8),
@@ -116,8 +118,13 @@ def test_a_camera_out_of_focus_is_named_and_the_same_camera_is_not(project):
         window = answered(images, seed=len(verdicts) + 1)
         verdicts[name] = Verdict("no verdict", [], "m", "1", "", "", len(window))
         judge(project, verdicts[name], window, reference)
+        pages[name] = (project.paths.reports / "monitoring.html").read_text()
     assert verdicts["same camera"].verdict == "ok", verdicts["same camera"].reasons
     blurred = verdicts["out of focus"]
     assert blurred.verdict == "drift" and "sharpness" in blurred.figures["drifted"], blurred.figures
     assert not {"class", "novelty", "embedding", "brightness"} & set(blurred.figures["drifted"])  # not the answers
     assert any(reason.startswith("the images are blurrier (median sharpness") for reason in blurred.reasons)
+    # the report a person opens says the same, above Evidently's panels
+    assert "<h2>Verdict: ok" in pages["same camera"] and "<li>nothing moved</li>" in pages["same camera"]
+    assert "<h2>Verdict: drift" in pages["out of focus"] and "<li>the images are blurrier" in pages["out of focus"]
+    assert re.search(r"<td>sharpness</td><td>[\d.]+</td><td>[^<]+</td><td>yes</td>", pages["out of focus"])
