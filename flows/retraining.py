@@ -1,8 +1,9 @@
 """The retraining flow: train again only when the data changed since the champion was trained.
 
 Started by its schedule, or by the monitoring flow with the reason (the served model's inputs
-drifted, too many "unknown" answers): its report then names that reason, and without new data it
-says what to do instead of retraining on the same images to the same model.
+drifted, too many "unknown" answers, the images darker or blurrier): its report then names that
+reason, and without new data it says what to do instead of retraining on the same images to the
+same model (`advice`).
 
 The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
 the `data_version` tag of the registry's current champion. Before retraining, what changed since
@@ -30,6 +31,7 @@ from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version
 from pipeline.data.manifest_diff import DataDiff
 from pipeline.model.champion import current_champion
+from pipeline.monitoring.image_quality import REASON
 
 
 def champion_data_version(model_name: str) -> str | None:
@@ -38,6 +40,20 @@ def champion_data_version(model_name: str) -> str | None:
 
     champion = current_champion(MlflowClient(), model_name)
     return None if champion is None else champion.tags.get("data_version")
+
+
+def advice(reason: str | None, cfg: Config) -> str:
+    """What to do, where monitoring found a drift and the data is the champion's: new labelled examples;
+    and where the images themselves moved (darker, blurrier, noisier…), the camera first."""
+    if not reason:
+        return ""
+    text = f": label examples of the new inputs and add them to {cfg.data.path}"
+    if REASON in reason:
+        text += (
+            "; the images themselves moved: if a fault did that (exposure, focus, a dirty lens, sensor noise), "
+            "repair the camera rather than teach the model the fault"
+        )
+    return text
 
 
 @flow(name="retraining", log_prints=True)
@@ -54,8 +70,7 @@ def retraining_flow(overrides: dict[str, Any] | None = None, reason: str | None 
         logger.info("started by monitoring: %s", reason)
     if current == trained_on:
         logger.info("data version %s is the champion's: nothing to retrain", current)
-        advice = f": label examples of the new inputs and add them to {cfg.data.path}" if reason else ""
-        return Completed(message=f"{why}no new data (data version {current}){advice}")
+        return Completed(message=f"{why}no new data (data version {current}){advice(reason, cfg)}")
     logger.info("data version %s differs from the champion's (%s): retraining", current, trained_on)
     changes = publish_changes(cfg) if trained_on else None
     summary = training_flow(overrides)

@@ -40,7 +40,7 @@ from pipeline.data.splits import load_split
 from pipeline.model.champion import current_champion
 from pipeline.monitoring import prediction_log
 from pipeline.monitoring.drift import CHANCE_P, DISTANCE, compare
-from pipeline.monitoring.image_quality import CHANGE, QUALITY, measure
+from pipeline.monitoring.image_quality import CHANGE, QUALITY, REASON, measure
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def moved_columns(figures: dict, window: pd.DataFrame, reference: pd.DataFrame) 
         if column not in figures["drifted"]:
             continue
         now, before = float(window[column].median()), float(reference[column].median())
-        what = "the novelty scores moved" if column == "novelty" else f"the images are {CHANGE[column][now > before]}"
+        what = "the novelty scores moved" if column == "novelty" else f"{REASON} {CHANGE[column][now > before]}"
         reasons.append(
             f"{what} (median {column} {now:.3g}, {before:.3g} in the reference; normed Wasserstein distance "
             f"{figures[f'{column}_distance']:.3f}, Kolmogorov-Smirnov p = {figures[f'{column}_p']:.1e})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 QUALITY = ("brightness", "contrast", "sharpness")
+REASON = "the images are"  # how a verdict's reason about them begins: "the images are blurrier (…)"
 CHANGE = {  # how a verdict says that a figure fell or rose
     "brightness": ("darker", "brighter"),
     "contrast": ("of lower contrast", "of higher contrast"),
