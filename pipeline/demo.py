@@ -22,13 +22,12 @@ from PIL import Image
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
-from pipeline.core.overlay import overlay
+from pipeline.core.overlay import overlay, reduced
 from pipeline.data.images import decode_image, load_image
 from pipeline.model.decision import top_classes
 
 EXAMPLES = 10
 SHOWN = 336  # smaller pictures are enlarged (nearest neighbour) for the page, so the map can be seen
-PAGE = 2048  # larger pictures (a camera's 20 Mpx) are reduced to this long side for the page
 
 
 @dataclass
@@ -101,9 +100,7 @@ def describe(about: dict) -> str:
 def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
     """Predictions for image files, through the registered model."""
     bits = about["bit_depth"]
-    pictures = [decode_image(path, 3, bits=bits) for path in paths]  # shown at their own size, up to PAGE
-    for picture in pictures:
-        picture.thumbnail((PAGE, PAGE))
+    pictures = [reduced(decode_image(path, 3, bits=bits)) for path in paths]  # shown at their own size, up to LARGEST
     images = np.stack([load_image(path, about["image_size"], about["channels"], bits=bits) for path in paths])
     out = model.predict(images)
     unknown = out.get("unknown", [False] * len(paths))  # older registered versions have no detector

@@ -260,7 +260,7 @@ def test_the_demo_page_classifies_an_uploaded_image_in_a_real_browser(repo, firs
     assert overlay[0] > 0 and overlay[1] > 0  # the attention overlay was drawn
     assert ("Not sure" in known) == (cli[-1] == "unknown")  # the page and predict agree on the test image
     assert "does not look like anything I was trained on" in unknown
-    assert camera_overlay == [2048, 1365]  # its long side at demo.PAGE, not 5472 px sent to the browser
+    assert camera_overlay == [2048, 1365]  # its long side at overlay.LARGEST, not 5472 px sent to the browser
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert web == []  # nothing was asked of the network (fonts, scripts, analytics)
 

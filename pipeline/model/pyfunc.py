@@ -14,9 +14,10 @@ Images whose headers declare more than `REQUEST_PIXELS` in all are refused (`Too
 over HTTP) before any is decoded; the rest are answered a CPU scoring batch at a time (`SERVING`), so
 a request's memory stays bounded at any image size.
 Params: `top_k` (default 5), `overlay` (default false; true adds each image's attention over
-the image, at the image's own size, as a base64 PNG), `embedding` (default false; true adds the
-pooled features N×C) and `quality` (default false; true adds each input's `brightness`, `contrast`
-and `sharpness`: `pipeline/monitoring/image_quality.py`), the last two for the prediction log.
+the image, at the image's own size up to a long side of `overlay.LARGEST` px, as a base64 PNG),
+`embedding` (default false; true adds the pooled features N×C) and `quality` (default false; true
+adds each input's `brightness`, `contrast` and `sharpness`: `pipeline/monitoring/image_quality.py`),
+the last two for the prediction log.
 Output: `class`, `probabilities` (N×classes), `top_k` (N lists of {class, probability}),
 `attention` (N×h×w), for a model with a detector `novelty` (N scores) and `unknown` (N booleans:
 the image is unlike anything the model was trained on; its class is still given), and, on
@@ -163,7 +164,7 @@ def as_picture(image: np.ndarray) -> Image.Image:
 def png_base64(picture: Image.Image) -> str:
     """An image as a base64 PNG file (what an HTTP client sends, and what overlays come back as)."""
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", compress_level=1)  # 5x faster than the default 6 for 20 % more bytes
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -200,14 +201,15 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
         if params.get("quality"):
             answer |= measure(images)
         if params.get("overlay"):
-            from pipeline.core.overlay import overlay
+            from pipeline.core.overlay import overlay, reduced
 
-            if files:  # the files at their own size, for the overlays, decoded one at a time
+            if files:  # the files at their own size (up to LARGEST), for the overlays, decoded one at a time
                 bits = self.info.bit_depth
                 shown = (decode_image(data, self.info.channels, formats=FORMATS, bits=bits) for data in files)
             else:
                 shown = (as_picture(image) for image in images)
-            answer["overlay"] = [png_base64(overlay(p, maps)) for p, maps in zip(shown, attention, strict=True)]
+            drawn = (overlay(reduced(picture), maps) for picture, maps in zip(shown, attention, strict=True))
+            answer["overlay"] = [png_base64(picture) for picture in drawn]
         return answer
 
 

@@ -17,6 +17,7 @@ from mlflow.types import ParamSchema
 from PIL import Image
 
 from pipeline import serve, train
+from pipeline.core import overlay
 from pipeline.model import pyfunc
 from pipeline.monitoring.image_quality import measure
 from tests.synthetic import PROJECT, prepared_project
@@ -91,6 +92,11 @@ def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_o
     np.testing.assert_allclose(answer["probabilities"], whole.logits.softmax(1).numpy(), atol=1e-5)
     np.testing.assert_allclose(answer["attention"], whole.attention.numpy(), atol=1e-6)
     assert "sharpness" not in answer  # the image figures on request only, as the logging server asks
+    photo = io.BytesIO()
+    Image.new("RGB", (3000, 2000), (90, 120, 150)).save(photo, format="JPEG")
+    overlays = served.predict(None, [photo.getvalue(), base64.b64decode(png_base64(40))], params={"overlay": True})
+    sizes = [Image.open(io.BytesIO(base64.b64decode(text))).size for text in overlays["overlay"]]
+    assert sizes == [(overlay.LARGEST, round(2000 * overlay.LARGEST / 3000)), (40, 40)]  # a photo reduced, aspect kept
     figures = served.predict(None, images, params={"quality": True})
     for name, values in measure(images).items():
         np.testing.assert_array_equal(figures[name], values)
