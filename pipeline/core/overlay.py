@@ -10,8 +10,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-# the long side of an overlay sent over HTTP or shown on the demo page: a camera's 12 Mpx at their
-# own size are a 28-MB base64 PNG and 1.7 s of encoding per image, at 2,048 px about a fifth of both
+# the long side of an overlay sent over HTTP or shown on the demo page: a 12-Mpx photo's at its own
+# size was 18.9 MB of base64 and 3 s to serve, at 2,048 px (PNG level 1) 4.5 MB and 0.3 s (BENCHMARKS.md)
 LARGEST = 2048
 JET = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8).ravel()
 
