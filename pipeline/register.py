@@ -132,9 +132,11 @@ def predicted_classes(model: AttentionCNN, info: ModelInfo, test: TensorSplit, c
 def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, champion: ModelVersion | None,
           accuracy: float) -> tuple[Decision, Comparison | None]:  # fmt: skip
     """The decision on `champion`, with the comparison on the same test images it rests on."""
+    answers = None  # the challenger's classes for the whole test split, scored once for both uses
     baseline = None
     if cfg.register.min_accuracy == "auto":
-        baseline = constant_baseline(cfg, predicted_classes(model, info, test, cfg), test, info.classes)
+        answers = predicted_classes(model, info, test, cfg)
+        baseline = constant_baseline(cfg, answers, test, info.classes)
     if champion is None:
         return decide(accuracy, None, cfg.register, baseline), None
     version = str(champion.version)
@@ -145,28 +147,30 @@ def judge(cfg: Config, model: AttentionCNN, info: ModelInfo, test: TensorSplit, 
         return Decision(False, f"the champion (version {version}) cannot be scored here ({reason})"), None
     if difference := task_difference(info, champion_info):
         return Decision(False, difference), None
-    test, left_out = unseen_by(champion, test, cfg)
+    unseen, left_out = unseen_by(champion, test, cfg), None
+    if unseen is not None:
+        test, left_out = test.subset(unseen), int((~unseen).sum())
+        answers = None if answers is None else answers[unseen.numpy()]
     if not len(test.labels):
         reason = (
             f"the champion (version {version}) trained on every test image: no fair comparison; add new test images"
         )
         return Decision(False, reason), None
-    challenger = predicted_classes(model, info, test, cfg)
+    challenger = predicted_classes(model, info, test, cfg) if answers is None else answers
     incumbent = predicted_classes(champion_net, champion_info, test, cfg)
     comparison = compare(test.labels.numpy(), challenger, incumbent, version, cfg.register.metric)
     comparison = dataclasses.replace(comparison, left_out=left_out)
     return decide(accuracy, comparison, cfg.register, baseline), comparison
 
 
-def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> tuple[TensorSplit, int | None]:
-    """The test images the champion never trained or validated on, and how many were left out (None:
-    the champion's training images are unknown, so none are)."""
+def unseen_by(champion: ModelVersion, test: TensorSplit, cfg: Config) -> torch.Tensor | None:
+    """Which test images the champion never trained or validated on (a boolean mask), or None when its
+    training images are unknown, so that none are left out."""
     seen = seen_by(MlflowClient(), champion.run_id)
     if seen is None or test.paths is None:
-        return test, None
+        return None
     manifest = pd.read_csv(cfg.paths.manifest, usecols=["path", "sha256"]).set_index("path")["sha256"]
-    keep = torch.tensor([manifest[path] not in seen for path in test.paths], dtype=torch.bool)
-    return test.subset(keep), int((~keep).sum())
+    return torch.tensor([manifest[path] not in seen for path in test.paths], dtype=torch.bool)
 
 
 def _pip_requirements() -> list[str]:
