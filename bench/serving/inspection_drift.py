@@ -14,8 +14,9 @@ PNG files (`pipeline.data.images.load_image`), windows of new cells from the sam
 
 Each window is judged by the monitoring run's own rule (`pipeline.monitor.judge`, the defaults of
 `monitoring:`, the validation and test images as reference) and scored against its labels, so that a window
-whose answers got worse while the monitor calls it ok shows. Writes
-`bench/results/inspection_drift.json`; prints a markdown table.
+whose answers got worse while the monitor calls it ok shows; each window's embeddings are also
+scored under five splits, by the monitor's domain classifier and by Evidently's (`split_spread`).
+Writes `bench/results/inspection_drift.json`; prints markdown tables.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from scipy import ndimage
@@ -40,6 +42,7 @@ from pipeline.core.config import load_config
 from pipeline.data.images import load_image
 from pipeline.model.model_file import load_model
 from pipeline.monitor import Verdict, judge, reference_images
+from pipeline.monitoring.embedding_drift import out_of_fold_auc
 from pipeline.monitoring.image_quality import QUALITY
 
 Change = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -122,6 +125,27 @@ def score(answered: list[str], labels: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def split_spread(reference: pd.DataFrame, window: pd.DataFrame, draws: int = 5) -> dict:
+    """The embeddings' domain-classifier AUC of one window under `draws` different splits: the
+    monitor's (`out_of_fold_auc`, fold seeds) and Evidently's model method (one SGD model fitted on
+    half of the answers, scored on the other half; Evidently fixes the split's seed at 42)."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    ours, theirs = (np.stack(frame["embedding"].to_numpy()) for frame in (reference, window))
+    rows, side = np.concatenate([ours, theirs]), np.r_[np.ones(len(ours)), np.zeros(len(theirs))]
+    evidently = []
+    for seed in range(draws):
+        fit, held, fit_side, held_side = train_test_split(rows, side, test_size=0.5, random_state=seed)
+        model = SGDClassifier(loss="log_loss", random_state=seed).fit(fit, fit_side)
+        evidently.append(float(roc_auc_score(held_side, model.predict_proba(held)[:, 1])))
+    return {
+        "embedding_auc_folds": [out_of_fold_auc(ours, theirs, seed=seed) for seed in range(draws)],
+        "embedding_auc_evidently_splits": evidently,
+    }
+
+
 def markdown(output: dict) -> str:
     rows = [
         "| window | verdict (what moved) | accuracy | recall defective / ok | answered defective | unknown rate "
@@ -140,6 +164,15 @@ def markdown(output: dict) -> str:
             f"| {w['answered_defective']:.1%} | {w['unknown_rate']:.1%} | {w['embedding_auc']:.3f} "
             f"| {w['class_distance']:.3f} | {w['novelty_distance']:.3f} | {quality} |"
         )
+    rows += [
+        "",
+        "| window | domain-classifier ROC AUC over 5 splits: the monitor's (out of fold) | Evidently's (one split) |",
+        "|---|---|---|",
+    ]
+    for name, w in output["windows"].items():
+        spread = [f"{np.mean(w[key]):.3f} ± {np.std(w[key]):.3f} ({min(w[key]):.3f}–{max(w[key]):.3f})"
+                  for key in ("embedding_auc_folds", "embedding_auc_evidently_splits")]  # fmt: skip
+        rows.append(f"| {name} | {spread[0]} | {spread[1]} |")
     return "\n".join(rows)
 
 
@@ -172,6 +205,7 @@ def main() -> None:
             "answered_defective": float((answered["class"] == "defective").mean()),
             **score(list(answered["class"]), truth, list(info.classes)),
             **{k: v for k, v in verdict.figures.items() if k != "drifted"}, "drifted": verdict.figures["drifted"],
+            **split_spread(reference, answered),
         }  # fmt: skip
         print(f"{name:28} {verdict.line()}  accuracy {results[name]['accuracy']:.1%}", flush=True)
     output = {"model": figures, "reference_records": len(reference), "window": args.window,

@@ -3,8 +3,8 @@ comparing a window of the prediction log with a reference (validation and test i
 model answers them): the distributions of the answered classes (Jensen-Shannon distance), of the
 answered class's probability, of the novelty score and of the images' brightness, contrast and
 sharpness (`image_quality.py`; normed Wasserstein distances), and drift of the embeddings by a
-domain classifier (Evidently's model method: the ROC AUC of a classifier told to tell the window
-from the reference; 0.5 when it cannot). The "unknown" rate is counted beside it.
+domain classifier (`embedding_drift.py`: the out-of-fold ROC AUC of a classifier told to tell the
+window from the reference; 0.5 when it cannot). The "unknown" rate is counted beside it.
 """
 
 from __future__ import annotations
@@ -23,26 +23,13 @@ NUMBERS = ("probability", "novelty", *QUALITY)  # the numerical columns compared
 
 
 def chance_auc(reference: int, current: int, z: float = CHANCE_Z) -> float:
-    """The ROC AUC that a domain classifier reaches by chance, with no drift, in one window of
-    1,000 (at `z`): Evidently scores it on half of the `reference` and `current` answers, where the
-    AUC of scores unrelated to the labels has mean 0.5 and the Mann-Whitney standard error. A few
-    hundred answers on each side reach 0.55 often; several thousand, almost never."""
+    """The ROC AUC that the domain classifier reaches by chance, with no drift, in one window of
+    1,000 (at `z`). Its out-of-fold AUC over all answers spreads by chance as a Mann-Whitney AUC of
+    half of them does (measured: `tests/monitoring/test_drift.py`; the fold models' differences add
+    to the spread of one AUC), with mean 0.5. A few hundred answers on each side reach 0.55 often;
+    several thousand, almost never."""
     held_reference, held_current = max(reference // 2, 1), max(current // 2, 1)
     return 0.5 + z * ((held_reference + held_current + 1) / (12 * held_reference * held_current)) ** 0.5
-
-
-def _evidently():
-    """Evidently's modules. Evidently 0.7.23 imports a pandas helper that pandas 3 removed, in a legacy
-    data-integrity test this project does not use: give it back (the identity) before importing."""
-    import pandas.core.dtypes.common as common
-
-    if not hasattr(common, "infer_dtype_from_object"):
-        common.infer_dtype_from_object = lambda dtype: dtype
-    import evidently
-    import evidently.metrics
-    import evidently.metrics.embeddings
-
-    return evidently, evidently.metrics, evidently.metrics.embeddings
 
 
 @dataclass(frozen=True)
@@ -84,7 +71,12 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float
     the figure `<column>_p`; many answers make a harmless move significant, few make a large
     distance noise); the embeddings, when the domain classifier's ROC AUC passes `embedding_auc`
     and what chance gives answers this few (`chance_auc`; the figure `embedding_auc_threshold`)."""
-    evidently, metrics, embeddings = _evidently()
+    from pipeline.monitoring.embedding_drift import CrossValidatedDrift  # first: it makes Evidently importable
+
+    # isort: split
+    import evidently
+    import evidently.metrics as metrics
+
     threshold = max(embedding_auc, chance_auc(len(reference), len(current)))
     reference, current = as_frame(reference.reset_index(drop=True)), as_frame(current.reset_index(drop=True))
     vectors = [c for c in reference.columns if c.startswith("e") and c[1:].isdigit() and c in current.columns]
@@ -95,7 +87,7 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, embedding_auc: float
     checks = [metrics.ValueDrift(column="class", method="jensenshannon", threshold=DISTANCE)]
     checks += [metrics.ValueDrift(column=c, method="wasserstein", threshold=DISTANCE) for c in numbers]
     if vectors:
-        method = embeddings.ModelDriftMethod(threshold=threshold)
+        method = CrossValidatedDrift(threshold=threshold)
         checks.append(metrics.EmbeddingsDrift(embeddings_name="embedding", drift_method=method))
     snapshot = evidently.Report(checks).run(
         evidently.Dataset.from_pandas(current, data_definition=definition),
