@@ -53,6 +53,7 @@ FLUSH_SECONDS, FLUSH_RECORDS = 5.0, 2048
 MAX_BYTES = 32 * 1024 * 1024
 MAX_IMAGES = 256
 RETRY_AFTER = "1"  # seconds, for a 503
+LOGGED = {"embedding": True, "quality": True}  # what a logging server asks the model for (pyfunc's params)
 
 
 @dataclass
@@ -255,7 +256,7 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
             # the budget is this server's, whatever version of the model's code answers
             inputs = [pyfunc.image_bytes(item, index) for index, item in enumerate(inputs)]
             pyfunc.check_pixels(inputs)
-        result = model.predict(inputs, params={**params, "embedding": True, "quality": True} if log else params)
+        result = model.predict(inputs, params={**params, **for_the_log(model)} if log else params)
     except ValueError as error:  # the model's BadInput (its own copy of the class: the model brings its code)
         status = getattr(error, "status", 400)  # 413: over the request's pixel budget
         return refuse(status, first_line(error, 300)), None
@@ -267,6 +268,15 @@ def answer(model, body: bytes, log: bool = False, log_images: bool = False) -> t
     text = StringIO()
     predictions_to_json(result, text)
     return Response(text.getvalue(), media_type="application/json"), records
+
+
+def for_the_log(model) -> dict:
+    """The params that make the model answer what the prediction log keeps (`LOGGED`), those its
+    signature declares: a version registered before one of them answers without it (the log's
+    column stays empty), where MLflow would warn of the unknown param on every request."""
+    schema = model.metadata.get_params_schema()
+    declared = {param.name for param in schema.params} if schema else set()
+    return {name: value for name, value in LOGGED.items() if name in declared}
 
 
 def log_records(model, inputs: object, result: dict, keep_files: bool) -> list[dict]:
