@@ -35,6 +35,7 @@ from pipeline.data.images import (
     exif_orientation,
     load_image,
     normalise,
+    pil_message,
 )
 from pipeline.data.manifest import BOXES, Scan, box_cell, manifest_frame
 
@@ -88,7 +89,7 @@ def inspect_image(
             normalise(image, 3)
         row["decodable"] = True
     except Exception as error:  # PIL raises many types for bad files; each is a finding, not a crash
-        row["error"] = f"{type(error).__name__}: {first_line(error)}"[:200]
+        row["error"] = f"{type(error).__name__}: {pil_message(error)}"[:200]
     return row
 
 

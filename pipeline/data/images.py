@@ -11,6 +11,7 @@ transparent pixels laid over white, palette and CMYK converted. An image declari
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,13 @@ def decode_image(
         SyntaxError,
         Image.DecompressionBombError,
     ) as error:  # PIL's broken-file types
-        raise PipelineError(f"{name}: cannot decode image ({first_line(error)})") from None
+        raise PipelineError(f"{name}: cannot decode image ({pil_message(error)})") from None
+
+
+def pil_message(error: BaseException) -> str:
+    """PIL's message for a file it cannot read, without the in-memory buffer it may name
+    ("cannot identify image file <_io.BytesIO object at 0x7f…>": nothing a user can act on)."""
+    return re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", first_line(error))
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:
