@@ -35,7 +35,7 @@ LOCK = ".dvc/tmp/training-flow.lock"  # held by a running flow: a second one in 
 RETRIES = {"train": 1, "evaluate": 2, "export": 2, "register": 3}
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(StageFailed):
     """The data broke a validation rule: the flow stops before any training."""
 
 
@@ -126,7 +126,7 @@ def main() -> None:
     try:
         preset = read_preset(args.preset) if args.preset else {}
         summary = training_flow({**preset, **parse_overrides(args.pairs)})
-    except (PipelineError, ValidationFailed, StageFailed) as error:
+    except (PipelineError, StageFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     print("\n" + summary.text())
