@@ -41,8 +41,15 @@ def dvc_error(lines: list[str]) -> str | None:
     return None
 
 
+# DVC's advice after each stage that updated dvc.lock, for a person at a terminal: the flow's summary
+# gives it once (flows/report.py)
+DVC_HINTS = ("To track the changes with git, run:", "git add ", "To enable auto staging, run:",
+             "dvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")  # fmt: skip
+
+
 def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAdapter = log) -> StageRun:
-    """`dvc repro --single-item STAGE` in `root`, its output streamed to `logger` line by line."""
+    """`dvc repro --single-item STAGE` in `root`, its output streamed to `logger` line by line (DVC's
+    git advice left out: DVC_HINTS)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
         cwd=root, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -51,7 +58,7 @@ def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAda
     for line in process.stdout:
         line = line.rstrip()
         lines.append(line)
-        if line:
+        if line and not line.strip().startswith(DVC_HINTS):
             logger.info(line)
     process.wait()
     output = "\n".join(lines)

@@ -78,6 +78,8 @@ class RunSummary:
             f"data version: {self.data_version}",
             f"MLflow run: {self.registration.get('run_id')}  (open the UI: make mlflow-ui)",
         ]
+        if "ran" in self.stages.values():
+            lines.append("dvc.lock: updated by the stages that ran; record this run: git add dvc.lock, then commit")
         return "\n".join(lines)
 
     def _comparison_markdown(self) -> str:

@@ -75,3 +75,19 @@ def test_two_writers_creating_and_filling_a_new_sqlite_store_at_once(project):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (20,)
         assert db.execute("SELECT COUNT(*) FROM metrics").fetchone() == (200,)
+
+
+def test_a_stage_run_from_the_flow_logs_its_output_without_dvcs_git_advice(tmp_path):
+    """DVC ends each stage that updated dvc.lock with advice for a person at a terminal ("git add
+    dvc.lock", "dvc push"): the flow's log leaves it out (its summary says it once); the stage's lines stay."""
+    repo = make_repo(tmp_path / "repo")
+    logged: list[str] = []
+
+    class Lines:
+        def info(self, line: str) -> None:
+            logged.append(line)
+
+    result = reproduce(repo, "validate", Lines())
+    assert result.ran and "git add dvc.lock" in result.output  # DVC gave its advice
+    assert any(line.startswith("validate: ") for line in logged)
+    assert not any("git add" in line or "dvc push" in line or "autostage" in line for line in logged), logged

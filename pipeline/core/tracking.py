@@ -47,6 +47,8 @@ def connect(cfg: Config, experiment: str | None = None) -> str:
     """
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    # the stages download a few small files (a model's description, a manifest): no progress bars in their logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(cfg)
     check_server(uri)
     mlflow.set_tracking_uri(uri)

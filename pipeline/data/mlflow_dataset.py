@@ -10,7 +10,6 @@ that a later run can say what changed since (`pipeline/data/manifest_diff.py`).
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from functools import cached_property
@@ -100,7 +99,6 @@ def training_manifest(run_id: str) -> pd.DataFrame | None:
     """The manifest (identity columns) that run `run_id` trained on, or None if it logged none."""
     from mlflow.exceptions import MlflowException
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MANIFEST_ARTIFACT, dst_path=folder)

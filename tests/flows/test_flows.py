@@ -78,6 +78,7 @@ def test_training_flow_runs_every_stage_and_registers_a_champion(in_repo, first_
     assert first_flow.registration["version"] == str(champion.version)
     assert first_flow.data_version == champion.tags["data_version"]
     assert "registry" in first_flow.text() and first_flow.registration["run_id"] in first_flow.markdown()
+    assert first_flow.text().endswith("record this run: git add dvc.lock, then commit")  # DVC's advice, said once
     report = Artifact.get("training-report")
     assert report is not None and first_flow.registration["run_id"] in report.data
     saved = json.loads((in_repo / "reports" / "training_flow.json").read_text())
