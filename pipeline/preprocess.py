@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 
 BLOCK_BYTES = 256 * 2**20  # decoded images held at once
+GREY_MODES = {"1", "L", "LA", "I", "F"}  # PIL modes of grayscale images (and I;16 and its byte orders)
 
 
 class ChannelStats:
@@ -87,12 +88,25 @@ def bit_depth(cfg: Config, train: pd.DataFrame) -> int:
     return bits
 
 
-def recipe(cfg: Config, classes: list[str], bits: int) -> str:
+def channel_count(cfg: Config, train: pd.DataFrame) -> int:
+    """The channels images are read with: `data.channels`, or with `auto` 1 when every training
+    image is grayscale (PIL modes 1, L, LA, I, I;16…, F) and 3 when any is in colour (RGB, RGBA,
+    CMYK, a palette, …): colour photos keep their colour, grey scans train on one channel."""
+    if cfg.data.channels != "auto":
+        return cfg.data.channels
+    modes = set(train["mode"].dropna())
+    channels = 1 if modes and all(mode in GREY_MODES or mode.startswith("I;16") for mode in modes) else 3
+    log.info("preprocess: training images of mode %s: %d channel(s) (data.channels: auto)",
+             ", ".join(sorted(modes)), channels)  # fmt: skip
+    return channels
+
+
+def recipe(cfg: Config, classes: list[str], bits: int, channels: int) -> str:
     """A digest of what the stored pixels and labels depend on besides the images themselves: the
-    data params that shape them, the class list, the bit depth, and the code that decodes (this
-    stage's and `pipeline/data`'s: any change to it writes every split again)."""
+    data params that shape them, the class list, the bit depth and channels, and the code that
+    decodes (this stage's and `pipeline/data`'s: any change to it writes every split again)."""
     d = cfg.data
-    settings = {"classes": classes, "image_size": d.image_size, "channels": d.channels,
+    settings = {"classes": classes, "image_size": d.image_size, "channels": channels,
                 "canvas": d.canvas, "clutter": d.clutter, "bit_depth": bits}  # fmt: skip
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode())
     for code in [Path(__file__), *sorted((Path(__file__).parent / "data").glob("*.py"))]:
@@ -137,24 +151,25 @@ def write_split(
     stats: ChannelStats | None,
     previous: Path | None = None,
     bits: int = WIDE_BITS,
+    channels: int = 1,
 ) -> int:
     """Decode the split's images a block at a time into shards at `folder`, with its table (16-bit
-    files read as `bits`-bit); keep the chunks of the `previous` run's split where all of its images
+    files read as `bits`-bit, with `channels`); keep the chunks of the `previous` run's split where all of its images
     are still there (`arrange`) and decode only the others. Returns how many images were kept."""
     d = cfg.data
     rows, labels, kept = arrange(rows, labels, previous)
-    block = max(1, BLOCK_BYTES // (d.channels * d.image_size**2))
+    block = max(1, BLOCK_BYTES // (channels * d.image_size**2))
     if kept < len(rows):
         writer = ShardWriter(folder, after=link_chunks(previous, folder) if kept else None)
         for start in range(kept, len(rows), block):
-            images = load_images(cfg, list(rows["path"].iloc[start : start + block]), bits)
+            images = load_images(cfg, list(rows["path"].iloc[start : start + block]), bits, channels)
             writer.add(images, labels[start : start + block].tolist())
             if stats is not None:
                 stats.add(images)
         writer.close()
     else:
         link_chunks(previous, folder)
-    shape = [len(rows), d.channels, d.image_size, d.image_size]
+    shape = [len(rows), channels, d.image_size, d.image_size]
     write_table(folder, labels, shape, list(rows["path"]), scaled_boxes(rows, d.image_size), list(rows["sha256"]))
     return kept
 
@@ -197,14 +212,14 @@ def run(cfg: Config) -> dict:
     classes = cfg.data.classes or sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     class_index = {name: i for i, name in enumerate(classes)}
     splits = split_manifest(manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
-    bits = bit_depth(cfg, splits.train)
+    bits, channels = bit_depth(cfg, splits.train), channel_count(cfg, splits.train)
     meta: dict = {
-        "classes": list(classes), "image_size": cfg.data.image_size, "channels": cfg.data.channels,
+        "classes": list(classes), "image_size": cfg.data.image_size, "channels": channels,
         "bit_depth": bits, "counts": {},
     }  # fmt: skip
     processed = cfg.paths.processed
     last = json.loads((processed / "meta.json").read_text()) if (processed / "meta.json").is_file() else {}
-    now = recipe(cfg, list(classes), bits)
+    now = recipe(cfg, list(classes), bits, channels)
     same_recipe = recorded_recipe(cfg.paths.preprocess_recipe, processed / "meta.json") == now
     with replace_dir(processed) as staging:
         for name, rows in splits.items():
@@ -212,8 +227,8 @@ def run(cfg: Config) -> dict:
             rows = rows.sample(frac=1, random_state=cfg.data.seed).reset_index(drop=True)
             labels = torch.tensor([class_index[label] for label in rows["label"]], dtype=torch.int64)
             previous = processed / name if same_recipe else None
-            stats = ChannelStats(cfg.data.channels) if name == "train" else None
-            kept = write_split(cfg, rows, labels, staging / name, stats, previous, bits)
+            stats = ChannelStats(channels) if name == "train" else None
+            kept = write_split(cfg, rows, labels, staging / name, stats, previous, bits, channels)
             if stats is not None:
                 if kept:
                     stats.merge(last["histogram"])  # the kept images' pixels

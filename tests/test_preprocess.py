@@ -100,6 +100,26 @@ def test_rgb_and_resize(project):
     assert test.images.shape == (30, 3, 24, 24)
 
 
+def test_channels_auto_reads_grey_images_grey_and_colour_in_colour(project, dataset):
+    """`data.channels: auto`: the synthetic grey images train on one channel; one colour photo among
+    the training images makes it three, in colour (its red differs from its blue); `1` makes it grey."""
+    cfg = load_config()
+    assert cfg.data.channels == "auto"
+    validate.run(cfg)
+    assert preprocess.run(cfg)["channels"] == 1 and load_split(cfg.paths.processed, "test").images.shape[1] == 1
+    photo = np.zeros((32, 32, 3), dtype=np.uint8)
+    photo[..., 0], photo[..., 2] = 220, 30  # red, not grey
+    Image.fromarray(photo).save(dataset / "train" / CLASSES[0] / "photo.png")
+    validate.run(cfg)
+    meta = preprocess.run(cfg)
+    assert meta["channels"] == 3 and len(meta["mean"]) == 3
+    images = torch.cat([load_split(cfg.paths.processed, name).images for name in ("train", "val")])
+    reddest = images[images[:, 0].float().mean((1, 2)).argmax()]
+    assert reddest[0].float().mean() > reddest[2].float().mean() + 100  # the photo, in colour
+    grey = load_config(overrides={"data.channels": 1})
+    assert preprocess.run(grey)["channels"] == 1
+
+
 def chunk_files(folder) -> dict[int, int]:
     """inode -> bytes of the shard chunks under a processed folder (a kept chunk keeps its inode)."""
     return {path.stat().st_ino: path.stat().st_size for path in folder.glob("*/chunk-*.bin")}

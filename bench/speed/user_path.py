@@ -7,10 +7,11 @@ In a fresh copy of the project (`bench.default_run.copy_project`): 2,600 generat
 cells, 31 % `defective`, 75/25 split (`bench.quality.cell_cracks`; `borderline`: with 15 % of them
 labelled either way, `bench.quality.cell_cracks_borderline`) are built outside it and then, as
 the README says, copied to `data/my_images`, `dvc add`ed and committed; params.yaml's data section
-gets the README's line (`source: imagefolder`, `path: data/my_images`, `image_size: 128`, grey:
-`channels: 1`), every other param its default. Its MLflow and Prefect stores are created first
-and timed apart (a project pays them once), then `python -m flows.training` (what `make run`
-runs) is timed: every stage, from validation to registration, and a no-op `dvc repro` after it.
+gets the README's line (`source: imagefolder`, `path: data/my_images`, `image_size: 128`; the
+grey cells then train on one channel, `data.channels: auto`), every other param its default. Its
+MLflow and Prefect stores are created first and timed apart (a project pays them once), then
+`python -m flows.training` (what `make run` runs) is timed: every stage, from validation to
+registration, and a no-op `dvc repro` after it.
 Writes `bench/results/user_path_<set>.json`; prints a markdown table.
 """
 
@@ -32,7 +33,7 @@ from bench.quality import cell_cracks, cell_cracks_borderline
 from pipeline.core.paths import project_root
 
 SETS = {"cells": cell_cracks.build, "borderline": cell_cracks_borderline.build}
-DATA = {"source": "imagefolder", "path": "data/my_images", "image_size": 128, "channels": 1}
+DATA = {"source": "imagefolder", "path": "data/my_images", "image_size": 128}
 
 
 def user_project(workdir: Path, build) -> tuple[Path, dict]:

@@ -32,7 +32,7 @@ class DataConfig(_Section):
     classes: list[str] | None = None
     positive_class: str | None = None  # the class to find (a defect): flagged above a threshold chosen for a recall
     image_size: int = Field(28, ge=8, le=1024)
-    channels: Literal[1, 3] = 1
+    channels: Literal[1, 3, "auto"] = "auto"  # auto: 1 when every training image is grayscale, else 3 (preprocess)
     # 16-bit images: the bits their samples use (a 12-bit camera's 0..4095), read onto 0..255; auto:
     # the camera depth (8, 10, 12, 14, 16) holding the training split's bright level (hot pixels aside)
     bit_depth: Annotated[int, Field(ge=8, le=32)] | Literal["auto"] = "auto"

@@ -25,10 +25,10 @@ def scan(cfg: Config) -> Scan:
     return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels, at_least=d.image_size)
 
 
-def load_images(cfg: Config, paths: list[str], bits: int = WIDE_BITS) -> np.ndarray:
-    """The images at manifest `paths` as N×C×H×W uint8, at `data.image_size` and `data.channels`
-    (16-bit files read as `bits`-bit)."""
-    size, channels = cfg.data.image_size, cfg.data.channels
+def load_images(cfg: Config, paths: list[str], bits: int = WIDE_BITS, channels: int = 1) -> np.ndarray:
+    """The images at manifest `paths` as N×C×H×W uint8 of `channels`, at `data.image_size` (16-bit
+    files read as `bits`-bit)."""
+    size = cfg.data.image_size
     d = cfg.data
     if d.source == "fashion-mnist":
         return fashion_mnist.load(cfg.source_path(), paths, size, channels)
