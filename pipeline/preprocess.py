@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 BLOCK_BYTES = 256 * 2**20  # decoded images held at once
-GREY_MODES = {"1", "L", "LA", "I", "F"}  # PIL modes of grayscale images (and I;16 and its byte orders)
+GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}  # PIL's modes of grayscale images
 
 
 class ChannelStats:
@@ -95,7 +95,7 @@ def channel_count(cfg: Config, train: pd.DataFrame) -> int:
     if cfg.data.channels != "auto":
         return cfg.data.channels
     modes = set(train["mode"].dropna())
-    channels = 1 if modes and all(mode in GREY_MODES or mode.startswith("I;16") for mode in modes) else 3
+    channels = 1 if modes and modes <= GREY_MODES else 3
     log.info("preprocess: training images of mode %s: %d channel(s) (data.channels: auto)",
              ", ".join(sorted(modes)), channels)  # fmt: skip
     return channels
@@ -153,9 +153,10 @@ def write_split(
     bits: int = WIDE_BITS,
     channels: int = 1,
 ) -> int:
-    """Decode the split's images a block at a time into shards at `folder`, with its table (16-bit
-    files read as `bits`-bit, with `channels`); keep the chunks of the `previous` run's split where all of its images
-    are still there (`arrange`) and decode only the others. Returns how many images were kept."""
+    """Decode the split's images a block at a time into shards at `folder`, with its table (with
+    `channels`, 16-bit files read as `bits`-bit); keep the chunks of the `previous` run's split where
+    all of its images are still there (`arrange`) and decode only the others. Returns how many
+    images were kept."""
     d = cfg.data
     rows, labels, kept = arrange(rows, labels, previous)
     block = max(1, BLOCK_BYTES // (channels * d.image_size**2))
