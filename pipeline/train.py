@@ -191,7 +191,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             "peak_memory_mb": round(peak_memory_mb(runtime)),
         }
         mlflow.log_metrics({"peak_memory_mb": metrics["peak_memory_mb"], "kept_epoch": kept_epoch})
-        weights = uneven(training.loss_fn.weight)
+        weights = None if training.class_weights is None else training.class_weights.float().cpu()  # None: balanced
         if weights is not None:
             metrics["class_weights"] = dict(zip(meta["classes"], weights.tolist(), strict=True))
             mlflow.log_params({f"class_weight.{name}": round(w, 4) for name, w in metrics["class_weights"].items()})
@@ -247,13 +247,6 @@ def calibrate(model: AttentionCNN, val_data: TensorSplit, runtime: Runtime, weig
     log.info("train: temperature %.3f%s, validation calibration error %.2f %% -> %.2f %%", temperature,
              "" if weights is None else ", the class weights' pull taken out", 100 * before, 100 * after)  # fmt: skip
     return {"temperature": temperature, "before": before, "after": after}
-
-
-def uneven(weights: torch.Tensor | None) -> torch.Tensor | None:
-    """The loss's class weights on the CPU, or None when every class weighs the same (no pull)."""
-    if weights is None or bool((weights == weights[0]).all()):
-        return None
-    return weights.detach().float().cpu()
 
 
 def decision_rule(

@@ -23,8 +23,6 @@ import math
 import time
 
 import mlflow
-import numpy as np
-from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
@@ -32,6 +30,7 @@ from pipeline.core.files import write_json
 from pipeline.core.params_file import apply_overrides
 from pipeline.core.tracking import connect
 from pipeline.data.splits import TensorSplit, load_split, read_meta
+from pipeline.model.champion import METRICS
 from pipeline.training.runtime import predict_batches, select_runtime
 from pipeline.training.selection import KeptEpoch
 from pipeline.training.steps import build_training, split_loss, train_epoch
@@ -47,15 +46,6 @@ SPACE = {
     "train.augment.erasing": ("float", 0.0, 0.5),
     "train.augment.max_shift": ("int", 0, None),  # None: an eighth of the image side
 }
-
-
-def score(labels: np.ndarray, predicted: np.ndarray, metric: str) -> float:
-    """The registry's metric (`register.metric`) of predictions."""
-    if metric == "balanced_accuracy":
-        return float(balanced_accuracy_score(labels, predicted))
-    if metric == "macro_f1":
-        return float(f1_score(labels, predicted, average="macro"))
-    return float((labels == predicted).mean())
 
 
 def draw(trial, image_size: int, fixed: frozenset[str] = frozenset()) -> dict:
@@ -91,7 +81,7 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
                 train_epoch(training, train_data, trial_cfg.train, runtime, epoch)
                 batch = runtime.scoring_batch(val_data.images)
                 logits = predict_batches(training.model, val_data.images, batch, runtime).logits
-                value = score(labels, logits.argmax(1).numpy(), cfg.register.metric)
+                value = float(METRICS[cfg.register.metric](labels, logits.argmax(1).numpy()))
                 if kept.update(epoch, split_loss(training, logits, val_data.labels)):
                     kept_value = value
                 mlflow.log_metric(f"val_{cfg.register.metric}", value, step=epoch)

@@ -46,6 +46,7 @@ class RuleResult:
     expectation: str
     success: bool
     offending: list[str] = field(default_factory=list)
+    table: str = "files"
 
     def summary(self) -> str:
         shown = ", ".join(self.offending[:5])
@@ -160,6 +161,12 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
 
 
 _INDEX_COLUMN = {"files": "path", "classes": "class_folder", "boxes": "row"}
+# what to do when a table's rule fails: a class-level rule is not met by leaving files out
+REMEDY = {
+    "files": "fix or remove those files, or set validate.on_error: skip",
+    "classes": "add images to those class folders, or change the param the rule names",
+    "boxes": f"fix those rows of {BOXES_FILE}",
+}
 
 
 def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], docs: DataDocs | None) -> list[RuleResult]:
@@ -198,7 +205,7 @@ def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], doc
         stored[key] = suite_result
         for rule, result in zip(table_rules, suite_result.results, strict=True):
             offending = [str(row[index_column]) for row in result.result.get("unexpected_index_list") or []]
-            results.append(RuleResult(rule.name, result.expectation_config.type, result.success, offending))
+            results.append(RuleResult(rule.name, result.expectation_config.type, result.success, offending, table_name))
     if docs is not None:
         build_docs(context, stored, docs)
     return results
@@ -315,10 +322,11 @@ def run(cfg: Config) -> ValidationOutcome:
     for path, reasons in sorted(outcome.skipped.items()):
         log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
     if not outcome.success:
-        failed = "; ".join(r.summary() for r in outcome.results if not r.success)
+        failed = [r for r in outcome.results if not r.success]
+        remedies = dict.fromkeys(REMEDY[r.table] for r in failed)  # the tables' remedies, in the rules' order
         raise PipelineError(
-            f"data validation failed: {failed}; details in {report_path.relative_to(cfg.root)} "
-            "(fix or remove those files, or set validate.on_error: skip)"
+            f"data validation failed: {'; '.join(r.summary() for r in failed)}; "
+            f"details in {report_path.relative_to(cfg.root)} ({'; '.join(remedies)})"
         )
     with atomic_path(cfg.paths.manifest) as temporary:
         outcome.manifest.to_csv(temporary, index=False)

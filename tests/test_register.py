@@ -202,8 +202,9 @@ STRONG = {"train.epochs": 4, "train.batch_size": 16}  # all of them
 
 
 def test_a_better_model_on_the_same_data_is_promoted_with_its_comparison_recorded(prepared):
-    first = trained_and_registered(load_config(overrides=WEAK))
-    second = trained_and_registered(load_config(overrides=STRONG))
+    by_accuracy = {"register.metric": "accuracy"}  # the exact McNemar test's figures
+    first = trained_and_registered(load_config(overrides={**WEAK, **by_accuracy}))
+    second = trained_and_registered(load_config(overrides={**STRONG, **by_accuracy}))
     c = second["comparison"]
     assert second["promote"] and second["champion"] == second["version"] != first["version"]
     assert c["champion_version"] == first["version"] and c["images"] == 30
@@ -314,6 +315,37 @@ def test_a_named_metric_decides_what_beating_the_champion_means():
     assert "balanced_accuracy" in by_balanced.summary() and "champion_shared_balanced_accuracy" in by_balanced.figures()
     same = compare(true, champion, champion, "1", metric="macro_f1")
     assert same.p_value == 1.0 and same.gain == 0  # the same answers: nothing to tell apart
+
+
+def test_by_default_a_model_that_finds_a_rare_class_clears_the_floor():
+    """An inspection line's test split: 1,244 good cells and 45 defective. A model that finds 36 of
+    the defects (80 %) for 37 false alarms (3 %) is the model to serve; in accuracy it is no better
+    than calling every cell good (96.4 % vs 96.5 %), in balanced accuracy (the default) far better."""
+    true = np.array([0] * 1244 + [1] * 45)
+    model = np.zeros_like(true)
+    model[:37] = 1
+    model[1244:1280] = 1
+    common = np.zeros_like(true)
+    default = RegisterConfig()
+    assert default.metric == "balanced_accuracy" and default.min_accuracy == "auto"
+    floor = compare(true, model, common, "'ok'", default.metric)
+    assert floor.challenger_score == pytest.approx((1207 / 1244 + 36 / 45) / 2) and floor.p_value < 0.01
+    assert decide(0.964, None, default, floor).promote
+    by_accuracy = compare(true, model, common, "'ok'", "accuracy")
+    assert not decide(0.964, None, RegisterConfig(metric="accuracy"), by_accuracy).promote
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("seed", range(5))
+def test_balanced_accuracy_is_scikit_learns(seed):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pipeline.model.champion import balanced_accuracy
+
+    rng = np.random.default_rng(seed)
+    true = rng.choice(5, 300, p=[0.6, 0.2, 0.1, 0.1, 0.0])  # a class that never occurs
+    predicted = np.where(rng.random(300) < 0.7, true, rng.integers(0, 5, 300))
+    assert balanced_accuracy(true, predicted) == pytest.approx(balanced_accuracy_score(true, predicted))
 
 
 def test_the_registered_model_requires_every_package_its_code_imports():

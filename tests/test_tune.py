@@ -26,7 +26,7 @@ def tuned(tmp_path_factory):
 
 def test_the_best_settings_of_the_trials_are_written_to_params_yaml_with_its_comments(tuned):
     cfg, result, after = tuned
-    assert len(result["trials"]) == 4 and result["metric"] == "val_accuracy"
+    assert len(result["trials"]) == 4 and result["metric"] == "val_balanced_accuracy"  # register.metric
     finished = [t for t in result["trials"] if t["state"] == "COMPLETE"]
     assert result["best_value"] == max(t["value"] for t in finished)
     assert "train.augment.erasing" not in result["best_params"] and after.train.augment.erasing == 0.0  # --fixed
@@ -51,7 +51,7 @@ def test_every_trial_is_a_nested_mlflow_run_under_one_parent(tuned):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 4
     assert parents[0].info.artifact_uri.startswith(cfg.paths.mlflow_artifacts.as_uri())  # the project's store
-    assert parents[0].data.metrics["best_val_accuracy"] == pytest.approx(result["best_value"])
+    assert parents[0].data.metrics["best_val_balanced_accuracy"] == pytest.approx(result["best_value"])
     assert all("train.lr" in child.data.params for child in children)
 
 

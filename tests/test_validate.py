@@ -13,6 +13,7 @@ from pipeline import validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from tests.servers import offline_page
+from tests.synthetic import write_dataset
 
 
 def tree_checksum(root: Path) -> dict[str, str]:
@@ -128,7 +129,8 @@ def test_label_outside_the_configured_classes_is_named(project, dataset, tmp_pat
 
 def test_image_too_small_is_named(project, dataset):
     Image.new("L", (4, 4)).save(dataset / "train" / "bars" / "tiny.png")
-    assert "train/bars/tiny.png" in failure(project)
+    message = failure(project)
+    assert "train/bars/tiny.png" in message and "fix or remove those files, or set validate.on_error: skip" in message
 
 
 def test_class_imbalance_is_named(dataset, project):
@@ -137,6 +139,16 @@ def test_class_imbalance_is_named(dataset, project):
         path.unlink()
     message = failure(cfg)
     assert "largest class" in message and "train/bars" in message
+    # a class rule's remedy: leaving files out (on_error: skip) cannot meet it
+    assert "change the param the rule names" in message and "on_error" not in message
+
+
+def test_an_inspection_lines_imbalance_passes_by_default(project, tmp_path):
+    """3 % defective cells (1 : 33 in a split) are an inspection line's everyday data, not an error."""
+    images = write_dataset(tmp_path / "line", {"train": 200}, classes=("ok", "defective"))
+    for path in sorted((images / "train" / "defective").iterdir())[6:]:
+        path.unlink()
+    assert run_validation(load_config(overrides={"data.path": str(images)})).success
 
 
 def test_skip_mode_leaves_bad_files_out_and_goes_on(project, dataset):

@@ -48,7 +48,7 @@ class DataConfig(_Section):
 class ValidateConfig(_Section):
     on_error: Literal["fail", "skip"] = "fail"
     min_images_per_class: int = Field(10, ge=1)
-    max_imbalance: float = Field(10.0, ge=1.0)
+    max_imbalance: float = Field(100.0, ge=1.0)
     min_side: int = Field(8, ge=1)
     max_side: int = Field(16384, ge=1)
     max_pixels: int = Field(2**26, ge=1)  # 64 Mpx: a 61-Mpx full-frame camera's or a 48-Mpx phone's photo passes
@@ -117,7 +117,8 @@ class TrainConfig(_Section):
     min_steps: int = Field(1000, ge=0)  # epochs grow until the run has this many optimizer steps
     min_images: int = Field(32_000, ge=0)  # and until it has trained on this many images
     min_steps_per_epoch: int = Field(32, ge=1)  # the batch shrinks until an epoch has this many
-    class_weights: Literal["balanced", "none"] = "balanced"  # the loss weighs each class by 1 / its share
+    class_weights: Literal["balanced", "none"] = "balanced"  # each class counts by 1 / its share
+    balance: Literal["sampling", "loss"] = "sampling"  # how: each class a share of every epoch by weight, or the loss
     keep: Literal["last", "best"] = "last"  # the final weights, or the epoch with the lowest validation loss
     calibrate: bool = True  # temperature scaling, class weights' pull out (pipeline/model/calibration.py)
     positive_recall: float = Field(0.9, gt=0, le=1)  # with data.positive_class: the share of its images to find
@@ -159,7 +160,8 @@ class RegisterConfig(_Section):
     model_name: str = Field("attention-classifier", min_length=1)
     # auto: significantly above always answering the test split's most common class, in `metric`
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"
-    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"  # what "beats the champion" means
+    # what "beats the champion" (and the floor) means; balanced accuracy: a rare class counts as much as a common one
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "balanced_accuracy"
     min_delta: float = Field(0.0, ge=0)
     max_p_value: float | None = Field(0.05, gt=0, le=1)
 

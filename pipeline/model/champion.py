@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from scipy.stats import binomtest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline.core.locks import file_lock
 from pipeline.model.model_file import ModelInfo, load_model
@@ -25,9 +25,18 @@ DIFFERENT_TASK = "a different task; use another register.model_name"
 CHAMPION, CHALLENGER = "champion", "challenger"  # the registry's aliases
 
 
+def balanced_accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean recall over the classes `true` holds: scikit-learn's `balanced_accuracy_score`, in
+    bincounts (the permutation test scores 2 × 999 answer sets: 0.1 s instead of 3 s at 10,000 images)."""
+    counts = np.bincount(true)
+    hits = np.bincount(true[true == predicted], minlength=len(counts))
+    present = counts > 0
+    return float((hits[present] / counts[present]).mean())
+
+
 METRICS = {  # what `register.metric` may name: the score the gain is measured in
     "accuracy": accuracy_score,
-    "balanced_accuracy": balanced_accuracy_score,
+    "balanced_accuracy": balanced_accuracy,
     "macro_f1": lambda true, predicted: f1_score(true, predicted, average="macro", zero_division=0),
 }
 

@@ -21,6 +21,7 @@ from pipeline.data.splits import TensorSplit
 from pipeline.model.network import AttentionCNN
 from pipeline.training.augment import augment
 from pipeline.training.distributed import ONE_PROCESS, Ranks
+from pipeline.training.loss import weighted_cross_entropy
 from pipeline.training.plan import Plan, plan_training
 from pipeline.training.runtime import Runtime, predict_batches
 
@@ -60,7 +61,8 @@ class Training:
     step_model: nn.Module  # what runs the steps: `model`, in DDP across ranks, torch.compile'd (train.compile)
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
-    loss_fn: nn.Module
+    class_weights: torch.Tensor | None  # train.class_weights on the device; None: every class alike
+    label_smoothing: float
     plan: Plan  # the batch size and epochs, adapted to the training split's size
 
 
@@ -82,12 +84,14 @@ def build_training(
     optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
     weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.train.label_smoothing).to(runtime.device)
+    if weights is not None and bool((weights == weights[0]).all()):
+        weights = None  # balanced data: nothing to weigh, and shuffled epochs as without weights
 
     step_model = ranks.wrap(model, some_frozen=cfg.train.freeze_epochs > 0)
     if cfg.train.compile:  # the training steps only: validation is a small share, not worth a second graph
         step_model = torch.compile(step_model)
-    return Training(model, step_model, optimizer, schedule, loss_fn, plan)
+    on_device = None if weights is None else weights.to(runtime.device)
+    return Training(model, step_model, optimizer, schedule, on_device, cfg.train.label_smoothing, plan)
 
 
 def activation_bytes(model: nn.Module, channels: int, image_size: int, runtime: Runtime) -> int:
@@ -130,13 +134,11 @@ def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
 
 
 def split_loss(training: Training, logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The training loss (class weights, label smoothing) of a split's logits, on the CPU."""
-    weight = training.loss_fn.weight
-    return nn.functional.cross_entropy(
-        logits.cpu(),
-        labels.cpu(),
-        weight=None if weight is None else weight.cpu(),
-        label_smoothing=training.loss_fn.label_smoothing,
+    """The training loss (class weights, label smoothing) of a split's logits, on the CPU: each
+    class weighed as the training batches weigh it, by sampling or in the loss."""
+    weight = training.class_weights
+    return weighted_cross_entropy(
+        logits.cpu(), labels.cpu(), None if weight is None else weight.cpu(), training.label_smoothing
     ).item()
 
 
@@ -155,19 +157,46 @@ def peak_memory_mb(runtime: Runtime) -> float:
 
 
 def epoch_batches(
-    data: TensorSplit, batch_size: int, seed: int, epoch: int, generator: torch.Generator, ranks: Ranks
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data: TensorSplit, batch_size: int, seed: int, epoch: int, generator: torch.Generator, ranks: Ranks,
+    weights: torch.Tensor | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """This rank's (images, labels) batches of an epoch on the generator's device: from memory in a
-    seeded random order cut as DistributedSampler cuts it, or streamed from the split's shards."""
+    seeded random order cut as DistributedSampler cuts it, or streamed from the split's shards. With
+    class `weights` (in memory), the epoch is `weighted_epoch`'s."""
     device = generator.device
     if data.streamed:
         for images, labels in stream_batches(data.images.folder, batch_size, seed, epoch):
             yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         return
-    order = ranks.shard(torch.randperm(len(data.labels), generator=generator, device=device))
+    if weights is None:
+        order = torch.randperm(len(data.labels), generator=generator, device=device)
+    else:
+        order = weighted_epoch(data.labels.to(device), weights.to(device), generator)
+    order = ranks.shard(order)
     for first in range(0, len(order), batch_size):
         index = order[first : first + batch_size]
         yield data.images[index], data.labels[index]
+
+
+def weighted_epoch(labels: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An epoch of as many images as `labels` holds, each class's share of it in proportion to its
+    images × its weight (balanced weights: every class alike), in a random order: a class with
+    fewer images than its share is passed over whole as often as it fits, the rest of it drawn
+    without replacement; a class with more gives a random part of itself. Nearly balanced data
+    (weights near 1) gives nearly a permutation: every image seen about once an epoch."""
+    counts = torch.bincount(labels, minlength=len(weights)).to(weights.dtype)
+    mass = counts * weights
+    quota = torch.floor(mass / mass.sum() * len(labels)).long()
+    quota[torch.argmax(mass)] += len(labels) - int(quota.sum())  # rounding: the largest share takes the rest
+    parts = []
+    for label, wanted in enumerate(quota.tolist()):
+        members = torch.nonzero(labels == label).flatten()
+        while wanted > 0:
+            take = min(wanted, len(members))
+            parts.append(members[torch.randperm(len(members), generator=generator, device=labels.device)[:take]])
+            wanted -= take
+    order = torch.cat(parts)
+    return order[torch.randperm(len(order), generator=generator, device=labels.device)]
 
 
 def train_epoch(
@@ -175,7 +204,10 @@ def train_epoch(
 ) -> dict[str, float]:
     """One pass over the training split (this rank's shard of it) in seeded random order; returns
     loss, accuracy, seconds and images/s over all ranks."""
-    model, optimizer, schedule, loss_fn = training.step_model, training.optimizer, training.schedule, training.loss_fn
+    model, optimizer, schedule = training.step_model, training.optimizer, training.schedule
+    # class weights act by sampling (in memory, `train.balance: sampling`) or in the loss (streamed, or `loss`)
+    sampled = training.class_weights is not None and cfg.balance == "sampling" and not data.streamed
+    loss_weights = None if sampled else training.class_weights
     model.train()
     training.model.freeze_features(epoch <= cfg.freeze_epochs)
     # dropout: the same per epoch, so a resumed run matches; different on each rank
@@ -186,7 +218,7 @@ def train_epoch(
     correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
     seen, start = 0, time.perf_counter()
     progress = tqdm(
-        epoch_batches(data, batch_size, cfg.seed, epoch, generator, ranks),
+        epoch_batches(data, batch_size, cfg.seed, epoch, generator, ranks, training.class_weights if sampled else None),
         total=training.plan.steps_per_epoch, desc=f"epoch {epoch}/{training.plan.epochs}", leave=False,
         disable=None if ranks.is_main else True,
     )  # fmt: skip
@@ -195,7 +227,7 @@ def train_epoch(
         with runtime.autocast():
             out = model(images)
             logits = out.logits
-            loss = loss_fn(logits.float(), labels)
+            loss = weighted_cross_entropy(logits.float(), labels, loss_weights, training.label_smoothing)
             if cfg.attention_entropy:
                 loss = loss + cfg.attention_entropy * attention_entropy(out.attention).mean()
         optimizer.zero_grad(set_to_none=True)
