@@ -45,8 +45,8 @@ class RuleResult:
     name: str
     expectation: str
     success: bool
+    table: str  # the rule's table: "files", "classes" or "boxes"
     offending: list[str] = field(default_factory=list)
-    table: str = "files"
 
     def summary(self) -> str:
         shown = ", ".join(self.offending[:5])
@@ -205,7 +205,7 @@ def run_expectations(tables: dict[str, pd.DataFrame], rule_list: list[Rule], doc
         stored[key] = suite_result
         for rule, result in zip(table_rules, suite_result.results, strict=True):
             offending = [str(row[index_column]) for row in result.result.get("unexpected_index_list") or []]
-            results.append(RuleResult(rule.name, result.expectation_config.type, result.success, offending, table_name))
+            results.append(RuleResult(rule.name, result.expectation_config.type, result.success, table_name, offending))
     if docs is not None:
         build_docs(context, stored, docs)
     return results
@@ -251,15 +251,14 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
     results = check(files, None if skip else docs)
     skipped: dict[str, list[str]] = {}
     if skip:
-        file_rules = {r.name for r in rule_list if r.table == "files"}
         for result in results:
-            if result.name in file_rules:
+            if result.table == "files":
                 for path in result.offending:
                     skipped.setdefault(path, []).append(result.name)
         files = files[~files["path"].isin(skipped)]
         results = check(files, docs)
     for result in results:
-        if result.name in {r.name for r in rule_list if r.table == "files"}:
+        if result.table == "files":
             result.offending = _describe_files(scan.files, result.offending)
     success = all(r.success for r in results)
     return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored)

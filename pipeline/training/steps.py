@@ -188,9 +188,9 @@ def weighted_epoch(labels: torch.Tensor, weights: torch.Tensor, generator: torch
     mass = counts * weights
     quota = torch.floor(mass / mass.sum() * len(labels)).long()
     quota[torch.argmax(mass)] += len(labels) - int(quota.sum())  # rounding: the largest share takes the rest
+    by_class = torch.argsort(labels, stable=True).split(counts.long().tolist())  # each class's indices, ascending
     parts = []
-    for label, wanted in enumerate(quota.tolist()):
-        members = torch.nonzero(labels == label).flatten()
+    for members, wanted in zip(by_class, quota.tolist(), strict=True):
         while wanted > 0:
             take = min(wanted, len(members))
             parts.append(members[torch.randperm(len(members), generator=generator, device=labels.device)[:take]])
