@@ -130,6 +130,21 @@ def sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count]]
 
 
+def class_top_up(chosen: torch.Tensor, answered: torch.Tensor, classes: int, seed: int) -> torch.Tensor:
+    """More test images (seeded, none of `chosen`) so that each answered class has at least its share
+    of the sample, len(chosen) ÷ `classes` and at least MIN_CLASS_IMAGES, where the split has that
+    many: a random sample holds about 17 of 500 images of a 3 % class, too few to judge it by."""
+    quota = max(MIN_CLASS_IMAGES, len(chosen) // classes)
+    left = torch.ones(len(answered), dtype=torch.bool)
+    left[chosen] = False
+    extra = []
+    for index in range(classes):
+        missing = quota - int((answered[chosen] == index).sum())
+        if missing > 0:
+            extra.append(sample(torch.nonzero(left & (answered == index))[:, 0], missing, seed))
+    return torch.cat(extra) if extra else chosen[:0]
+
+
 def deletion_fill(cfg: Config, images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
     """What deleted cells become (`evaluate.deletion_fill`): the images blurred, or the training mean colour."""
     return checks.blurred(images) if cfg.evaluate.deletion_fill == "blur" else torch.tensor(info.mean) * 255
@@ -151,7 +166,8 @@ def attention_metrics(
     """The attention checks on the test split, beside Grad-CAM's (`pipeline/model/gradcam.py`) on
     `evaluate.faithfulness_images` of its images (seeded): deletion curves of the answered class
     (`answered`, the decision rule's) in the attention's, Grad-CAM's and a random order, over all of
-    them and per answered class (those with at least MIN_CLASS_IMAGES), and, where boxes are known,
+    them and per answered class (those with at least MIN_CLASS_IMAGES, each topped up to its share
+    by `class_top_up`; the figures over all stay the random sample's), and, where boxes are known,
     Grad-CAM's localisation figures. The `mean` fill is the training mean."""
     grid = tuple(attention.shape[1:])
     size = tuple(test.images.shape[-2:])
@@ -175,6 +191,8 @@ def attention_metrics(
     chosen = sample(torch.arange(len(test.labels)), count, seed)
     if not len(chosen):
         return result, {}
+    random_part = len(chosen)
+    chosen = torch.cat([chosen, class_top_up(chosen, answered, len(info.classes), seed)])
     images = test.images[chosen]
 
     def probabilities(images: torch.Tensor) -> torch.Tensor:
@@ -193,14 +211,24 @@ def attention_metrics(
         )
         for name, order in orders.items()
     }
-    curves = {name: values.mean(0) for name, (values, _) in per_image.items()}
-    predicted = per_image["attention"][1]
-    result["faithfulness_images"] = len(chosen)
+    figures_, curves = deletion_figures(per_image, random_part, info.classes)
+    return result | figures_, curves
+
+
+def deletion_figures(
+    per_image: dict[str, tuple[np.ndarray, np.ndarray]], random_part: int, classes: list[str]
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Deletion AUCs and verdicts from each order's curves and followed classes: over the first
+    `random_part` images (the random sample), and over all per followed class with MIN_CLASS_IMAGES;
+    with the mean curves of the random sample."""
+    curves = {name: values[:random_part].mean(0) for name, (values, _) in per_image.items()}
+    followed = next(iter(per_image.values()))[1]
+    result: dict = {"faithfulness_images": random_part, "class_top_up_images": len(followed) - random_part}
     result["deletion_auc"] = {name: checks.area(curve) for name, curve in curves.items()}
     result["faithfulness"] = checks.faithfulness(result["deletion_auc"])
     result["by_predicted_class"] = {}
-    for index, label in enumerate(info.classes):
-        mine = predicted == index
+    for index, label in enumerate(classes):
+        mine = followed == index
         if mine.sum() >= MIN_CLASS_IMAGES:
             auc = {name: checks.area(values[mine].mean(0)) for name, (values, _) in per_image.items()}
             result["by_predicted_class"][label] = {

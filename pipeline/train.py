@@ -4,10 +4,11 @@ Reads `data/processed/`; writes `models/model.pt`, `metrics/train.json`, `metric
 and `plots/training_curves.png`. A checkpoint (`models/checkpoint.pt`, and the one before it) is
 written after an epoch once `train.checkpoint_seconds` have passed since the last one: running the
 stage again after an interruption, even a kill, resumes from the last good one, in the same MLflow
-run. With `train.processes: N` (or under torchrun) it trains data-parallel
-(`pipeline/training/distributed.py`); the steps themselves are in `pipeline/training/steps.py`,
-their batch size and length in `pipeline/training/plan.py`. The run names its training data as an
-MLflow dataset and records what changed in it since the champion's (`pipeline/data/mlflow_dataset.py`).
+run, unless the settings or the code under `pipeline/` changed since. With `train.processes: N` (or
+under torchrun) it trains data-parallel (`pipeline/training/distributed.py`); the steps themselves
+are in `pipeline/training/steps.py`, their batch size and length in `pipeline/training/plan.py`. The
+run names its training data as an MLflow dataset and records what changed in it since the champion's
+(`pipeline/data/mlflow_dataset.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import mlflow
 import pandas as pd
@@ -39,7 +40,7 @@ from pipeline.model.network import AttentionCNN
 from pipeline.model.novelty import DETECTOR, bank_rows, unit_rows
 from pipeline.model.threshold import choose_threshold
 from pipeline.model.unknown import Novelty, acceptance_threshold
-from pipeline.training.checkpoints import remove_checkpoints, restore, resume, save_checkpoint
+from pipeline.training.checkpoints import code_digest, remove_checkpoints, restore, resume, save_checkpoint
 from pipeline.training.distributed import Ranks, launch, launched, process_group
 from pipeline.training.runtime import (
     Runtime,
@@ -55,8 +56,9 @@ log = logging.getLogger(__name__)
 
 
 def fingerprint(cfg: Config, meta: dict) -> str:
-    """What a checkpoint must match to be resumed: the data, model and training settings."""
+    """What a checkpoint must match to be resumed: the data, model and training settings and the code."""
     settings = {
+        "code": code_digest(),
         "data": cfg.data.model_dump(),
         "model": cfg.model.model_dump(),
         "train": cfg.train.model_dump(exclude={"checkpoint_seconds"}),
@@ -260,11 +262,11 @@ def decision_rule(
     if cfg.data.positive_class is None:
         return weighed
     logits = predict_batches(model, val_data.images, runtime.scoring_batch(val_data.images), runtime).logits
-    chosen = choose_threshold(
+    return choose_threshold(
         logits.softmax(1).numpy(), val_data.labels.cpu().numpy(), classes, cfg.data.positive_class,
         cfg.train.positive_recall, cfg.train.positive_confidence, calibrated=cfg.train.calibrate,
+        weights=weighed.weights,
     )  # fmt: skip
-    return replace(chosen, weights=weighed.weights)
 
 
 def fit_detector(

@@ -131,7 +131,7 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
     return [
         Rule("every file decodes as an image", "files",
              e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])),
-        Rule(f"image format in {formats} (validate.formats; GIF and TIFF may be added)", "files",
+        Rule(f"image format in {formats} (validate.formats; GIF may be added)", "files",
              e.ExpectColumnValuesToBeInSet(column="format", value_set=formats)),
         Rule(f"label in the class set {classes}", "files",
              e.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),

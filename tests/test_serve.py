@@ -73,6 +73,22 @@ def png(side: int, value: int = 128) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def encoded(picture: Image.Image, format: str) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format=format)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_a_tiff_is_answered_as_its_png_twin_and_a_format_not_served_is_a_400_naming_those_that_are(server):
+    picture = Image.new("L", (28, 28), 60)
+    picture.paste(200, (8, 8, 20, 20))
+    twin = server.post({"inputs": [encoded(picture, "PNG")]})
+    tiff = server.post({"inputs": [encoded(picture, "TIFF")]})
+    assert twin.status_code == tiff.status_code == 200 and tiff.json() == twin.json()
+    gif = server.post({"inputs": [encoded(picture, "GIF")]})
+    assert gif.status_code == 400 and "image 0" in gif.json()["error"] and "WebP or TIFF" in gif.json()["error"]
+
+
 def test_a_body_without_a_declared_length_is_refused_as_soon_as_it_passes_the_limit(server, monkeypatch):
     monkeypatch.setattr(serve, "MAX_BYTES", 1024 * 1024)
     port = int(server.url.rsplit(":", 1)[1])

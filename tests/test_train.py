@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,6 +151,24 @@ def test_checkpoint_of_other_settings_is_not_resumed(prepared):
     torch.save({"fingerprint": "other", "epoch": 5}, cfg.paths.checkpoint)
     result = train.run(cfg)
     assert list(result.history["epoch"]) == [1]
+
+
+def test_a_checkpoint_written_by_other_code_is_not_resumed(prepared, monkeypatch, tmp_path):
+    cfg = load_config(overrides={"train.epochs": 2})
+    package = tmp_path / "pipeline"  # a copy of the code, to edit
+    shutil.copytree(checkpoints.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(train, "code_digest", lambda: checkpoints.code_digest(package))
+    real_epoch = crash_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    crashed = torch.load(cfg.paths.checkpoint, weights_only=True)
+    assert crashed["epoch"] == 1
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    augment = package / "training" / "augment.py"
+    augment.write_text(augment.read_text() + "\n# an edit to the augmentation\n")
+    assert checkpoints.code_digest(package) != checkpoints.code_digest()
+    started_over = train.run(cfg)
+    assert list(started_over.history["epoch"]) == [1, 2] and started_over.run_id != crashed["run_id"]
 
 
 def test_corrupt_checkpoint_starts_over(prepared):

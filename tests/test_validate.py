@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
@@ -81,9 +82,17 @@ def test_a_cut_camera_photo_is_named_though_decoded_at_an_eighth(project, datase
 
 
 def test_a_format_left_out_is_named_with_the_key_that_lets_it_in(project, dataset):
-    Image.new("L", (32, 32), 90).save(dataset / "train" / "bars" / "scan.tif")  # as microscopes and line cameras write
+    Image.new("L", (32, 32), 90).save(dataset / "train" / "bars" / "still.gif")  # GIF: not in the defaults
     message = failure(project)
-    assert "train/bars/scan.tif" in message and "validate.formats; GIF and TIFF may be added" in message
+    assert "train/bars/still.gif" in message and "validate.formats; GIF may be added" in message
+
+
+def test_a_16_bit_tiff_scan_passes_with_the_defaults(project, dataset):
+    scan = Image.fromarray(np.full((32, 32), 3000, dtype=np.uint16))  # as microscopes and line cameras write
+    scan.save(dataset / "train" / "bars" / "scan.tif")
+    assert run_validation(project).success
+    manifest = pd.read_csv(project.paths.manifest).set_index("path")
+    assert manifest.loc["train/bars/scan.tif", "format"] == "TIFF"
 
 
 def test_zero_byte_file_is_named(project, dataset):

@@ -52,7 +52,7 @@ class ValidateConfig(_Section):
     min_side: int = Field(8, ge=1)
     max_side: int = Field(16384, ge=1)
     max_pixels: int = Field(2**26, ge=1)  # 64 Mpx: a 61-Mpx full-frame camera's or a 48-Mpx phone's photo passes
-    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP"]
+    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP", "TIFF"]
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> ValidateConfig:

@@ -2,12 +2,14 @@
 positive class (`data.positive_class`: the defect, the lesion), that class whenever its probability
 reaches a threshold, chosen by the train stage on the validation split to find
 `train.positive_recall` of its images on new ones with `train.positive_confidence`
-(`pipeline.model.threshold`). A model trained with class weights answers as it was trained to: its
-calibrated probabilities have the weights' pull taken out (`pipeline.model.calibration`), and the
-answer weighs each class's probability by its weight again (balanced weights: the class most
-probable were every class equally common), so the probabilities say how often such an image is of
-a class while the answer keeps the rare class's recall. The rule travels in the model file and in
-the ONNX file's metadata, so evaluate, register, predict, the server and the demo all decide alike.
+(`pipeline.model.threshold`), or whenever it is the most probable: the threshold only adds to what
+the default answer finds (a few validation images of the class can place it above the default's).
+A model trained with class weights answers as it was trained to: its calibrated probabilities
+have the weights' pull taken out (`pipeline.model.calibration`), and the answer weighs each class's
+probability by its weight again (balanced weights: the class most probable were every class equally
+common), so the probabilities say how often such an image is of a class while the answer keeps the
+rare class's recall. The rule travels in the model file and in the ONNX file's metadata, so
+evaluate, register, predict, the server and the demo all decide alike.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class Decision:
     def classes(self, probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
         """The decided class index of each row of `probabilities` (N×classes)."""
         weighed = probabilities * np.asarray(self.weights) if self.weights is not None else probabilities
+        most_probable = weighed.argmax(1)
         if self.positive_class is None:
-            return weighed.argmax(1)
+            return most_probable
         index = classes.index(self.positive_class)
         others = weighed.copy()
         others[:, index] = -np.inf
-        return np.where(probabilities[:, index] >= self.threshold, index, others.argmax(1))
+        flagged = (probabilities[:, index] >= self.threshold) | (most_probable == index)
+        return np.where(flagged, index, others.argmax(1))
 
     def as_dict(self) -> dict | None:
         return asdict(self) if self.positive_class is not None or self.weights is not None else None
@@ -58,8 +62,9 @@ class Decision:
             if not self.confirmed:
                 target += f", which {self.val_positives} images of it cannot confirm: every one flagged"
         return (
-            f"{self.positive_class} when its probability ≥ {self.threshold:.4g} (validation: recall "
-            f"{self.val_recall:.1%} of {self.val_positives}, precision {self.val_precision:.1%}; {target})"
+            f"{self.positive_class} when its probability ≥ {self.threshold:.4g} or it is the most probable "
+            f"(validation: recall {self.val_recall:.1%} of {self.val_positives}, precision "
+            f"{self.val_precision:.1%}; {target})"
         )
 
     @classmethod

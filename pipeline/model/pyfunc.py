@@ -45,7 +45,7 @@ from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.monitoring.image_quality import measure
 from pipeline.training.runtime import Runtime, predict_batches
 
-FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")  # validate.formats' defaults
 SIGNATURE = ModelSignature(
     params=ParamSchema(
         [
@@ -124,7 +124,7 @@ def decode_files(items: list, size: int, channels: int, bits: int = WIDE_BITS) -
             images.append(load_image(data, size, channels, formats=FORMATS, bits=bits))
         except PipelineError as error:
             reason = str(error).removeprefix("image: ")
-            raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP or WebP files") from None
+            raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP, WebP or TIFF files") from None
     return np.stack(images), files
 
 

@@ -5,6 +5,8 @@ validation split: for `train.positive_recall` of the class on new images with
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.stats import beta
 
@@ -20,11 +22,13 @@ def choose_threshold(
     target_recall: float,
     confidence: float,
     calibrated: bool = True,
+    weights: list[float] | None = None,
 ) -> Decision:
     """The threshold on the positive class's probability for `target_recall` with `confidence`, chosen
-    on `probabilities` (the validation split's), with its recall and precision there (`threshold_for`).
-    `calibrated`: whether they are (any class weights' pull taken out, `pipeline.model.calibration`),
-    and so also bound it."""
+    on `probabilities` (the validation split's), with the rule's recall and precision there
+    (`threshold_for`; the rule also answers the class where it is the most probable, weighed by the
+    class `weights`). `calibrated`: whether they are (any class weights' pull taken out,
+    `pipeline.model.calibration`), and so also bound it."""
     index = classes.index(positive_class)
     positive = labels == index
     scores = probabilities[:, index]
@@ -35,16 +39,20 @@ def choose_threshold(
         )
     expected = scores if calibrated else None
     threshold, confirmed = threshold_for(scores, positive, target_recall, confidence, expected)
-    flagged = scores >= threshold
-    return Decision(
+    rule = Decision(
         positive_class=positive_class,
         threshold=threshold,
         target_recall=target_recall,
-        val_recall=float((flagged & positive).sum() / positive.sum()),
-        val_precision=float((flagged & positive).sum() / flagged.sum()),
         val_positives=int(positive.sum()),
         confidence=confidence,
         confirmed=confirmed,
+        weights=weights,
+    )
+    flagged = rule.classes(probabilities, classes) == index
+    return replace(
+        rule,
+        val_recall=float((flagged & positive).sum() / positive.sum()),
+        val_precision=float((flagged & positive).sum() / flagged.sum()),
     )
 
 

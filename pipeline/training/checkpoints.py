@@ -1,8 +1,10 @@
 """Training checkpoints: the state after each of the last two epochs, so that a run killed at any
-moment (even mid-write, or leaving a corrupt file) resumes from the last good one."""
+moment (even mid-write, or leaving a corrupt file) resumes from the last good one, with the same
+settings and code."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -15,6 +17,18 @@ from pipeline.training.steps import Training
 log = logging.getLogger(__name__)
 
 REQUIRED = ("fingerprint", "epoch", "run_id", "history", "model", "optimizer", "schedule")
+
+
+PACKAGE = Path(__file__).resolve().parents[1]  # pipeline/
+
+
+def code_digest(package: Path = PACKAGE) -> str:
+    """A hash of every Python source in `package`: an edit between an interrupted run and its rerun
+    starts training over instead of finishing a half-trained model under other code."""
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def previous(path: Path) -> Path:
@@ -42,7 +56,7 @@ def _readable(path: Path, expected: str, training: Training) -> dict | None:
         log.warning("train: ignoring incomplete checkpoint %s", path)
         return None
     if state["fingerprint"] != expected:
-        log.info("train: checkpoint %s is for other settings", path)
+        log.info("train: checkpoint %s is for other settings or code: starting over", path)
         return None
     weights = training.model.state_dict()
     if {k: tuple(v.shape) for k, v in state["model"].items()} != {k: tuple(v.shape) for k, v in weights.items()}:
