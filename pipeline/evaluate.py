@@ -132,9 +132,12 @@ def sample(indices: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 
 def class_top_up(chosen: torch.Tensor, answered: torch.Tensor, classes: int, seed: int) -> torch.Tensor:
     """More test images (seeded, none of `chosen`) so that each answered class has at least its share
-    of the sample, len(chosen) ÷ `classes` and at least MIN_CLASS_IMAGES, where the split has that
-    many: a random sample holds about 17 of 500 images of a 3 % class, too few to judge it by."""
-    quota = max(MIN_CLASS_IMAGES, len(chosen) // classes)
+    of the sample, len(chosen) ÷ `classes`, where the split has that many: a random sample holds
+    about 17 of 500 images of a 3 % class, too few to judge it by. None where the share is under
+    MIN_CLASS_IMAGES (many classes), so the top-up is never larger than the sample."""
+    quota = len(chosen) // classes
+    if quota < MIN_CLASS_IMAGES:
+        return chosen[:0]
     left = torch.ones(len(answered), dtype=torch.bool)
     left[chosen] = False
     extra = []

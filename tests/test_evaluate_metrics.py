@@ -65,6 +65,13 @@ def test_no_top_up_where_each_class_has_its_share_and_the_top_up_is_seeded():
     assert torch.equal(extra, class_top_up(chosen, answered, 4, seed=0))
 
 
+def test_with_many_classes_no_share_reaches_the_minimum_and_nothing_is_added():
+    answered = torch.arange(20_000) % 100  # 100 classes: a share of 5 in a sample of 500
+    chosen = torch.arange(0, 20_000, 40)  # 500 images of 5 classes: 95 have none
+    assert 500 // 100 < MIN_CLASS_IMAGES and len(class_top_up(chosen, answered, 100, seed=0)) == 0
+    assert len(class_top_up(chosen, answered % 50, 50, seed=0)) == 45 * 10  # 50 classes: a share of 10
+
+
 def test_the_figures_over_all_are_the_random_samples_and_the_top_up_counts_for_its_class():
     steps = np.linspace(1, 0, 5)
     random_rows = np.tile(steps, (20, 1))  # 20 random images: 15 of class 0, 5 of class 1
