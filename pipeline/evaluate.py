@@ -140,11 +140,11 @@ def class_top_up(chosen: torch.Tensor, answered: torch.Tensor, classes: int, see
         return chosen[:0]
     left = torch.ones(len(answered), dtype=torch.bool)
     left[chosen] = False
+    have = torch.bincount(answered[chosen], minlength=classes).tolist()
     extra = []
     for index in range(classes):
-        missing = quota - int((answered[chosen] == index).sum())
-        if missing > 0:
-            extra.append(sample(torch.nonzero(left & (answered == index))[:, 0], missing, seed))
+        if have[index] < quota:
+            extra.append(sample(torch.nonzero(left & (answered == index))[:, 0], quota - have[index], seed))
     return torch.cat(extra) if extra else chosen[:0]
 
 

@@ -45,6 +45,9 @@ class DataConfig(_Section):
     shards_url: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]+(/.*)?$")] | None = None
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")  # validate.formats' default, and what the served model decodes
+
+
 class ValidateConfig(_Section):
     on_error: Literal["fail", "skip"] = "fail"
     min_images_per_class: int = Field(10, ge=1)
@@ -52,7 +55,7 @@ class ValidateConfig(_Section):
     min_side: int = Field(8, ge=1)
     max_side: int = Field(16384, ge=1)
     max_pixels: int = Field(2**26, ge=1)  # 64 Mpx: a 61-Mpx full-frame camera's or a 48-Mpx phone's photo passes
-    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = ["PNG", "JPEG", "BMP", "WEBP", "TIFF"]
+    formats: list[Literal["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]] = list(IMAGE_FORMATS)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> ValidateConfig:

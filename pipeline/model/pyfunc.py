@@ -38,6 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec
 from PIL import Image
 
+from pipeline.core.config import IMAGE_FORMATS
 from pipeline.core.errors import PipelineError
 from pipeline.data.images import DEFAULT_MAX_PIXELS, WIDE_BITS, decode_image, load_image
 from pipeline.model.decision import top_classes
@@ -45,7 +46,6 @@ from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.monitoring.image_quality import measure
 from pipeline.training.runtime import Runtime, predict_batches
 
-FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")  # validate.formats' defaults
 SIGNATURE = ModelSignature(
     params=ParamSchema(
         [
@@ -80,7 +80,7 @@ def declared_pixels(data: bytes) -> int:
     """The pixels an encoded image declares in its header (0 when the header is unreadable: decoding
     then refuses it with its reason)."""
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             return image.width * image.height
     except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
         return 0
@@ -121,7 +121,7 @@ def decode_files(items: list, size: int, channels: int, bits: int = WIDE_BITS) -
     images = []
     for index, data in enumerate(files):
         try:
-            images.append(load_image(data, size, channels, formats=FORMATS, bits=bits))
+            images.append(load_image(data, size, channels, formats=IMAGE_FORMATS, bits=bits))
         except PipelineError as error:
             reason = str(error).removeprefix("image: ")
             raise BadInput(f"image {index}: {reason}; send PNG, JPEG, BMP, WebP or TIFF files") from None
@@ -205,7 +205,7 @@ class AttentionClassifier(mlflow.pyfunc.PythonModel):
 
             if files:  # the files at their own size (up to LARGEST), for the overlays, decoded one at a time
                 bits = self.info.bit_depth
-                shown = (decode_image(data, self.info.channels, formats=FORMATS, bits=bits) for data in files)
+                shown = (decode_image(data, self.info.channels, formats=IMAGE_FORMATS, bits=bits) for data in files)
             else:
                 shown = (as_picture(image) for image in images)
             drawn = (overlay(reduced(picture), maps) for picture, maps in zip(shown, attention, strict=True))
