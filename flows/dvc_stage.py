@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import SERVICE_EXIT
+
 log = logging.getLogger(__name__)
 
 
 class StageFailed(RuntimeError):
-    """A stage exited non-zero; the message is the stage's own one-line error when it printed one."""
+    """A stage exited non-zero; the message is the stage's own one-line error when it printed one,
+    else what it crashed with. `retry`: whether another try may pass (a service that failed, a
+    crash, DVC's lock held); not for an error the user must fix first."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,14 @@ def stage_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def crash(lines: list[str]) -> str | None:
+    """The exception a stage's traceback ended with (`ValueError: ...`), or None."""
+    if not any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return None
+    raised = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b", line)]
+    return raised[-1][:300] if raised else None
 
 
 def dvc_error(lines: list[str]) -> str | None:
@@ -64,5 +81,9 @@ def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAda
     output = "\n".join(lines)
     if process.returncode != 0:
         errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-        raise StageFailed(errors[-1] if errors else dvc_error(lines) or f"stage '{stage}' failed:\n" + output[-3000:])
+        if errors:  # the stage's own one-line error: retried only when a service failed
+            raise StageFailed(errors[-1], retry=f"exited with {SERVICE_EXIT}" in output)
+        if raised := crash(lines):
+            raise StageFailed(f"stage '{stage}' crashed: {raised} (the traceback is in the log above)")
+        raise StageFailed(dvc_error(lines) or f"stage '{stage}' failed:\n" + output[-3000:])
     return StageRun(stage, f"Running stage '{stage}'" in output, output)

@@ -28,11 +28,18 @@ from pipeline.core.errors import PipelineError, skip_final_collection
 from pipeline.core.locks import LockHeld, file_lock
 from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
+from pipeline.data.image_folder import split_roots
 
 STAGES = ("validate", "preprocess", "train", "evaluate", "export", "register")
 LOCK = ".dvc/tmp/training-flow.lock"  # held by a running flow: a second one in the project is refused
-# Steps that talk to MLflow retry with backoff; training resumes from its checkpoint on a retry.
+# Steps that talk to MLflow retry with backoff when a service failed or the stage crashed, not on an
+# error the user must fix first (`StageFailed.retry`); training resumes from its checkpoint on a retry.
 RETRIES = {"train": 1, "evaluate": 2, "export": 2, "register": 3}
+
+
+def worth_retrying(task, task_run, state) -> bool:  # Prefect's retry_condition_fn
+    """Whether a failed stage may pass on another try."""
+    return getattr(state.data, "retry", True)
 
 
 class ValidationFailed(StageFailed):
@@ -47,7 +54,7 @@ def run_stage(stage: str) -> str:
         result = reproduce(project_root(), stage, logger)
     except StageFailed as error:
         if stage == "validate":
-            raise ValidationFailed(str(error)) from None
+            raise ValidationFailed(str(error), retry=error.retry) from None
         raise
     state = "ran" if result.ran else "skipped"
     logger.info("stage %s %s", stage, state)
@@ -82,12 +89,15 @@ def _run_stages(root: Path, overrides: dict[str, Any] | None) -> RunSummary:
     if overrides:
         apply_overrides(root, overrides)
     cfg = load_config(root / "params.yaml")
+    if cfg.data.source == "imagefolder":  # DVC's own error for a missing dependency names neither key nor fix
+        split_roots(cfg.source_path())
     states: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for stage in STAGES:
         step = run_stage.with_options(
-            name=stage, retries=RETRIES.get(stage, 0), retry_delay_seconds=exponential_backoff(backoff_factor=2)
-        )
+            name=stage, retries=RETRIES.get(stage, 0), retry_delay_seconds=exponential_backoff(backoff_factor=2),
+            retry_condition_fn=worth_retrying,
+        )  # fmt: skip
         started = time.perf_counter()
         try:
             states[stage] = step(stage)

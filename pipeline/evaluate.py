@@ -38,7 +38,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.memory import free_for_training
-from pipeline.core.tracking import resume_run
+from pipeline.core.tracking import key_part, resume_run
 from pipeline.data.outliers import SETS, outlier_set
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import attention_checks as checks
@@ -315,9 +315,9 @@ def run(cfg: Config) -> dict:
                 "test_ece_uncalibrated": metrics["calibration"]["ece_uncalibrated"],
                 "test_class_ece": metrics["calibration"]["class_ece"],
                 **{f"test_{key}": metrics[key] for key in ("roc_auc", "average_precision") if metrics[key] is not None},
-                **{f"test_recall_{name}": m["recall"] for name, m in metrics["per_class"].items()},
+                **{f"test_recall_{key_part(name)}": m["recall"] for name, m in metrics["per_class"].items()},
                 "inference_images_per_second": metrics["inference_images_per_second"],
-                **{f"test_f1_{name}": m["f1-score"] for name, m in metrics["per_class"].items()},
+                **{f"test_f1_{key_part(name)}": m["f1-score"] for name, m in metrics["per_class"].items()},
                 **{f"attention_{key}": checked[key] for key in checks.NEAR_EMPTY_KEYS if checked[key] is not None},
                 **{f"deletion_auc_{name}": value for name, value in checked.get("deletion_auc", {}).items()},
                 **{f"localisation_{key}": value for key, value in checked.get("localisation", {}).items()},

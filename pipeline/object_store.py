@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.core.errors import PipelineError, first_line, run_cli
+from pipeline.core.errors import PipelineError, ServiceError, first_line, run_cli
 from pipeline.core.locks import LockHeld, file_lock
 
 HOST = "127.0.0.1"
@@ -139,7 +139,7 @@ def check(url: str, endpoint: str | None = None, credentials: Credentials | None
         raise PipelineError(reasons.get(code, f"{url} at {where}: {code or 'error'}: {first_line(error)}")) from None
     except BotoCoreError as error:
         reason = "" if isinstance(error, EndpointConnectionError) else f" ({first_line(error)})"
-        raise PipelineError(
+        raise ServiceError(
             f"cannot reach the object store at {where}{reason}: start it with make object-store, "
             "or set MLFLOW_S3_ENDPOINT_URL (or --endpoint) to its address"
         ) from None

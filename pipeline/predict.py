@@ -24,6 +24,7 @@ import argparse
 import csv
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import atomic_path
-from pipeline.data.image_batches import decoded_batches, list_files
+from pipeline.data.image_batches import ImageFile, decoded_batches, list_files
 from pipeline.data.images import WIDE_BITS, decode_image
 from pipeline.model.decision import Decision, top_classes
 from pipeline.model.unknown import Novelty
@@ -144,14 +145,29 @@ def load_classifier(cfg: Config, reference: str | None, precision: str | None = 
     return torch_classifier(cfg, reference, precision or cfg.train.precision)
 
 
+def overlay_names(files: list[ImageFile]) -> dict[ImageFile, Path]:
+    """Each file's overlay, relative to the `--heatmap` folder: `<its folders>/<stem>_attention.png`;
+    `<stem>_<extension>_attention.png` where the folder holds another image of that stem (a.jpg and
+    a.png), and `_2`, `_3`… after the stem where inputs given apart hold the same name."""
+    stems = Counter((file.name.parent, file.name.stem.lower()) for file in files)
+    taken: Counter = Counter()
+    names = {}
+    for file in files:
+        stem, folder = file.name.stem, file.name.parent
+        if stems[(folder, stem.lower())] > 1:
+            stem += "_" + file.name.suffix.lstrip(".")
+        taken[(folder, stem.lower())] += 1
+        count = taken[(folder, stem.lower())]
+        names[file] = folder / f"{stem}{f'_{count}' if count > 1 else ''}_attention.png"
+    return names
+
+
 def write_heatmap(prediction: ImagePrediction, folder: Path, name: Path | None = None, bits: int = WIDE_BITS) -> Path:
     """Save the image (a 16-bit one read as `bits`-bit) with its attention map overlaid, at the
-    image's own resolution, as `<folder>/<name's folders>/<name's stem>_attention.png` (name: the
-    file's own by default)."""
+    image's own resolution, as `<folder>/<name>` (default: `<the file's stem>_attention.png`)."""
     from pipeline.core.overlay import overlay
 
-    name = name or Path(prediction.path.name)
-    target = folder / name.parent / f"{name.stem}_attention.png"
+    target = folder / (name or f"{prediction.path.stem}_attention.png")
     target.parent.mkdir(parents=True, exist_ok=True)
     picture = overlay(decode_image(prediction.path, 3, bits=bits), prediction.attention)
     with atomic_path(target) as temporary:
@@ -215,6 +231,9 @@ def classify(
     top_k = min(args.top_k, len(classifier.classes))
     header = csv_header(top_k)
     files = list_files(args.inputs, exclude={args.out} if args.out else None)
+    if not files:
+        raise PipelineError(f"{', '.join(map(str, args.inputs))}: no files to classify in it")
+    overlays = overlay_names(files)  # from every file, so that a resumed run names them alike
     tally = Tally()
     if args.out:
         already = done_paths(args.out, header)
@@ -252,11 +271,11 @@ def classify(
                         line = f"{file.path}\t{label}\t{row[answer]:.4f}"
                         if args.heatmap:
                             prediction = ImagePrediction(file.path, label, float(row[answer]), maps)
-                            line += f"\t{write_heatmap(prediction, args.heatmap, file.name, classifier.bit_depth)}"
+                            line += f"\t{write_heatmap(prediction, args.heatmap, overlays[file], classifier.bit_depth)}"
                         print(line + ("\tunknown" if unknown == "true" else ""))
                     elif args.heatmap:
                         write_heatmap(ImagePrediction(file.path, label, float(row[answer]), maps), args.heatmap,
-                                      file.name, classifier.bit_depth)  # fmt: skip
+                                      overlays[file], classifier.bit_depth)  # fmt: skip
             for file, reason in batch.unreadable:
                 tally.unreadable.append((str(file.path), reason))
                 rows.append([str(file.path), "", "", "", "", *[""] * (2 * (top_k - 1)), reason])

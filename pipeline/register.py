@@ -39,7 +39,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 
 from pipeline.core.config import Config, RegisterConfig, load_config
-from pipeline.core.errors import PipelineError, first_line, run_cli
+from pipeline.core.errors import PipelineError, ServiceError, first_line, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
 from pipeline.data.splits import TensorSplit, load_split
@@ -210,7 +210,7 @@ def run(cfg: Config) -> dict:
         raise
     except Exception as error:  # MLflow and its stores raise many types; `champion` moves last, so it did not
         reason = first_line(error)
-        raise PipelineError(
+        raise ServiceError(
             f"MLflow registry {mlflow.get_registry_uri()} failed while registering ({reason}); "
             "the champion is unchanged; retry, or check MLFLOW_REGISTRY_URI"
         ) from None

@@ -27,7 +27,7 @@ from pipeline.core import figures
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, write_json
-from pipeline.core.tracking import connect
+from pipeline.core.tracking import connect, key_part
 from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.split_rule import SPLIT_RULE
@@ -196,7 +196,9 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
         weights = None if training.class_weights is None else training.class_weights.float().cpu()  # None: balanced
         if weights is not None:
             metrics["class_weights"] = dict(zip(meta["classes"], weights.tolist(), strict=True))
-            mlflow.log_params({f"class_weight.{name}": round(w, 4) for name, w in metrics["class_weights"].items()})
+            mlflow.log_params(
+                {f"class_weight.{key_part(name)}": round(w, 4) for name, w in metrics["class_weights"].items()}
+            )
         pull = weights if cfg.train.calibrate else None  # what calibration takes out and the answer puts back
         if cfg.train.calibrate:
             metrics["calibration"] = calibrate(model, val_data, runtime, pull)

@@ -105,15 +105,19 @@ def box_fits(files: pd.DataFrame) -> pd.Series:
     return fits
 
 
-def class_table(files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str]) -> pd.DataFrame:
-    """Image count per (split, class), including empty folders and configured classes with none, and
-    how many classes of the split have images."""
+def class_table(
+    files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str], split_folders: bool = True
+) -> pd.DataFrame:  # fmt: skip
+    """Image count per (split, class) of the class set, including empty folders and classes with
+    none, and how many classes of the split have images; each named as its folder is (`train/cat`,
+    or `cat` without split folders). A folder of no class of the set is the label rule's to name."""
     splits = sorted({split for split, _ in class_folders})
-    keys = sorted(set(class_folders) | {(split, label) for split in splits for label in classes})
+    keys = sorted({(split, label) for split in splits for label in classes})
     counts = files.groupby(["split", "label"]).size()
-    table = pd.DataFrame(
-        [{"class_folder": f"{s}/{c}", "split": s, "count": int(counts.get((s, c), 0))} for s, c in keys]
-    )
+    table = pd.DataFrame([
+        {"class_folder": f"{s}/{c}" if split_folders else c, "split": s, "count": int(counts.get((s, c), 0))}
+        for s, c in keys
+    ])  # fmt: skip
     table["classes_with_images"] = table.groupby("split")["count"].transform(lambda counts: int((counts > 0).sum()))
     largest = table.groupby("split")["count"].transform("max")
     table["ratio_to_largest"] = largest / table["count"].where(table["count"] > 0)
@@ -242,7 +246,10 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
     files = scan.files
 
     def check(frame: pd.DataFrame, docs: DataDocs | None) -> list[RuleResult]:
-        tables = {"files": file_table(frame), "classes": class_table(frame, scan.class_folders, classes)}
+        tables = {
+            "files": file_table(frame),
+            "classes": class_table(frame, scan.class_folders, classes, scan.split_folders),
+        }
         if scan.box_rows is not None:
             tables["boxes"] = scan.box_rows
         return run_expectations(tables, rule_list, docs)
@@ -282,7 +289,7 @@ def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
 
 def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
     """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files,
-    the files left unread (hidden files, symbolic links) and the normalisations preprocessing applies."""
+    the files left unread (hidden files, Windows' `Thumbs.db`) and the normalisations preprocessing applies."""
     write_json(
         path,
         {
@@ -317,7 +324,7 @@ def run(cfg: Config) -> ValidationOutcome:
     report_path = reports / "validation.json"
     write_report(report_path, outcome, len(source.files), (docs_dir / "index.html").relative_to(cfg.root))
     for path in outcome.ignored:
-        log.warning("validate: ignored %s (hidden file or symbolic link)", path)
+        log.warning("validate: ignored %s (a hidden or system file)", path)
     for path, reasons in sorted(outcome.skipped.items()):
         log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
     if not outcome.success:

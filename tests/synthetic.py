@@ -30,17 +30,26 @@ def synthetic_image(label: int, size: int, rng: np.random.Generator) -> np.ndarr
 
 
 def write_dataset(
-    root: Path, per_class: dict[str, int], size: int = 16, seed: int = 0, classes: tuple[str, ...] = CLASSES
+    root: Path,
+    per_class: dict[str, int],
+    size: int = 16,
+    seed: int = 0,
+    classes: tuple[str, ...] = CLASSES,
+    colour: bool = False,
 ) -> Path:
     """Write `<root>/<split>/<class>/<n>.png` with `per_class[split]` unique images per class (the
-    classes' pictures in the order of CLASSES, under the names `classes`)."""
+    classes' pictures in the order of CLASSES, under the names `classes`); `colour`: RGB, each image
+    the grey picture in a random tint."""
     rng = np.random.default_rng(seed)
     for split, count in per_class.items():
         for label, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
-                Image.fromarray(synthetic_image(label, size, rng), mode="L").save(folder / f"{index:03d}.png")
+                pixels = synthetic_image(label, size, rng)
+                if colour:
+                    pixels = (pixels[..., None] * rng.uniform(0.5, 1.0, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index:03d}.png")
     return root
 
 

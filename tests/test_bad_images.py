@@ -19,6 +19,7 @@ from pipeline import preprocess, validate
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data.images import load_image
+from tests.synthetic import write_dataset
 
 
 def tree_checksum(root: Path) -> dict[str, str]:
@@ -157,8 +158,21 @@ def test_single_class_is_refused(project, tmp_path):
     root = tmp_path / "one"
     shutil.copytree(project.source_path() / "train" / "bars", root / "bars")
     cfg = load_config(overrides={"data.path": str(root)})
-    with pytest.raises(PipelineError, match="at least 2 classes with images in each split.*train/bars"):
-        validate.run(cfg)
+    with pytest.raises(PipelineError, match=r"at least 2 classes with images in each split: 1 \(bars\);"):
+        validate.run(cfg)  # named as the user's folder is: no train/ in it
+
+
+def test_a_class_only_the_test_split_has_is_named_by_its_files_and_skipping_them_leaves_no_other_complaint(
+    project, dataset, tmp_path
+):  # fmt: skip
+    write_dataset(tmp_path / "more", {"test": 10}, seed=5, classes=("stripes",))
+    shutil.move(tmp_path / "more" / "test" / "stripes", dataset / "test" / "stripes")
+    with pytest.raises(PipelineError) as error:
+        validate.run(project)
+    assert "label in the class set ['bars', 'columns', 'squares']: 10 (test/stripes/000.png" in str(error.value)
+    assert "images per class" not in str(error.value) and "largest class" not in str(error.value)
+    outcome = validate.run(load_config(overrides={"validate.on_error": "skip"}))
+    assert outcome.success and len(outcome.skipped) == 10
 
 
 def test_names_with_spaces_and_non_ascii_go_through(project, dataset):
@@ -173,10 +187,15 @@ def test_names_with_spaces_and_non_ascii_go_through(project, dataset):
     assert "Ünïcode class" in meta["classes"] and sum(meta["counts"].values()) == 150
 
 
-def test_symlink_out_of_the_dataset_is_not_followed(project, dataset, tmp_path):
-    secret = tmp_path / "secret.png"
-    secret.write_bytes(png_bytes(a_picture()))
-    os.symlink(secret, dataset / "train" / "bars" / "link.png")
+def test_a_link_is_validated_as_the_file_it_points_to_and_the_users_files_are_untouched(project, dataset, tmp_path):
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(png_bytes(a_picture()))
+    os.symlink(elsewhere, dataset / "train" / "bars" / "link.png")
+    before = hashlib.sha256(elsewhere.read_bytes()).hexdigest()
     outcome = validate.run(project)
-    assert "train/bars/link.png" in outcome.ignored
-    assert "train/bars/link.png" not in set(outcome.manifest["path"])
+    assert "train/bars/link.png" in set(outcome.manifest["path"]) and not outcome.ignored
+    assert hashlib.sha256(elsewhere.read_bytes()).hexdigest() == before
+    (dataset / "train" / "bars" / "link.png").unlink()
+    os.symlink(tmp_path / "gone.png", dataset / "train" / "bars" / "link.png")
+    with pytest.raises(PipelineError, match=r"every file decodes as an image: 1 \(train/bars/link\.png \(FileNotFound"):
+        validate.run(project)

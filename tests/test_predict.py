@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -98,6 +99,24 @@ def test_heatmaps_keep_the_folder_layout_and_the_image_size(trained, tmp_path):
     lines = [line.split("\t") for line in done.stdout.splitlines()]
     assert [line[3] for line in lines] == [str(tmp_path / "maps" / d / "same_attention.png") for d in ("a", "b")]
     assert Image.open(lines[0][3]).size == (48, 32)
+
+
+def test_heatmaps_of_images_with_one_name_in_a_folder_or_in_inputs_given_apart_are_all_kept(trained, tmp_path):
+    project, images = trained
+    source = next((images / "test" / "bars").iterdir())
+    for folder in ("in", "apart"):
+        (tmp_path / folder).mkdir()
+        Image.open(source).save(tmp_path / folder / "a.png")
+    Image.open(source).convert("RGB").save(tmp_path / "in" / "a.jpg")
+    done = predict(project, tmp_path / "in", tmp_path / "apart", "--heatmap", tmp_path / "maps")
+    assert done.returncode == 0, done.stderr
+    written = [Path(line.split("\t")[3]).name for line in done.stdout.splitlines()]
+    assert written == ["a_jpg_attention.png", "a_png_attention.png", "a_png_2_attention.png"]
+    assert len(list((tmp_path / "maps").iterdir())) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = predict(project, empty)
+    assert nothing.returncode == 1 and nothing.stderr.strip() == f"error: {empty}: no files to classify in it"
 
 
 def test_a_path_that_does_not_exist_stops_before_anything_runs(trained, tmp_path):

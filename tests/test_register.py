@@ -1,3 +1,4 @@
+import base64
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
 from pipeline.rollback import rollback
 from pipeline.serve import describe
-from tests.synthetic import write_dataset
+from tests.synthetic import small_params, write_dataset
 
 POLICY = RegisterConfig(min_accuracy=0.85, min_delta=0.0, max_p_value=0.05)
 
@@ -428,3 +429,28 @@ def test_the_champion_is_never_scored_on_images_it_trained_on(prepared, tmp_path
     assert comparison["images"] == 30  # scored on the test images it never saw
     tags = MlflowClient().get_model_version(prepared.register.model_name, second["version"]).tags
     assert tags["left_out_test_images"] == str(comparison["left_out"])
+
+
+def test_colour_images_under_any_folder_names_train_evaluate_and_register(tmp_path, monkeypatch):
+    names = ("Rost & Öl", "crack (fine)", "naïve")  # '&' and parentheses: MLflow refuses them in keys
+    images = write_dataset(tmp_path / "images", {"train": 40, "test": 10}, classes=names, colour=True)
+    for extra in sorted((images / "train" / names[0]).iterdir())[:12]:
+        extra.unlink()  # fewer of one class: class weights, logged by class name
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
+    monkeypatch.setenv("PIPELINE_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config()
+    validate.run(cfg)
+    preprocess.run(cfg)
+    report = trained_and_registered(cfg)
+    assert report["version"] == "1"
+    run = mlflow.get_run(report["run_id"])
+    evaluated = json.loads((cfg.paths.metrics / "eval.json").read_text())
+    assert run.data.metrics["test_recall_Rost _ Öl"] == pytest.approx(evaluated["per_class"][names[0]]["recall"])
+    assert float(run.data.params["class_weight.crack _fine_"]) < float(run.data.params["class_weight.Rost _ Öl"])
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.register.model_name}/1")
+    picture = next((images / "test" / names[1]).iterdir())
+    answer = served.predict([base64.b64encode(picture.read_bytes()).decode()])
+    assert answer["class"][0] in names and len(answer["probabilities"][0]) == 3

@@ -1,4 +1,6 @@
-"""The project's own error type and the CLI wrapper that turns it into one line and exit code 1."""
+"""The project's own error types and the CLI wrapper that turns them into one line and an exit code:
+1 for what the user must fix, `SERVICE_EXIT` for a service that failed and may come back (the
+training flow retries only that, and crashes)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,15 @@ import logging
 import sys
 from collections.abc import Callable
 
+SERVICE_EXIT = 75  # EX_TEMPFAIL (sysexits.h): try again later
+
 
 class PipelineError(Exception):
     """A failure the user can fix; its message is one line naming the file or key and what to do."""
+
+
+class ServiceError(PipelineError):
+    """The MLflow store or the object store did not answer, or failed: a later try may pass."""
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:
@@ -19,7 +27,8 @@ def first_line(error: BaseException, limit: int = 200) -> str:
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1."""
+    """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1
+    (`SERVICE_EXIT` for `ServiceError`)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("pipeline", "__main__"):  # a stage run with `python -m` logs as __main__
         logging.getLogger(name).setLevel(logging.INFO)
@@ -27,7 +36,7 @@ def run_cli(main: Callable[[], object]) -> None:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(SERVICE_EXIT if isinstance(error, ServiceError) else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

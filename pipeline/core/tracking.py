@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +12,14 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import Config
-from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.errors import PipelineError, ServiceError, first_line
 from pipeline.core.locks import file_lock
+
+
+def key_part(name: str) -> str:
+    """`name` (a class folder's) as part of an MLflow metric or param key, which take letters, digits
+    and `_ - . : /` and spaces only: any other character ('&', parentheses, '+', ',') becomes '_'."""
+    return re.sub(r"[^\w\-.:/ ]", "_", name)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -34,7 +41,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except requests.RequestException as error:
         reason = type(error).__name__
-        raise PipelineError(
+        raise ServiceError(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix MLFLOW_TRACKING_URI"
         ) from None
 
@@ -73,7 +80,7 @@ def connect(cfg: Config, experiment: str | None = None) -> str:
             f"MLflow tracking store {uri} is unusable ({first_line(error)}); check MLFLOW_TRACKING_URI"
         ) from None
     except Exception as error:  # connection errors come in many types
-        raise PipelineError(
+        raise ServiceError(
             f"MLflow tracking store {uri} is unreachable ({first_line(error)}); "
             "check MLFLOW_TRACKING_URI or start the server"
         ) from None

@@ -24,8 +24,8 @@ class ImageFile:
 
 
 def list_files(inputs: list[Path], exclude: set[Path] | None = None) -> list[ImageFile]:
-    """The files given, and every file under the folders given (recursively, sorted; hidden files and
-    symbolic links inside folders are left out), except `exclude`."""
+    """The files given, and every file under the folders given (recursively, sorted; a link to a file
+    as that file; hidden files left out), except `exclude`."""
     exclude = {p.resolve() for p in exclude or set()}
     files: list[ImageFile] = []
     for given in inputs:
@@ -35,7 +35,7 @@ def list_files(inputs: list[Path], exclude: set[Path] | None = None) -> list[Ima
             for path in sorted(given.rglob("*")):
                 relative = path.relative_to(given)
                 hidden = any(part.startswith(".") for part in relative.parts)
-                if path.is_file() and not path.is_symlink() and not hidden and path.resolve() not in exclude:
+                if path.is_file() and not hidden and path.resolve() not in exclude:
                     files.append(ImageFile(path, relative))
         else:
             raise PipelineError(f"{given}: no such image file or folder")

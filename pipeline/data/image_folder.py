@@ -1,8 +1,9 @@
 """A user's images: `<root>/<class>/<image>`, or `<root>/{train,test}/<class>/<image>`.
 
 Read in place, never changed. Manifest paths are relative to the root (`train/cat/1.png`, or
-`cat/1.png` without split folders, which all count as train). Hidden files and symbolic links
-(which could point outside the dataset) are not read; the scan lists them.
+`cat/1.png` without split folders, which all count as train). A linked file is read as the file it
+points to (DVC's `cache.type: symlink` makes every file such a link); hidden files and the files
+Windows leaves in folders (`Thumbs.db`, `desktop.ini`) are not read, and the scan lists them.
 
 An optional `<root>/boxes.csv` gives the objects' boxes for some or all images: a header
 `path,x_min,y_min,x_max,y_max`, then one row per box (several rows for an image with several
@@ -43,6 +44,7 @@ SPLITS = ("train", "test")
 BOXES_FILE = "boxes.csv"
 _BOX_HEADER = ["path", "x_min", "y_min", "x_max", "y_max"]
 _CHUNK = 2000
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # Windows' thumbnails and folder settings
 PARALLEL_BYTES = 64 * 2**20  # more bytes to read than this (or more files than _CHUNK): worth parallel processes
 
 
@@ -71,13 +73,19 @@ def inspect_image(
     (the model's side) a JPEG decodes as preprocessing will decode it (`draft_for`: every byte read,
     so a cut or corrupt file still fails, at a fraction of the pixels).
     """
-    data = path.read_bytes()
+    try:
+        data, unread = path.read_bytes(), None
+    except OSError as error:  # a link to nothing, a file gone or unreadable since the listing
+        data, unread = b"", f"{type(error).__name__}: {error.strerror} ({path.resolve()})"
     row = {
         "path": path.relative_to(root).as_posix(), "split": split, "label": label, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "format": None, "width": None, "height": None,
         "mode": None, "frames": None, "exif_orientation": None, "bright_sample": None, "decodable": False,
         "error": None,
     }  # fmt: skip
+    if unread or not data:
+        row["error"] = unread or "empty file (0 bytes)"
+        return row
     try:
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
@@ -110,7 +118,7 @@ def plan_workers(count: int, total_bytes: int, cores: int, room: int, max_pixels
 
 def _plan(paths: list[Path], max_pixels: int) -> tuple[int, int]:
     """`plan_workers` for these files on this machine."""
-    total = sum(path.stat().st_size for path in paths)
+    total = sum(path.stat().st_size for path in paths if path.exists())  # a broken link: no bytes
     return plan_workers(len(paths), total, os.cpu_count() or 1, available_bytes(), max_pixels)
 
 
@@ -118,7 +126,8 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     """Inspect every image under the root's class folders, in parallel processes (JPEGs decoded for a
     model of side `at_least`, as preprocessing decodes them)."""
     folders, items, ignored = [], [], []
-    for split, split_root in split_roots(root).items():
+    roots = split_roots(root)
+    for split, split_root in roots.items():
         class_dirs = _visible_dirs(split_root)
         if not class_dirs:
             raise PipelineError(f"{split_root}: no class sub-folders; expected <root>/<class>/<image>")
@@ -126,9 +135,9 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
             folders.append((split, class_dir.name))
             for path in sorted(class_dir.rglob("*")):
                 hidden = any(part.startswith(".") for part in path.relative_to(class_dir).parts)
-                if path.is_symlink() or hidden:
+                if hidden or path.name.lower() in SYSTEM_FILES:
                     ignored.append(path.relative_to(root).as_posix())
-                elif path.is_file():
+                elif path.is_file() or (path.is_symlink() and not path.exists()):  # a broken link: named, not skipped
                     items.append((path, split, class_dir.name))
     workers, per_task = _plan([path for path, _, _ in items], max_pixels)
     chunks = [items[i : i + per_task] for i in range(0, len(items), per_task)]
@@ -141,7 +150,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     files = manifest_frame(rows)
     boxes = read_boxes(root)
     if boxes is None:
-        return Scan(files=files, class_folders=folders, ignored=ignored)
+        return Scan(files=files, class_folders=folders, ignored=ignored, split_folders=roots["train"] != root)
     box_rows = pd.DataFrame({
         "row": [f"line {line}: {path}" for line, path in zip(boxes.index + 2, boxes["path"], strict=True)],
         "path": boxes["path"], "image_known": boxes["path"].isin(files["path"]),
@@ -150,7 +159,9 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     numeric = boxes[box_rows["coordinates_numeric"].to_numpy()]
     by_image = {path: box_cell(rows.to_numpy()) for path, rows in numeric.groupby("path")[_BOX_HEADER[1:]]}
     files[BOXES] = files["path"].map(by_image)
-    return Scan(files=files, class_folders=folders, ignored=ignored, box_rows=box_rows)
+    return Scan(
+        files=files, class_folders=folders, ignored=ignored, box_rows=box_rows, split_folders=roots["train"] != root
+    )
 
 
 def read_boxes(root: Path) -> pd.DataFrame | None:

@@ -23,12 +23,13 @@ COLUMNS = [
 @dataclass(frozen=True)
 class Scan:
     """One manifest row per image, every (split, class) folder (so empty classes show up), what was
-    left unread (hidden files, symbolic links) and, where the user gave boxes, the checks of their rows."""
+    left unread (hidden files, Windows' `Thumbs.db`) and, where the user gave boxes, the checks of their rows."""
 
     files: pd.DataFrame
     class_folders: list[tuple[str, str]]
     ignored: list[str] = field(default_factory=list)
     box_rows: pd.DataFrame | None = None  # one per boxes.csv row: row, path, image_known, coordinates_numeric
+    split_folders: bool = True  # False: a folder of class folders, all train, named without a split
 
 
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:

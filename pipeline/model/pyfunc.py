@@ -157,8 +157,9 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[b
 
 
 def as_picture(image: np.ndarray) -> Image.Image:
-    """A uint8 C×H×W image as a PIL image."""
-    return Image.fromarray(image.transpose(1, 2, 0).squeeze(-1))
+    """A uint8 C×H×W image (one or three channels) as a PIL image."""
+    pixels = image.transpose(1, 2, 0)
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
 
 def png_base64(picture: Image.Image) -> str:

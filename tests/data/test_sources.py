@@ -1,4 +1,7 @@
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -24,14 +27,33 @@ def test_folder_without_splits_is_all_train(dataset):
     assert "bars/000.png" in set(scan.files["path"])
 
 
-def test_hidden_files_and_symlinks_are_not_read(dataset, tmp_path):
+def test_hidden_and_system_files_are_not_read_and_a_link_is_read_as_its_file(dataset, tmp_path):
     (dataset / "train" / "bars" / ".DS_Store").write_bytes(b"x")
-    outside = tmp_path / "secret.png"
-    outside.write_bytes(b"x")
-    os.symlink(outside, dataset / "train" / "bars" / "link.png")
+    (dataset / "train" / "bars" / "Thumbs.db").write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere.png"
+    shutil.copy(dataset / "test" / "bars" / "000.png", elsewhere)
+    (dataset / "test" / "bars" / "000.png").unlink()
+    os.symlink(elsewhere, dataset / "test" / "bars" / "link.png")
+    os.symlink(tmp_path / "gone.png", dataset / "test" / "bars" / "broken.png")
+    (dataset / "test" / "bars" / "empty.png").write_bytes(b"")
     scan = image_folder.scan(dataset)
-    assert {"train/bars/.DS_Store", "train/bars/link.png"} <= set(scan.ignored)
-    assert not {"train/bars/.DS_Store", "train/bars/link.png"} & set(scan.files["path"])
+    assert set(scan.ignored) == {"train/bars/.DS_Store", "train/bars/Thumbs.db"}
+    files = scan.files.set_index("path")
+    assert files.loc["test/bars/link.png", "decodable"] and files.loc["test/bars/link.png", "width"] == 16
+    assert not files.loc["test/bars/broken.png", "decodable"]  # named by the decoding rule, not skipped
+    assert "No such file" in files.loc["test/bars/broken.png", "error"]
+    assert files.loc["test/bars/empty.png", "error"] == "empty file (0 bytes)"
+
+
+def test_a_folder_dvc_keeps_as_links_into_its_cache_is_read_whole(dataset, tmp_path):
+    root = tmp_path / "repo"
+    shutil.copytree(dataset, root / "images")
+    for args in (["init", "--no-scm", "-q"], ["config", "core.analytics", "false"],
+                 ["config", "cache.type", "symlink"], ["add", "-q", "images"]):  # fmt: skip
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, check=True, capture_output=True)
+    assert (root / "images" / "train" / "bars" / "000.png").is_symlink()
+    scan = image_folder.scan(root / "images")
+    assert len(scan.files) == 150 and scan.files["decodable"].all() and not scan.ignored
 
 
 def test_images_load_in_manifest_order_resized(dataset):

@@ -131,6 +131,29 @@ def test_registration_retries_and_a_permanent_failure_leaves_the_champion(in_rep
     assert champion_version(in_repo) == before
 
 
+def test_an_error_the_user_must_fix_stops_the_flow_at_once_without_a_retry(in_repo, first_flow):
+    params = (in_repo / "params.yaml").read_text()
+    try:
+        state = training_flow({"data.positive_class": "defekt"}, return_state=True)
+    finally:
+        (in_repo / "params.yaml").write_text(params)
+    with pytest.raises(StageFailed, match=r"^params\.yaml: data\.positive_class 'defekt' is not a class of the data"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
+    (train_run,) = [run for run in runs if run.name.startswith("train")]
+    assert RETRIES["train"] > 0 and train_run.run_count == 1
+
+
+def test_a_data_path_that_is_not_there_is_named_before_any_stage_runs(in_repo, first_flow):
+    params = (in_repo / "params.yaml").read_text()
+    try:
+        with pytest.raises(PipelineError, match=r"^data\.path: .*/data/my_imgs is not a folder; point data\.path"):
+            training_flow({"data.path": "data/my_imgs"})
+    finally:
+        (in_repo / "params.yaml").write_text(params)
+
+
 def retrain_as_a_user_does(repo: Path, on_the_server: bool = False) -> str:
     """`python -m flows.retraining` in the repo, in its own process; its one-line answer. It starts
     Prefect's temporary server, or with `on_the_server` reports to this module's (as with `make prefect-server`)."""
