@@ -295,7 +295,7 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
         {
             "success": outcome.success,
             "files": total_files,
-            "accepted": len(outcome.manifest),
+            "accepted": len(outcome.manifest) if outcome.success else 0,
             "skipped": [{"path": p, "rules": r} for p, r in sorted(outcome.skipped.items())],
             "ignored": outcome.ignored,
             "normalised": normalisations(outcome.manifest),
@@ -324,7 +324,7 @@ def run(cfg: Config) -> ValidationOutcome:
     report_path = reports / "validation.json"
     write_report(report_path, outcome, len(source.files), (docs_dir / "index.html").relative_to(cfg.root))
     for path in outcome.ignored:
-        log.warning("validate: ignored %s (a hidden or system file)", path)
+        log.warning("validate: ignored %s (outside the class folders, hidden, or a system file)", path)
     for path, reasons in sorted(outcome.skipped.items()):
         log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
     if not outcome.success:

@@ -87,6 +87,7 @@ def test_bad_file_is_refused_naming_file_and_rule(cfg, dataset, kind):
         validate.run(cfg)
     message = str(error.value)
     assert "\n" not in message and rule in message and f"train/bars/{name}" in message
+    assert json.loads((cfg.paths.reports / "validation.json").read_text())["accepted"] == 0
     assert tree_checksum(dataset) == before
     assert not cfg.paths.manifest.exists()
 

@@ -2,8 +2,9 @@
 
 Read in place, never changed. Manifest paths are relative to the root (`train/cat/1.png`, or
 `cat/1.png` without split folders, which all count as train). A linked file is read as the file it
-points to (DVC's `cache.type: symlink` makes every file such a link); hidden files and the files
-Windows leaves in folders (`Thumbs.db`, `desktop.ini`) are not read, and the scan lists them.
+points to (DVC's `cache.type: symlink` makes every file such a link); files outside the class
+folders (a README), hidden files and the files Windows leaves in folders (`Thumbs.db`,
+`desktop.ini`) are not read, and the scan lists them.
 
 An optional `<root>/boxes.csv` gives the objects' boxes for some or all images: a header
 `path,x_min,y_min,x_max,y_max`, then one row per box (several rows for an image with several
@@ -125,8 +126,10 @@ def _plan(paths: list[Path], max_pixels: int) -> tuple[int, int]:
 def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Scan:
     """Inspect every image under the root's class folders, in parallel processes (JPEGs decoded for a
     model of side `at_least`, as preprocessing decodes them)."""
-    folders, items, ignored = [], [], []
+    folders, items = [], []
     roots = split_roots(root)
+    loose = {path for folder in {root, *roots.values()} for path in folder.iterdir() if not path.is_dir()}
+    ignored = sorted(path.relative_to(root).as_posix() for path in loose if path.name != BOXES_FILE)
     for split, split_root in roots.items():
         class_dirs = _visible_dirs(split_root)
         if not class_dirs:

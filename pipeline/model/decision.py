@@ -62,7 +62,7 @@ class Decision:
             if not self.confirmed:
                 target += f", which {self.val_positives} images of it cannot confirm: every one flagged"
         return (
-            f"{self.positive_class} when its probability ≥ {self.threshold:.4g} or it is the most probable "
+            f"{self.positive_class} when its probability ≥ {shown(self.threshold)} or it is the most probable "
             f"(validation: recall {self.val_recall:.1%} of {self.val_positives}, precision "
             f"{self.val_precision:.1%}; {target})"
         )
@@ -70,6 +70,12 @@ class Decision:
     @classmethod
     def from_dict(cls, recorded: dict | None) -> Decision:
         return cls(**recorded) if recorded else cls()
+
+
+def shown(probability: float) -> str:
+    """A probability in 4 significant digits, or as many as it takes not to round it to 1 (0.9999996)."""
+    text = f"{probability:.4g}"
+    return f"{probability:.12f}".rstrip("0") if text == "1" and probability < 1 else text
 
 
 def top_classes(probabilities: np.ndarray, k: int) -> np.ndarray:

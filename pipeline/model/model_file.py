@@ -83,7 +83,10 @@ def load_model(path: Path, fold: bool = True) -> tuple[AttentionCNN, ModelInfo]:
     `fold`, its batch norms folded into the convolutions before them for scoring
     (`AttentionCNN.fold_batch_norms`)."""
     if not path.is_file():
-        raise PipelineError(f"{path}: no model file; run the train stage first ('dvc repro train')")
+        raise PipelineError(
+            f"{path}: no model file; run the train stage ('dvc repro train'), or bring back the last one DVC "
+            f"recorded ('dvc checkout {path}')"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format_version") != FORMAT_VERSION:

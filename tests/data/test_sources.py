@@ -36,8 +36,10 @@ def test_hidden_and_system_files_are_not_read_and_a_link_is_read_as_its_file(dat
     os.symlink(elsewhere, dataset / "test" / "bars" / "link.png")
     os.symlink(tmp_path / "gone.png", dataset / "test" / "bars" / "broken.png")
     (dataset / "test" / "bars" / "empty.png").write_bytes(b"")
+    (dataset / "README.md").write_text("my cells")
+    shutil.copy(elsewhere, dataset / "train" / "stray.png")  # beside the class folders: no class
     scan = image_folder.scan(dataset)
-    assert set(scan.ignored) == {"train/bars/.DS_Store", "train/bars/Thumbs.db"}
+    assert scan.ignored == ["README.md", "train/stray.png", "train/bars/.DS_Store", "train/bars/Thumbs.db"]
     files = scan.files.set_index("path")
     assert files.loc["test/bars/link.png", "decodable"] and files.loc["test/bars/link.png", "width"] == 16
     assert not files.loc["test/bars/broken.png", "decodable"]  # named by the decoding rule, not skipped

@@ -154,6 +154,13 @@ def test_a_threshold_few_validation_images_place_high_finds_no_fewer_than_the_de
     assert found.mean() == pytest.approx(np.mean(population >= 0.5))  # the default answer's share, about 81 %
 
 
+def test_a_threshold_just_under_one_is_not_shown_as_one():
+    rule = dataclasses.replace(Decision(positive_class="b", target_recall=0.9), val_recall=1.0, val_precision=1.0,
+                               val_positives=1)  # fmt: skip
+    assert "probability ≥ 0.9999996 or" in dataclasses.replace(rule, threshold=0.9999996).describe()
+    assert "probability ≥ 0.03012 or" in dataclasses.replace(rule, threshold=0.0301234).describe()
+
+
 def test_class_weights_taken_out_of_the_probabilities_are_put_back_in_the_answer():
     probabilities = np.array([[0.6, 0.4], [0.75, 0.25]])
     weighed = Decision(weights=[0.7, 1.6])  # a 70/30 split, balanced
