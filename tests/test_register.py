@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from mlflow import MlflowClient
 from scipy.stats import binomtest
 
@@ -18,6 +19,7 @@ from pipeline import evaluate, export, preprocess, register, train, validate
 from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
+from pipeline.demo import example_files
 from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, move_champion, task_difference
 from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
@@ -431,7 +433,7 @@ def test_the_champion_is_never_scored_on_images_it_trained_on(prepared, tmp_path
     assert tags["left_out_test_images"] == str(comparison["left_out"])
 
 
-def test_colour_images_under_any_folder_names_train_evaluate_and_register(tmp_path, monkeypatch):
+def test_colour_images_under_any_folder_names_train_evaluate_register_and_show_in_the_demo(tmp_path, monkeypatch):
     names = ("Rost & Öl", "crack (fine)", "naïve")  # '&' and parentheses: MLflow refuses them in keys
     images = write_dataset(tmp_path / "images", {"train": 40, "test": 10}, classes=names, colour=True)
     for extra in sorted((images / "train" / names[0]).iterdir())[:12]:
@@ -454,3 +456,5 @@ def test_colour_images_under_any_folder_names_train_evaluate_and_register(tmp_pa
     picture = next((images / "test" / names[1]).iterdir())
     answer = served.predict([base64.b64encode(picture.read_bytes()).decode()])
     assert answer["class"][0] in names and len(answer["probabilities"][0]) == 3
+    examples = example_files(cfg, tmp_path)  # the demo page's
+    assert len(examples) == 3 and {Image.open(path).mode for path in examples} == {"RGB"}
