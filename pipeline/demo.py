@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.overlay import overlay, reduced
-from pipeline.data.images import decode_image, load_image
+from pipeline.data.images import as_picture, decode_image, load_image
 from pipeline.model.decision import top_classes
 
 EXAMPLES = 10
@@ -125,9 +125,8 @@ def example_files(cfg: Config, folder: Path) -> list[str]:
     chosen = list(dict.fromkeys(labels.index(label) for label in sorted(set(labels))))[:EXAMPLES]
     files = []
     for index in chosen:
-        pixels = test.images[index].numpy().transpose(1, 2, 0).squeeze(-1)
         path = folder / f"test-{index:05d}.png"
-        Image.fromarray(pixels).save(path)
+        as_picture(test.images[index].numpy()).save(path)
         files.append(str(path))
     return files
 

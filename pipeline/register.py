@@ -42,6 +42,7 @@ from pipeline.core.config import Config, RegisterConfig, load_config
 from pipeline.core.errors import PipelineError, ServiceError, first_line, run_cli
 from pipeline.core.files import file_sha256, write_json
 from pipeline.core.tracking import resume_run
+from pipeline.data.images import as_picture
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import pyfunc
 from pipeline.model.champion import (
@@ -200,7 +201,7 @@ def run(cfg: Config) -> dict:
         )
     accuracy = evaluation["accuracy"]
     test = load_split(paths.processed, "test", cfg.train.loader)
-    example = [pyfunc.png_base64(pyfunc.as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
+    example = [pyfunc.png_base64(as_picture(image)) for image in test.images[:2].numpy()]  # HTTP input
     signature = pyfunc.SIGNATURE
     name = cfg.register.model_name
 

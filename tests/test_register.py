@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 from mlflow import MlflowClient
+from PIL import Image
 from scipy.stats import binomtest
 
 from flows.report import RunSummary

@@ -146,3 +146,9 @@ def load_image(
     array: the one way validation, preprocessing, prediction, the server and the demo all make it
     (`bits`: the model's, `ModelInfo.bit_depth`)."""
     return model_input(decode_image(source, channels, max_pixels, formats, at_least=size, bits=bits), size)
+
+
+def as_picture(image: np.ndarray) -> Image.Image:
+    """A uint8 C×H×W image (one or three channels, as the model takes it) as a PIL image."""
+    pixels = image.transpose(1, 2, 0)
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)

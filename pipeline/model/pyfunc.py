@@ -40,7 +40,7 @@ from PIL import Image
 
 from pipeline.core.config import IMAGE_FORMATS
 from pipeline.core.errors import PipelineError
-from pipeline.data.images import DEFAULT_MAX_PIXELS, WIDE_BITS, decode_image, load_image
+from pipeline.data.images import DEFAULT_MAX_PIXELS, WIDE_BITS, as_picture, decode_image, load_image
 from pipeline.model.decision import top_classes
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.monitoring.image_quality import measure
@@ -154,12 +154,6 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[b
     if array.min() < 0 or array.max() > 255:
         raise BadInput("inputs: pixel values outside 0..255")
     return array.astype(np.uint8), None
-
-
-def as_picture(image: np.ndarray) -> Image.Image:
-    """A uint8 C×H×W image (one or three channels) as a PIL image."""
-    pixels = image.transpose(1, 2, 0)
-    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
 
 def png_base64(picture: Image.Image) -> str:
