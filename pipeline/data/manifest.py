@@ -23,7 +23,8 @@ COLUMNS = [
 @dataclass(frozen=True)
 class Scan:
     """One manifest row per image, every (split, class) folder (so empty classes show up), what was
-    left unread (hidden files, Windows' `Thumbs.db`) and, where the user gave boxes, the checks of their rows."""
+    left unread (files outside the class folders, hidden files, Windows' `Thumbs.db`) and, where the
+    user gave boxes, the checks of their rows."""
 
     files: pd.DataFrame
     class_folders: list[tuple[str, str]]
