@@ -81,8 +81,8 @@ def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAda
     output = "\n".join(lines)
     if process.returncode != 0:
         errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-        if errors:  # the stage's own one-line error: retried only when a service failed
-            raise StageFailed(errors[-1], retry=f"exited with {SERVICE_EXIT}" in output)
+        if errors:  # the stage's own one-line error (the first: a data-parallel rank's, before its launcher's)
+            raise StageFailed(errors[0], retry=f"exited with {SERVICE_EXIT}" in output)  # retried if a service failed
         if raised := crash(lines):
             raise StageFailed(f"stage '{stage}' crashed: {raised} (the traceback is in the log above)")
         raise StageFailed(dvc_error(lines) or f"stage '{stage}' failed:\n" + output[-3000:])

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import SERVICE_EXIT, PipelineError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ def launch(processes: int, module: str) -> None:
         elastic_launch(config, sys.executable)("-m", module)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
-        raise PipelineError(
+        failed = ServiceError if failure.exitcode == SERVICE_EXIT else PipelineError  # the flow retries a service
+        raise failed(
             f"{module}: process {rank} of {processes} failed (exit code {failure.exitcode}); its error is above"
         ) from None
