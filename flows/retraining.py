@@ -1,4 +1,5 @@
-"""The retraining flow: train again only when the data changed since the champion was trained.
+"""The retraining flow: train again only when the data changed since the champion, and the newest
+model version, were trained.
 
 Started by its schedule, or by the monitoring flow with the reason (the served model's inputs
 drifted, too many "unknown" answers, the images darker or blurrier): its report then names that
@@ -6,7 +7,9 @@ reason, and without new data it says what to do instead of retraining on the sam
 same model (`advice`).
 
 The data version is DVC's hash of the source dataset (`data.path`), computed now, compared with
-the `data_version` tag of the registry's current champion. Before retraining, what changed since
+the `data_version` tags of the registry's current champion and of its newest version (a challenger
+already trained on this data and not promoted: another run would register the same model again).
+Before retraining, what changed since
 the champion's data (`pipeline.data_diff`) is published as the flow run's `data-changes` artifact.
 
     python -m flows.retraining [--set train.epochs=2 ...]     (prints its decision; cron- and CI-ready)
@@ -34,12 +37,19 @@ from pipeline.model.champion import current_champion
 from pipeline.monitoring.image_quality import REASON
 
 
-def champion_data_version(model_name: str) -> str | None:
-    """The data version the current champion was trained on, or None without a champion."""
+def trained_data_versions(model_name: str) -> tuple[str | None, tuple[str, str] | None]:
+    """The data version the current champion was trained on (None without one), and the newest
+    model version's number and data version (None without versions)."""
     from mlflow import MlflowClient
 
-    champion = current_champion(MlflowClient(), model_name)
-    return None if champion is None else champion.tags.get("data_version")
+    client = MlflowClient()
+    champion = current_champion(client, model_name)
+    versions = client.search_model_versions(f"name='{model_name}'")
+    newest = max(versions, key=lambda version: int(version.version), default=None)
+    return (
+        None if champion is None else champion.tags.get("data_version"),
+        None if newest is None else (newest.version, newest.tags.get("data_version")),
+    )
 
 
 def advice(reason: str | None, cfg: Config) -> str:
@@ -58,12 +68,12 @@ def advice(reason: str | None, cfg: Config) -> str:
 
 @flow(name="retraining", log_prints=True)
 def retraining_flow(overrides: dict[str, Any] | None = None, reason: str | None = None) -> State:
-    """If the source's data version differs from the champion's, run the training flow; `reason`:
-    why it was started (by monitoring), named in its report."""
+    """If the source's data version differs from the champion's and the newest version's, run the
+    training flow; `reason`: why it was started (by monitoring), named in its report."""
     cfg = load_config(project_root() / "params.yaml")
     current = data_version(cfg)
     connect(cfg)
-    trained_on = champion_data_version(cfg.register.model_name)
+    trained_on, newest = trained_data_versions(cfg.register.model_name)
     logger = get_run_logger()
     why = f"started by monitoring ({reason}); " if reason else ""
     if reason:
@@ -71,11 +81,17 @@ def retraining_flow(overrides: dict[str, Any] | None = None, reason: str | None 
     if current == trained_on:
         logger.info("data version %s is the champion's: nothing to retrain", current)
         return Completed(message=f"{why}no new data (data version {current}){advice(reason, cfg)}")
+    if newest is not None and current == newest[1]:
+        logger.info("data version %s is version %s's, not promoted: nothing to retrain", current, newest[0])
+        return Completed(
+            message=f"{why}no new data since version {newest[0]}, trained on it and not promoted (data version "
+            f"{current}){advice(reason, cfg)}"
+        )
     logger.info("data version %s differs from the champion's (%s): retraining", current, trained_on)
     changes = publish_changes(cfg) if trained_on else None
     summary = training_flow(overrides)
     what = f"{changes.summary()}; " if changes else ""
-    return Completed(message=f"{why}retrained on new data ({current}: {what}){summary.decision}", data=summary)
+    return Completed(message=f"{why}retrained on new data ({current}: {what}{summary.decision})", data=summary)
 
 
 def publish_changes(cfg: Config) -> DataDiff | None:

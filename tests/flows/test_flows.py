@@ -154,14 +154,19 @@ def test_a_data_path_that_is_not_there_is_named_before_any_stage_runs(in_repo, f
         (in_repo / "params.yaml").write_text(params)
 
 
-def retrain_as_a_user_does(repo: Path, on_the_server: bool = False) -> str:
+def retrain_as_a_user_does(repo: Path, *args: str, on_the_server: bool = False) -> str:
     """`python -m flows.retraining` in the repo, in its own process; its one-line answer. It starts
     Prefect's temporary server, or with `on_the_server` reports to this module's (as with `make prefect-server`)."""
     env = {**command_env(), "PREFECT_HOME": str(repo / ".prefect")}
     if on_the_server:
         env["PREFECT_API_URL"] = get_current_settings().api.url
     done = subprocess.run(
-        [sys.executable, "-m", "flows.retraining"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "flows.retraining", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
@@ -180,10 +185,15 @@ def test_retraining_retrains_when_an_image_is_added(in_repo, first_flow):
     before = versions(in_repo)
     write_dataset(in_repo / "data" / "images", {"train": 41}, seed=11)  # 40 images redrawn, one more per class
     dvc(in_repo, "add", "-q", "data/images")
-    answer = retrain_as_a_user_does(in_repo)
+    answer = retrain_as_a_user_does(in_repo, "--set", "register.min_delta=0.5")  # not promoted
     assert answer.startswith("retrained on new data (") and ": +1 bars, +1 columns, +1 squares, 120 changed; " in answer
+    assert answer.endswith(")") and "; )" not in answer  # the registry's decision inside the brackets
     assert len(versions(in_repo)) == len(before) + 1
     assert "up to date" in dvc(in_repo, "status")
+    assert champion_version(in_repo) != max(versions(in_repo), key=int)
+    again = retrain_as_a_user_does(in_repo)  # that data has its model, though not the champion: no second one
+    assert again.startswith(f"no new data since version {max(versions(in_repo), key=int)}, trained on it and not pro")
+    assert len(versions(in_repo)) == len(before) + 1
 
 
 def test_corrupt_image_fails_the_flow_at_validation_before_any_training(tmp_path, monkeypatch, caplog):
