@@ -23,6 +23,7 @@ from PIL import Image
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.overlay import overlay, reduced
+from pipeline.core.ports import port_free
 from pipeline.data.images import as_picture, decode_image, load_image
 from pipeline.model.decision import top_classes
 
@@ -205,6 +206,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if not port_free("127.0.0.1", args.port):
+        raise PipelineError(f"127.0.0.1:{args.port} is taken (another demo, make demo?): stop it, or pass --port")
     cfg = load_config()
     folder = Path(tempfile.mkdtemp(prefix="attention-demo-"))
     page = build(cfg, Registry(cfg), example_files(cfg, folder))

@@ -135,6 +135,10 @@ def run(cfg: Config) -> dict:
             paths.onnx_file, paths.quantized_onnx_file, images, labels, batch, info
         )
         report["int8_accuracy_change"] = report["int8_accuracy"] - report["onnx_accuracy"]
+        log.info(
+            "export: %s, test accuracy %.4f%% (%+.2f points against the float model's)", paths.quantized_onnx_file,
+            100 * report["int8_accuracy"], 100 * report["int8_accuracy_change"],
+        )  # fmt: skip
     else:
         paths.quantized_onnx_file.unlink(missing_ok=True)
     write_json(paths.metrics / "export.json", report)

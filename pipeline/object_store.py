@@ -24,7 +24,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
@@ -34,6 +33,7 @@ from urllib.parse import urlparse
 
 from pipeline.core.errors import PipelineError, ServiceError, first_line, run_cli
 from pipeline.core.locks import LockHeld, file_lock
+from pipeline.core.ports import port_free
 
 HOST = "127.0.0.1"
 LOCAL_CREDENTIALS = ("attention-local", "attention-local-secret")  # for this machine only; never a real key
@@ -160,17 +160,6 @@ def ensure_bucket(client, bucket: str) -> bool:
     return True
 
 
-def port_free(port: int) -> bool:
-    """Whether SeaweedFS could listen on HOST:port (like it, ignoring connections closed moments ago)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def wait_until_up(process: subprocess.Popen, endpoint: str, deadline: float) -> None:
     """Until the S3 endpoint's /healthz answers 200; a PipelineError if SeaweedFS exits or the deadline passes."""
     import requests
@@ -261,7 +250,7 @@ def serve(data_dir: Path, port: int, bucket: str) -> None:
     """Run the store in the foreground until SeaweedFS exits, Ctrl+C or SIGTERM."""
     credentials, data_dir = server_credentials(dict(os.environ)), data_dir.resolve()
     command = weed_command(weed_binary(), data_dir, port)
-    if not port_free(port):
+    if not port_free(HOST, port):
         raise PipelineError(f"{HOST}:{port} is taken (another object store?): choose a port, OBJECT_STORE_PORT=8334")
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

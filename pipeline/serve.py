@@ -46,6 +46,7 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
+from pipeline.core.ports import port_free
 from pipeline.data.images import WIDE_BITS
 from pipeline.monitoring.image_quality import QUALITY
 
@@ -415,6 +416,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.workers < 1 or args.queue < 0 or args.timeout <= 0:
         raise PipelineError("--workers must be ≥ 1, --queue ≥ 0 and --timeout > 0")
+    if not port_free(args.host, args.port):
+        raise PipelineError(f"{args.host}:{args.port} is taken (another server, make serve?): stop it, or pass --port")
     cfg = load_config()
     about = resolve(cfg, args.model or f"models:/{cfg.register.model_name}@champion")
     import uvicorn

@@ -51,7 +51,8 @@ class RuleResult:
     def summary(self) -> str:
         shown = ", ".join(self.offending[:5])
         more = f" (+{len(self.offending) - 5} more)" if len(self.offending) > 5 else ""
-        return f"{self.name}: {len(self.offending)} ({shown}{more})"
+        count = len(self.offending)
+        return f"{self.name}: {count} {UNITS[self.table]}{'s' if count != 1 else ''} ({shown}{more})"
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
              e.ExpectColumnValuesToBeInSet(column="box_fits", value_set=[True])),
         Rule("at least 2 classes with images in each split", "classes",
              e.ExpectColumnValuesToBeBetween(column="classes_with_images", min_value=2)),
-        Rule(f"at least {v.min_images_per_class} images per class (validate.min_images_per_class)", "classes",
+        Rule(f"at least {v.min_images_per_class} images per class in each split (validate.min_images_per_class)",
+             "classes",
              e.ExpectColumnValuesToBeBetween(column="count", min_value=v.min_images_per_class)),
         Rule(f"largest class at most {v.max_imbalance}x any other (validate.max_imbalance)", "classes",
              e.ExpectColumnValuesToBeBetween(column="ratio_to_largest", max_value=v.max_imbalance)),
@@ -165,6 +167,7 @@ def rules(cfg: Config, classes: list[str]) -> list[Rule]:
 
 
 _INDEX_COLUMN = {"files": "path", "classes": "class_folder", "boxes": "row"}
+UNITS = {"files": "file", "classes": "class folder", "boxes": "row"}  # what a rule of each table counts
 # what to do when a table's rule fails: a class-level rule is not met by leaving files out
 REMEDY = {
     "files": "fix or remove those files, or set validate.on_error: skip",
@@ -239,23 +242,28 @@ def _describe_files(files: pd.DataFrame, paths: list[str]) -> list[str]:
     return [f"{p} ({errors[p]})" if isinstance(errors.get(p), str) else p for p in paths]
 
 
+def _describe_folders(classes: pd.DataFrame, folders: list[str]) -> list[str]:
+    counts = classes.set_index("class_folder")["count"]
+    return [f"{folder}: {counts[folder]} image{'s' if counts[folder] != 1 else ''}" for folder in folders]
+
+
 def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> ValidationOutcome:
     """Apply the rules to a scanned dataset; with `on_error: skip`, leave bad files out and re-check."""
     classes = class_set(cfg, scan)
     rule_list = rules(cfg, classes)
     files = scan.files
 
-    def check(frame: pd.DataFrame, docs: DataDocs | None) -> list[RuleResult]:
+    def check(frame: pd.DataFrame, docs: DataDocs | None) -> tuple[list[RuleResult], pd.DataFrame]:
         tables = {
             "files": file_table(frame),
             "classes": class_table(frame, scan.class_folders, classes, scan.split_folders),
         }
         if scan.box_rows is not None:
             tables["boxes"] = scan.box_rows
-        return run_expectations(tables, rule_list, docs)
+        return run_expectations(tables, rule_list, docs), tables["classes"]
 
     skip = cfg.validate.on_error == "skip"
-    results = check(files, None if skip else docs)
+    results, class_counts = check(files, None if skip else docs)
     skipped: dict[str, list[str]] = {}
     if skip:
         for result in results:
@@ -263,10 +271,12 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
                 for path in result.offending:
                     skipped.setdefault(path, []).append(result.name)
         files = files[~files["path"].isin(skipped)]
-        results = check(files, docs)
+        results, class_counts = check(files, docs)
     for result in results:
         if result.table == "files":
             result.offending = _describe_files(scan.files, result.offending)
+        elif result.table == "classes":
+            result.offending = _describe_folders(class_counts, result.offending)
     success = all(r.success for r in results)
     return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored)
 

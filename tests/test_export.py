@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,10 @@ def trained(project):
     return project
 
 
-def test_onnx_export_matches_pytorch_for_any_batch_size(trained):
+def test_onnx_export_matches_pytorch_for_any_batch_size(trained, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     report = export.run(load_config(overrides={"export.quantize": True}))
+    assert f"model.int8.onnx, test accuracy {100 * report['int8_accuracy']:.4f}%" in caplog.text  # said, not only filed
     model, _ = load_model(trained.paths.model_file)
     session = onnx_file.session(trained.paths.onnx_file)
     images = load_split(trained.paths.processed, "test").images

@@ -153,6 +153,8 @@ def as_images(model_input_: object, info: ModelInfo) -> tuple[np.ndarray, list[b
         raise BadInput(f"inputs: images of shape {array.shape[1:]}, expected {expected} (or send image files)")
     if array.min() < 0 or array.max() > 255:
         raise BadInput("inputs: pixel values outside 0..255")
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):  # 0..1 floats would become 0 and 1
+        raise BadInput("inputs: pixel values must be whole numbers 0..255 (scale 0..1 images by 255)")
     return array.astype(np.uint8), None
 
 

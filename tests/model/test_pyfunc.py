@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 import yaml
 from mlflow.models import ModelSignature
@@ -115,3 +116,18 @@ class _Counting(torch.nn.Module):
     def forward(self, images):
         self.passes.append(len(images))
         return self.model(images)
+
+
+def test_array_inputs_take_whole_numbers_as_floats_and_refuse_fractions_naming_the_scale(tmp_path):
+    from pipeline.model.model_file import load_model
+
+    with prepared_project(tmp_path, {"train": 30, "test": 10}) as cfg:
+        train.run(cfg)
+    served = pyfunc.AttentionClassifier()
+    served.model, served.info = load_model(cfg.paths.model_file)
+    side, channels = served.info.image_size, served.info.channels
+    images = np.random.default_rng(1).integers(0, 256, (3, channels, side, side), dtype=np.uint8)
+    as_ints = served.predict(None, images)["probabilities"]
+    np.testing.assert_allclose(served.predict(None, images.astype(np.float64))["probabilities"], as_ints, atol=1e-6)
+    with pytest.raises(pyfunc.BadInput, match=r"whole numbers 0\.\.255 \(scale 0\.\.1 images by 255\)"):
+        served.predict(None, images / 255.0)  # 0..1 floats: silently black before
