@@ -16,6 +16,10 @@ def read_preset(path: Path) -> dict[str, Any]:
     return flatten(read_sections(path, "no such preset file; give a YAML file laid out like params.yaml"))
 
 
+def _null(representer, _value):
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     """Set `section.key: value` pairs in `root/params.yaml`, keeping its comments.
 
@@ -25,6 +29,7 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     load_config(path, overrides)
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), _null)  # `key: null` stays so (ruamel writes `key:`)
     document = yaml.load(path.read_text())
     for dotted, value in overrides.items():
         section = document

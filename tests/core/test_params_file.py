@@ -67,3 +67,14 @@ def test_the_flow_cli_refuses_a_missing_preset_in_one_line(tmp_path):
         done.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'none.yaml'}: no such preset file; "
         "give a YAML file laid out like params.yaml"
     )
+
+
+def test_an_override_changes_its_line_only(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    params = root / "params.yaml"
+    params.write_text((PROJECT / "params.yaml").read_text())
+    before = params.read_text().splitlines()
+    apply_overrides(root, {"train.lr": 0.002})
+    changed = [(old, new) for old, new in zip(before, params.read_text().splitlines(), strict=True) if old != new]
+    assert [new.split("#")[0].strip() for _, new in changed] == ["lr: 0.002"]  # `classes: null` kept, not `classes:`
