@@ -4,7 +4,8 @@
 
 Each promotion tags the new champion with `previous_champion`; a rollback moves the alias there
 (or to `--to`), tags the demoted version `rolled_back` (reason, time) and the restored one
-`restored_from`, and writes `reports/rollback.json`.
+`restored_from` (and, `--to` a version never champion before, `previous_champion`: the next plain
+rollback undoes it), and writes `reports/rollback.json`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def rollback(cfg: Config, reason: str, to_version: str | None = None) -> dict:
     if not target:
         raise PipelineError(f"{name} version {champion.version}: no earlier champion recorded; pass --to VERSION")
     try:
-        client.get_model_version(name, target)
+        restored = client.get_model_version(name, target)
     except MlflowException:
         raise PipelineError(f"{name}: no version {target} in the registry; pass an existing --to VERSION") from None
     if str(target) == str(champion.version):
@@ -52,6 +53,8 @@ def rollback(cfg: Config, reason: str, to_version: str | None = None) -> dict:
         )
     client.set_model_version_tag(name, champion.version, "rolled_back", f"{when}: {reason}")
     client.set_model_version_tag(name, target, "restored_from", f"version {champion.version} at {when}: {reason}")
+    if not restored.tags.get("previous_champion"):  # never champion before: a plain rollback comes back here
+        client.set_model_version_tag(name, target, "previous_champion", str(champion.version))
     report = {"model_name": name, "from_version": str(champion.version), "to_version": str(target),
               "reason": reason, "at": when}  # fmt: skip
     write_json(cfg.paths.reports / "rollback.json", report)

@@ -155,6 +155,15 @@ def test_rollback_moves_champion_back_and_records_why(project):
     assert champion(client, project) == "1"
 
 
+def test_a_rollback_to_a_version_never_champion_is_undone_by_a_plain_rollback(project):
+    client = registry_with_versions(project, 1)
+    client.create_model_version(project.register.model_name, source=str(project.root))  # 2: not promoted
+    rollback(project, "try 2", to_version="2")
+    assert champion(client, project) == "2"
+    rollback(project, "back")
+    assert champion(client, project) == "1"
+
+
 def test_rollback_without_an_earlier_champion_or_to_a_missing_version_changes_nothing(project):
     client = registry_with_versions(project, 1)
     with pytest.raises(PipelineError, match="no earlier champion recorded; pass --to VERSION"):
