@@ -98,21 +98,33 @@ def describe(about: dict) -> str:
     )
 
 
-def classify(model, about: dict, paths: list[Path]) -> list[Answer]:
-    """Predictions for image files, through the registered model."""
+def classify(model, about: dict, paths: list[Path]) -> tuple[list[Answer], list[str]]:
+    """Predictions for the image files that decode, through the registered model, and why each other
+    one does not (named by its own name, not the upload's temporary folder)."""
     bits = about["bit_depth"]
-    pictures = [reduced(decode_image(path, 3, bits=bits)) for path in paths]  # shown at their own size, up to LARGEST
-    images = np.stack([load_image(path, about["image_size"], about["channels"], bits=bits) for path in paths])
-    out = model.predict(images)
-    unknown = out.get("unknown", [False] * len(paths))  # older registered versions have no detector
+    readable, pictures, images, refused = [], [], [], []
+    for path in paths:
+        try:
+            picture = reduced(decode_image(path, 3, bits=bits))  # shown at its own size, up to LARGEST
+            image = load_image(path, about["image_size"], about["channels"], bits=bits)
+        except PipelineError as error:
+            refused.append(str(error).replace(f"{path.parent}/", ""))
+            continue
+        readable.append(path)
+        pictures.append(picture)
+        images.append(image)
+    if not readable:
+        return [], refused
+    out = model.predict(np.stack(images))
+    unknown = out.get("unknown", [False] * len(readable))  # older registered versions have no detector
     answers = []
     for path, picture, label, row, maps, flag in zip(
-        paths, pictures, out["class"], out["probabilities"], out["attention"], unknown, strict=True
+        readable, pictures, out["class"], out["probabilities"], out["attention"], unknown, strict=True
     ):
         order = top_classes(row, 5)
         top = {about["classes"][i]: float(row[i]) for i in order}
         answers.append(Answer(path.name, picture, str(label), top, maps, bool(flag)))
-    return answers
+    return answers, refused
 
 
 def example_files(cfg: Config, folder: Path) -> list[str]:
@@ -158,11 +170,11 @@ def build(cfg: Config, registry: Registry, examples: list[str]):
 
     def run(files: list[str] | None, choice: str, opacity: float):
         model, about = registry.get(choice)
-        paths = [Path(f) for f in files or []]
-        try:
-            answers = classify(model, about, paths) if paths else []
-        except PipelineError as error:
-            raise gr.Error(str(error).replace(str(paths[0].parent) + "/", "")) from None
+        answers, refused = classify(model, about, [Path(f) for f in files or []])
+        if refused and not answers:
+            raise gr.Error("; ".join(refused))
+        for reason in refused:  # the others are answered
+            gr.Warning(reason)
         return answers, 0, describe(about), *answer_views(answers, opacity, 0)
 
     with gr.Blocks(title="Attention classifier") as page:

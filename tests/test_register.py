@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,7 +20,7 @@ from pipeline import evaluate, export, preprocess, register, train, validate
 from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
-from pipeline.demo import example_files
+from pipeline.demo import Registry, classify, example_files
 from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, move_champion, task_difference
 from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
@@ -467,3 +468,9 @@ def test_colour_images_under_any_folder_names_train_evaluate_register_and_show_i
     assert answer["class"][0] in names and len(answer["probabilities"][0]) == 3
     examples = example_files(cfg, tmp_path)  # the demo page's
     assert len(examples) == 3 and {Image.open(path).mode for path in examples} == {"RGB"}
+    upload = tmp_path / "upload"  # the page's uploads: one folder each, and one file is not an image
+    (upload / "1").mkdir(parents=True)
+    (upload / "1" / "notes.png").write_text("not an image")
+    answers, refused = classify(*Registry(cfg).get("champion"), [Path(examples[0]), upload / "1" / "notes.png"])
+    assert [answer.name for answer in answers] == [Path(examples[0]).name]  # the other images still answered
+    assert len(refused) == 1 and refused[0].startswith("notes.png: cannot decode image") and "upload" not in refused[0]
