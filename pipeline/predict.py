@@ -34,6 +34,7 @@ import numpy as np
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, first_line, run_cli
 from pipeline.core.files import atomic_path
+from pipeline.core.paths import project_root
 from pipeline.data.image_batches import ImageFile, decoded_batches, list_files
 from pipeline.data.images import WIDE_BITS, decode_image
 from pipeline.model.decision import Decision, top_classes
@@ -321,7 +322,8 @@ def main() -> None:
     if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
         raise PipelineError("--top-k, --batch-size and --workers must be at least 1")
     list_files(args.inputs)  # a typo in a path fails before the model loads
-    cfg = load_config()
+    device = str(args.model).endswith(".onnx") and not (project_root() / "params.yaml").is_file()
+    cfg = Config() if device else load_config()  # an ONNX file on a device, away from any project: the defaults
     classifier = load_classifier(cfg, args.model, args.precision)
     started = time.perf_counter()
     tally = classify(args, classifier, None if args.no_log else cfg.prediction_log(), cfg.monitoring.log_images)

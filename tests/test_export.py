@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +90,14 @@ def test_predict_runs_the_onnx_file_without_pytorch_and_agrees_with_it(trained, 
         imported = done.stdout.strip().splitlines()[-1]
         assert done.returncode == 0 and imported == ("['pandas']" if logged else "neither"), done.stdout + done.stderr
     assert len(list((trained.root / "logs" / "predictions").rglob("*.parquet"))) >= 2  # these runs' answers
+    device = tmp_path / "device"  # the ONNX file alone, away from any project (no params.yaml)
+    device.mkdir()
+    shutil.copy(trained.paths.onnx_file, device / "model.onnx")
+    env = {key: value for key, value in os.environ.items() if key != "PIPELINE_ROOT"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, images), "--model", "model.onnx",
+                           "--no-log"], cwd=device, env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[:2] for line in done.stdout.splitlines()] == [line[:2] for line in by_onnx]
 
 
 def predict_cli(cfg, images, model, *extra) -> list[list[str]]:
