@@ -86,21 +86,26 @@ def write_small_fashion_mnist(folder: Path, train: int, test: int) -> Path:
     return write_subset(PROJECT / "data" / "fashion-mnist", folder, train, test)
 
 
-@contextmanager
-def prepared_project(root: Path, per_class: dict[str, int], **sections: dict) -> Iterator:
-    """A project at `root/project` on a generated image folder (`root/images`) with `small_params`
-    changed by `sections`, validated and preprocessed; its config, with PIPELINE_ROOT set for the block."""
+def prepare(images: Path, project: Path, patch: pytest.MonkeyPatch, **sections: dict):
+    """A project at `project` on the image folder `images` with `small_params` changed by `sections`,
+    PIPELINE_ROOT set with `patch`, validated and preprocessed; its config."""
     from pipeline import preprocess, validate
     from pipeline.core.config import load_config
 
-    images = write_dataset(root / "images", per_class)
-    project = root / "project"
     project.mkdir()
     (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images), **sections)))
+    patch.setenv("PIPELINE_ROOT", str(project))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config()
+    validate.run(cfg)
+    preprocess.run(cfg)
+    return cfg
+
+
+@contextmanager
+def prepared_project(root: Path, per_class: dict[str, int], **sections: dict) -> Iterator:
+    """`prepare` on a generated image folder (`root/images`), the project at `root/project`, with
+    PIPELINE_ROOT set for the block."""
+    images = write_dataset(root / "images", per_class)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_ROOT", str(project))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        cfg = load_config()
-        validate.run(cfg)
-        preprocess.run(cfg)
-        yield cfg
+        yield prepare(images, root / "project", patch, **sections)

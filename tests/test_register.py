@@ -26,7 +26,7 @@ from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
 from pipeline.rollback import rollback
 from pipeline.serve import describe
-from tests.synthetic import small_params, write_dataset
+from tests.synthetic import prepare, write_dataset
 
 POLICY = RegisterConfig(min_accuracy=0.85, min_delta=0.0, max_p_value=0.05)
 
@@ -448,14 +448,7 @@ def test_colour_images_under_any_folder_names_train_evaluate_register_and_show_i
     images = write_dataset(tmp_path / "images", {"train": 40, "test": 10}, classes=names, colour=True)
     for extra in sorted((images / "train" / names[0]).iterdir())[:12]:
         extra.unlink()  # fewer of one class: class weights, logged by class name
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
-    monkeypatch.setenv("PIPELINE_ROOT", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = load_config()
-    validate.run(cfg)
-    preprocess.run(cfg)
+    cfg = prepare(images, tmp_path / "project", monkeypatch)
     report = trained_and_registered(cfg)
     assert report["version"] == "1"
     run = mlflow.get_run(report["run_id"])

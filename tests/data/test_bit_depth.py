@@ -24,7 +24,7 @@ from pipeline.model import onnx_file
 from pipeline.model.champion import task_difference
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.pyfunc import AttentionClassifier
-from tests.synthetic import small_params, write_dataset
+from tests.synthetic import prepare, small_params, write_dataset
 
 SHIFT = 4  # 8-bit pictures × 16: a 12-bit camera's range
 
@@ -76,14 +76,8 @@ def test_a_stuck_pixel_in_every_image_does_not_darken_a_12_bit_set(tmp_path, mon
         pixels[5, 7] = 65535
         (images / path.relative_to(eight)).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(images / path.relative_to(eight))
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(str(images))))
-    monkeypatch.setenv("PIPELINE_ROOT", str(project))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = load_config()
-    validate.run(cfg)
-    assert preprocess.run(cfg)["bit_depth"] == 12
+    cfg = prepare(images, tmp_path / "project", monkeypatch)
+    assert json.loads((cfg.paths.processed / "meta.json").read_text())["bit_depth"] == 12
 
 
 def test_a_manifest_from_an_older_validate_is_refused_before_preprocessing(camera_project):

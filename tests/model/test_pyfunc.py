@@ -73,17 +73,24 @@ def test_a_model_registered_as_serving_py_still_loads_and_predicts(tmp_path, mon
     assert "Unrecognized params" not in capfd.readouterr().err
 
 
-def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_of_one(tmp_path, monkeypatch):
-    """The served model scores a request a CPU scoring batch at a time (`pyfunc.SERVING`), so that a
-    request of large images does not hold every layer's output for all of them at once (BENCHMARKS.md:
-    256 RGB images at 224 px in one pass were killed under a 3 GB limit); the answers are those of one pass."""
+def trained_and_served(tmp_path: Path) -> pyfunc.AttentionClassifier:
+    """The served form of a model trained on a small generated folder."""
     from pipeline.model.model_file import load_model
-    from pipeline.training import runtime
 
     with prepared_project(tmp_path, {"train": 30, "test": 10}) as cfg:
         train.run(cfg)
     served = pyfunc.AttentionClassifier()
     served.model, served.info = load_model(cfg.paths.model_file)
+    return served
+
+
+def test_a_request_larger_than_one_pass_is_answered_in_passes_with_the_answers_of_one(tmp_path, monkeypatch):
+    """The served model scores a request a CPU scoring batch at a time (`pyfunc.SERVING`), so that a
+    request of large images does not hold every layer's output for all of them at once (BENCHMARKS.md:
+    256 RGB images at 224 px in one pass were killed under a 3 GB limit); the answers are those of one pass."""
+    from pipeline.training import runtime
+
+    served = trained_and_served(tmp_path)
     side, channels = served.info.image_size, served.info.channels
     images = np.random.default_rng(0).integers(0, 256, (11, channels, side, side), dtype=np.uint8)
     with torch.no_grad():
@@ -119,12 +126,7 @@ class _Counting(torch.nn.Module):
 
 
 def test_array_inputs_take_whole_numbers_as_floats_and_refuse_fractions_naming_the_scale(tmp_path):
-    from pipeline.model.model_file import load_model
-
-    with prepared_project(tmp_path, {"train": 30, "test": 10}) as cfg:
-        train.run(cfg)
-    served = pyfunc.AttentionClassifier()
-    served.model, served.info = load_model(cfg.paths.model_file)
+    served = trained_and_served(tmp_path)
     side, channels = served.info.image_size, served.info.channels
     images = np.random.default_rng(1).integers(0, 256, (3, channels, side, side), dtype=np.uint8)
     as_ints = served.predict(None, images)["probabilities"]
