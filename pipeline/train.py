@@ -53,6 +53,7 @@ from pipeline.training.selection import KeptEpoch
 from pipeline.training.steps import build_training, evaluate_split, peak_memory_mb, train_epoch
 
 log = logging.getLogger(__name__)
+FEW_VALIDATION_IMAGES = 50  # fewer: a temperature or a threshold fitted on them is mostly noise (say so)
 
 
 def fingerprint(cfg: Config, meta: dict) -> str:
@@ -128,6 +129,12 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     )
     for line in cfg.chosen:
         log.info("train: auto %s", line)
+    if len(val_data.labels) < FEW_VALIDATION_IMAGES:
+        log.warning(
+            "train: the validation split holds only %d images (data.val_fraction %s): the calibration, the 'unknown' "
+            "threshold and a positive class's threshold are fitted on them and may be off; raise data.val_fraction "
+            "or add images", len(val_data.labels), cfg.data.val_fraction,
+        )  # fmt: skip
     # MLflow would tag a new run with this machine's absolute path of the script
     source_tag = None if run_id else {"mlflow.source.name": "pipeline/train.py"}
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, tags=source_tag) as active:

@@ -19,6 +19,7 @@ from pipeline.data.splits import load_split
 from pipeline.model.model_file import load_model
 from pipeline.training import checkpoints
 from pipeline.training.runtime import predict_batches, select_runtime
+from tests.synthetic import write_dataset
 
 
 @pytest.fixture
@@ -264,3 +265,15 @@ def test_training_streamed_from_the_shards_learns_as_training_from_memory(prepar
     assert streamed.metrics["steps"] == memory.metrics["steps"]
     assert streamed.history["train_accuracy"].iloc[-1] > 0.6  # three classes: 1/3 by chance
     assert streamed.metrics["val_accuracy"] >= memory.metrics["val_accuracy"] - 0.1
+
+
+@pytest.mark.parametrize(("per_class", "warned"), [(40, True), (100, False)])
+def test_a_validation_split_too_small_to_fit_thresholds_on_is_said(project, tmp_path, caplog, per_class, warned):
+    images = write_dataset(tmp_path / "more", {"train": per_class, "test": 5})  # val: a fifth, about 24 or 60
+    cfg = load_config(overrides={"data.path": str(images)})
+    validate.run(cfg)
+    preprocess.run(cfg)
+    caplog.set_level("INFO", logger="pipeline.train")
+    train.run(cfg)
+    assert (len(load_split(cfg.paths.processed, "val").labels) < train.FEW_VALIDATION_IMAGES) == warned
+    assert ("the validation split holds only" in caplog.text) == warned
