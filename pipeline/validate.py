@@ -107,7 +107,7 @@ def box_fits(files: pd.DataFrame) -> pd.Series:
 
 
 def class_table(
-    files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str], split_folders: bool = True
+    files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str], split_folders: bool
 ) -> pd.DataFrame:  # fmt: skip
     """Image count per (split, class) of the class set, including empty folders and classes with
     none, and how many classes of the split have images; each named as its folder is (`train/cat`,
@@ -299,7 +299,8 @@ def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
 
 def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
     """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files,
-    the files left unread (hidden files, Windows' `Thumbs.db`) and the normalisations preprocessing applies."""
+    the files left unread (outside the class folders, hidden, Windows' `Thumbs.db`) and the normalisations
+    preprocessing applies."""
     write_json(
         path,
         {

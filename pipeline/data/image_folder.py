@@ -128,6 +128,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     model of side `at_least`, as preprocessing decodes them)."""
     folders, items = [], []
     roots = split_roots(root)
+    split_folders = roots["train"] != root
     loose = {path for folder in {root, *roots.values()} for path in folder.iterdir() if not path.is_dir()}
     ignored = sorted(path.relative_to(root).as_posix() for path in loose if path.name != BOXES_FILE)
     for split, split_root in roots.items():
@@ -153,7 +154,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     files = manifest_frame(rows)
     boxes = read_boxes(root)
     if boxes is None:
-        return Scan(files=files, class_folders=folders, ignored=ignored, split_folders=roots["train"] != root)
+        return Scan(files=files, class_folders=folders, ignored=ignored, split_folders=split_folders)
     box_rows = pd.DataFrame({
         "row": [f"line {line}: {path}" for line, path in zip(boxes.index + 2, boxes["path"], strict=True)],
         "path": boxes["path"], "image_known": boxes["path"].isin(files["path"]),
@@ -162,9 +163,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     numeric = boxes[box_rows["coordinates_numeric"].to_numpy()]
     by_image = {path: box_cell(rows.to_numpy()) for path, rows in numeric.groupby("path")[_BOX_HEADER[1:]]}
     files[BOXES] = files["path"].map(by_image)
-    return Scan(
-        files=files, class_folders=folders, ignored=ignored, box_rows=box_rows, split_folders=roots["train"] != root
-    )
+    return Scan(files=files, class_folders=folders, ignored=ignored, box_rows=box_rows, split_folders=split_folders)
 
 
 def read_boxes(root: Path) -> pd.DataFrame | None:
