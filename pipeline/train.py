@@ -164,10 +164,11 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
             history.append(row)
             kept.update(epoch, row["val_loss"], model)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            timed = [r["seconds"] + r["val_seconds"] for r in history]  # a resumed run: its own epochs' too
             log.info(
-                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s",
+                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s%s",
                 epoch, training.plan.epochs, row["train_loss"], row["train_accuracy"],
-                row["val_loss"], row["val_accuracy"], row["images_per_second"],
+                row["val_loss"], row["val_accuracy"], row["images_per_second"], training.plan.time_left(epoch, timed),
             )  # fmt: skip
             if time.monotonic() - last_checkpoint >= cfg.train.checkpoint_seconds:
                 save_checkpoint(paths.checkpoint, {

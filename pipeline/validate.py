@@ -72,6 +72,7 @@ class ValidationOutcome:
     manifest: pd.DataFrame
     skipped: dict[str, list[str]]
     ignored: list[str]
+    left_out: list[str]  # class folders outside data.classes
 
 
 def class_set(cfg: Config, scan: Scan) -> list[str]:
@@ -79,6 +80,18 @@ def class_set(cfg: Config, scan: Scan) -> list[str]:
     if cfg.data.classes:
         return list(cfg.data.classes)
     return sorted({label for split, label in scan.class_folders if split == "train"})
+
+
+def check_classes(cfg: Config, scan: Scan) -> None:
+    """Raise PipelineError naming each class of `data.classes` that has no class folder."""
+    found = {label for _, label in scan.class_folders}
+    missing = [name for name in cfg.data.classes or [] if name not in found]
+    if missing:
+        folders = sorted(found | {Path(folder).name for folder in scan.left_out})
+        raise PipelineError(
+            f"data.classes: no class folder {', '.join(repr(name) for name in missing)} in {cfg.data.path} "
+            f"(its class folders: {', '.join(folders)}); fix the name in params.yaml, or set data.classes: null"
+        )
 
 
 def file_table(files: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +291,7 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
         elif result.table == "classes":
             result.offending = _describe_folders(class_counts, result.offending)
     success = all(r.success for r in results)
-    return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored)
+    return ValidationOutcome(success, results, files.reset_index(drop=True), skipped, scan.ignored, scan.left_out)
 
 
 def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
@@ -309,6 +322,7 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
             "accepted": len(outcome.manifest) if outcome.success else 0,
             "skipped": [{"path": p, "rules": r} for p, r in sorted(outcome.skipped.items())],
             "ignored": outcome.ignored,
+            "left_out": outcome.left_out,
             "normalised": normalisations(outcome.manifest),
             "rules": [
                 {
@@ -328,6 +342,7 @@ def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_
 def run(cfg: Config) -> ValidationOutcome:
     """Validate the source; write the manifest and reports; raise PipelineError naming failed rules."""
     source = sources.scan(cfg)
+    check_classes(cfg, source)
     reports = cfg.paths.reports
     docs_dir = reports / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
@@ -336,6 +351,8 @@ def run(cfg: Config) -> ValidationOutcome:
     write_report(report_path, outcome, len(source.files), (docs_dir / "index.html").relative_to(cfg.root))
     for path in outcome.ignored:
         log.warning("validate: ignored %s (outside the class folders, hidden, or a system file)", path)
+    for folder in outcome.left_out:
+        log.info("validate: left out %s (not in data.classes)", folder)
     for path, reasons in sorted(outcome.skipped.items()):
         log.warning("validate: skipped %s (%s)", path, "; ".join(reasons))
     if not outcome.success:

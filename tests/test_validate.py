@@ -126,14 +126,26 @@ def test_same_image_in_train_and_test_is_named(project, dataset):
     assert "in two splits" in message and "test/bars/leak.png" in message
 
 
-def test_label_outside_the_configured_classes_is_named(project, dataset, tmp_path):
-    cfg = load_config(overrides={"data.classes": ["bars", "columns", "squares", "circles"]})
-    (dataset / "train" / "squars").mkdir()
-    for index in range(6):
-        shutil.copy(dataset / "train" / "squares" / f"{index:03d}.png", dataset / "train" / "squars" / f"{index}.png")
+def test_classes_outside_data_classes_are_left_out_and_named(project, dataset):
+    """`data.classes` picks the classes to train on: the other class folders are left out, named in
+    the report, and their files stay as they were."""
+    before = tree_checksum(dataset)
+    (dataset / "train" / "columns" / "broken.png").write_bytes(b"not an image")  # never read: left out
+    cfg = load_config(overrides={"data.classes": ["squares", "bars"]})
+    outcome = run_validation(cfg)
+    assert outcome.success and set(outcome.manifest["label"]) == {"bars", "squares"}
+    report = json.loads((cfg.paths.reports / "validation.json").read_text())
+    assert report["left_out"] == ["test/columns", "train/columns"]
+    assert report["accepted"] == len(outcome.manifest) == 2 * (40 + 10)
+    (dataset / "train" / "columns" / "broken.png").unlink()
+    assert tree_checksum(dataset) == before
+
+
+def test_a_class_named_in_data_classes_without_a_folder_is_named(project, dataset):
+    cfg = load_config(overrides={"data.classes": ["bars", "columns", "squars"]})
     message = failure(cfg)
-    assert "label in the class set" in message and "train/squars/0.png" in message
-    assert "train/circles" in message  # a configured class with no images
+    assert message.startswith("data.classes: no class folder 'squars'"), message
+    assert "columns, squares" in message and "params.yaml" in message
 
 
 def test_image_too_small_is_named(project, dataset):

@@ -29,7 +29,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     source: Literal["fashion-mnist", "cluttered-fashion-mnist", "imagefolder"] = "fashion-mnist"
     path: str = Field("data/fashion-mnist", min_length=1)
-    classes: list[str] | None = None
+    classes: list[str] | None = None  # the classes to train on, in this order; other class folders are left out
     positive_class: str | None = None  # the class to find (a defect): flagged above a threshold chosen for a recall
     image_size: int = Field(28, ge=8, le=1024)
     channels: Literal[1, 3, "auto"] = "auto"  # auto: 1 when every training image is grayscale, else 3 (preprocess)

@@ -19,6 +19,7 @@ import io
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -123,10 +124,13 @@ def _plan(paths: list[Path], max_pixels: int) -> tuple[int, int]:
     return plan_workers(len(paths), total, os.cpu_count() or 1, available_bytes(), max_pixels)
 
 
-def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Scan:
-    """Inspect every image under the root's class folders, in parallel processes (JPEGs decoded for a
-    model of side `at_least`, as preprocessing decodes them)."""
-    folders, items = [], []
+def scan(
+    root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None, classes: list[str] | None = None
+) -> Scan:  # fmt: skip
+    """Inspect every image under the root's class folders (those of `classes` when given; the others
+    are left out unread), in parallel processes (JPEGs decoded for a model of side `at_least`, as
+    preprocessing decodes them)."""
+    folders, items, left_out = [], [], []
     roots = split_roots(root)
     split_folders = roots["train"] != root
     loose = {path for folder in {root, *roots.values()} for path in folder.iterdir() if not path.is_dir()}
@@ -136,6 +140,9 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
         if not class_dirs:
             raise PipelineError(f"{split_root}: no class sub-folders; expected <root>/<class>/<image>")
         for class_dir in class_dirs:
+            if classes is not None and class_dir.name not in classes:
+                left_out.append(class_dir.relative_to(root).as_posix())
+                continue
             folders.append((split, class_dir.name))
             for path in sorted(class_dir.rglob("*")):
                 hidden = any(part.startswith(".") for part in path.relative_to(class_dir).parts)
@@ -153,8 +160,10 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
         rows = [row for chunk in chunks for row in inspect(chunk)]
     files = manifest_frame(rows)
     boxes = read_boxes(root)
+    found = Scan(files=files, class_folders=folders, ignored=ignored, split_folders=split_folders, left_out=left_out)
     if boxes is None:
-        return Scan(files=files, class_folders=folders, ignored=ignored, split_folders=split_folders)
+        return found
+    boxes = boxes[~boxes["path"].map(lambda path: any(path.startswith(f"{folder}/") for folder in left_out))]
     box_rows = pd.DataFrame({
         "row": [f"line {line}: {path}" for line, path in zip(boxes.index + 2, boxes["path"], strict=True)],
         "path": boxes["path"], "image_known": boxes["path"].isin(files["path"]),
@@ -163,7 +172,7 @@ def scan(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None 
     numeric = boxes[box_rows["coordinates_numeric"].to_numpy()]
     by_image = {path: box_cell(rows.to_numpy()) for path, rows in numeric.groupby("path")[_BOX_HEADER[1:]]}
     files[BOXES] = files["path"].map(by_image)
-    return Scan(files=files, class_folders=folders, ignored=ignored, box_rows=box_rows, split_folders=split_folders)
+    return replace(found, box_rows=box_rows)
 
 
 def read_boxes(root: Path) -> pd.DataFrame | None:

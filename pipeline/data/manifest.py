@@ -8,7 +8,7 @@ Built by the sources' scans, checked by the validate stage, read by preprocessin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,32 @@ COLUMNS = [
 @dataclass(frozen=True)
 class Scan:
     """One manifest row per image, every (split, class) folder (so empty classes show up), what was
-    left unread (files outside the class folders, hidden files, Windows' `Thumbs.db`) and, where the
-    user gave boxes, the checks of their rows."""
+    left unread (files outside the class folders, hidden files, Windows' `Thumbs.db`; class folders
+    outside `data.classes`) and, where the user gave boxes, the checks of their rows."""
 
     files: pd.DataFrame
     class_folders: list[tuple[str, str]]
     ignored: list[str] = field(default_factory=list)
     box_rows: pd.DataFrame | None = None  # one per boxes.csv row: row, path, image_known, coordinates_numeric
     split_folders: bool = True  # False: a folder of class folders, all train, named without a split
+    left_out: list[str] = field(default_factory=list)  # class folders outside `data.classes`, unread
+
+    def folder_name(self, split: str, label: str) -> str:
+        """A class folder as the user sees it: `train/cat`, or `cat` without split folders."""
+        return f"{split}/{label}" if self.split_folders else label
+
+    def only(self, classes: list[str] | None) -> Scan:
+        """The scan of these classes' folders alone (all of them for None); the others left out."""
+        if classes is None:
+            return self
+        kept = set(classes)
+        dropped = [(split, label) for split, label in self.class_folders if label not in kept]
+        return replace(
+            self,
+            files=self.files[self.files["label"].isin(kept)].reset_index(drop=True),
+            class_folders=[folder for folder in self.class_folders if folder[1] in kept],
+            left_out=sorted([*self.left_out, *(self.folder_name(split, label) for split, label in dropped)]),
+        )
 
 
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:

@@ -16,13 +16,13 @@ from pipeline.data.manifest import Scan
 
 
 def scan(cfg: Config) -> Scan:
-    """The manifest of the configured source (`data.source`, `data.path`)."""
+    """The manifest of the configured source (`data.source`, `data.path`), of `data.classes` alone when given."""
     d = cfg.data
     if d.source == "fashion-mnist":
-        return fashion_mnist.scan(cfg.source_path())
+        return fashion_mnist.scan(cfg.source_path()).only(d.classes)
     if d.source == "cluttered-fashion-mnist":
-        return cluttered.scan(cfg.source_path(), d.canvas, d.clutter, d.seed)
-    return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels, at_least=d.image_size)
+        return cluttered.scan(cfg.source_path(), d.canvas, d.clutter, d.seed).only(d.classes)
+    return image_folder.scan(cfg.source_path(), cfg.validate.max_pixels, at_least=d.image_size, classes=d.classes)
 
 
 def load_images(cfg: Config, paths: list[str], bits: int = WIDE_BITS, channels: int = 1) -> np.ndarray:

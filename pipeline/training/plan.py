@@ -57,6 +57,14 @@ class Plan:
     def steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
+    def time_left(self, epoch: int, seconds: list[float]) -> str:
+        """After `epoch`, the rest of the run at the mean of the epochs timed so far (`seconds`,
+        training and validation each): `, about 12 min left`; nothing after the last epoch."""
+        if epoch >= self.epochs or not seconds:
+            return ""
+        left = (self.epochs - epoch) * sum(seconds) / len(seconds)
+        return f", about {left / 60:.0f} min left" if left >= 60 else f", about {left:.0f} s left"
+
     def describe(self) -> str:
         why = "; ".join(self.reasons) or "as the params say"
         scaled = f", learning rates × {self.lr_scale:.3g}" if self.lr_scale != 1 else ""

@@ -46,6 +46,15 @@ def test_every_kind_of_bad_row_is_named_and_the_file_is_left_as_it_was(project, 
         validate.run(project)
 
 
+def test_boxes_of_a_class_left_out_by_data_classes_are_not_checked(project, dataset):
+    write_boxes(dataset, ["train/bars/000.png,1,2,9,9", "train/columns/001.png,0,0,4,4", "train/columns/9.png,1,1,5,5"])
+    scan = image_folder.scan(dataset, classes=["bars", "squares"])
+    assert scan.left_out == ["test/columns", "train/columns"]
+    assert scan.box_rows["row"].tolist() == ["line 2: train/bars/000.png"]
+    assert validate.validate_scan(project, scan).success
+    assert not validate.validate_scan(project, image_folder.scan(dataset)).success  # every class: 9.png is named
+
+
 def test_a_box_is_checked_against_the_image_as_shown_after_its_exif_rotation(project):
     row = {
         "path": "a.jpg", "split": "train", "label": "a", "bytes": 1, "sha256": "0", "format": "JPEG", "width": 40,

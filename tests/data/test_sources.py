@@ -134,3 +134,16 @@ def test_source_is_chosen_by_config(project, dataset):
     assert len(sources.scan(project).files) == 150
     cfg = load_config(overrides={"data.source": "fashion-mnist", "data.path": str(FASHION_MNIST)})
     assert len(sources.load_images(cfg, ["t10k-images-idx3-ubyte.gz#00001"])) == 1
+
+
+def test_data_classes_picks_the_classes_of_every_source(project, dataset):
+    cfg = load_config(overrides={"data.classes": ["Bag", "Sneaker"], "data.source": "fashion-mnist",
+                                 "data.path": str(FASHION_MNIST)})  # fmt: skip
+    scan = sources.scan(cfg)
+    assert set(scan.files["label"]) == {"Bag", "Sneaker"} and len(scan.files) == 2 * 7000
+    assert len(scan.left_out) == 16 and "test/Ankle_boot" in scan.left_out
+    assert {label for _, label in scan.class_folders} == {"Bag", "Sneaker"}
+    folder = sources.scan(load_config(overrides={"data.classes": ["columns"]}))
+    assert set(folder.files["label"]) == {"columns"} and folder.left_out == sorted(
+        f"{split}/{name}" for split in ("test", "train") for name in ("bars", "squares")
+    )

@@ -97,3 +97,10 @@ def test_the_train_stage_follows_and_records_the_plan(project):
     assert run.data.params["plan.batch_size"] == "8" and "min_steps 30" in run.data.tags["plan"]
     peak = result.history["lr"].max()  # batch 64 → 8: onecycle's peak at lr × √(8/64)
     assert cfg.train.lr * 0.5 * (8 / 64) ** 0.5 < peak <= cfg.train.lr * (8 / 64) ** 0.5 + 1e-9
+
+
+def test_the_time_left_is_the_remaining_epochs_at_the_mean_pace():
+    plan = plan_training(DEFAULTS, 54_000)  # 18 epochs
+    assert plan.time_left(2, [100.0, 80.0]) == ", about 24 min left"  # 16 × 90 s
+    assert plan.time_left(17, [2.0] * 17) == ", about 2 s left"
+    assert plan.time_left(18, [90.0] * 18) == ""
