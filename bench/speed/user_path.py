@@ -1,7 +1,7 @@
 """The README's "Your own images" path, timed end to end, on images in the shape of the issue's
 kept-back inspection set.
 
-    python -m bench.speed.user_path [--set cells|borderline] [--workdir DIR]
+    python -m bench.speed.user_path [--set cells|borderline] [--workdir DIR] [--tag -avx2]
 
 In a fresh copy of the project (`bench.default_run.copy_project`): 2,600 generated 300-px grey
 cells, 31 % `defective`, 75/25 split (`bench.quality.cell_cracks`; `borderline`: with 15 % of them
@@ -12,7 +12,7 @@ grey cells then train on one channel, `data.channels: auto`), every other param 
 MLflow and Prefect stores are created first and timed apart (a project pays them once), then
 `python -m flows.training` (what `make run` runs) is timed: every stage, from validation to
 registration, and a no-op `dvc repro` after it.
-Writes `bench/results/user_path_<set>.json`; prints a markdown table.
+Writes `bench/results/user_path_<set><tag>.json` (a tag keeps another machine's run apart); prints a markdown table.
 """
 
 from __future__ import annotations
@@ -71,13 +71,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.user_path", description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=SETS, default="cells")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-user-path")
+    parser.add_argument("--tag", default="", help="appended to the result's name: user_path_<set><tag>.json")
     args = parser.parse_args()
     root, output = user_project(args.workdir, SETS[args.set])
     output |= {"set": args.set, "data": DATA, "machine": describe(), **create_stores(root)}
     output["run"] = default_run(root)
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
     output["recall_defective"] = evaluation["per_class"]["defective"]["recall"]
-    (RESULTS / f"user_path_{args.set}.json").write_text(json.dumps(output, indent=2) + "\n")
+    (RESULTS / f"user_path_{args.set}{args.tag}.json").write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
 
 

@@ -63,7 +63,7 @@ class Plan:
         if epoch >= self.epochs or not seconds:
             return ""
         left = (self.epochs - epoch) * sum(seconds) / len(seconds)
-        return f", about {left / 60:.0f} min left" if left >= 60 else f", about {left:.0f} s left"
+        return f", about {left / 60:.0f} min left" if left >= 60 else f", about {max(left, 1):.0f} s left"
 
     def describe(self) -> str:
         why = "; ".join(self.reasons) or "as the params say"

@@ -103,4 +103,5 @@ def test_the_time_left_is_the_remaining_epochs_at_the_mean_pace():
     plan = plan_training(DEFAULTS, 54_000)  # 18 epochs
     assert plan.time_left(2, [100.0, 80.0]) == ", about 24 min left"  # 16 × 90 s
     assert plan.time_left(17, [2.0] * 17) == ", about 2 s left"
+    assert plan.time_left(17, [0.1] * 17) == ", about 1 s left"  # not "0 s" on tiny runs
     assert plan.time_left(18, [90.0] * 18) == ""
