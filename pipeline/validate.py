@@ -119,18 +119,16 @@ def box_fits(files: pd.DataFrame) -> pd.Series:
     return fits
 
 
-def class_table(
-    files: pd.DataFrame, class_folders: list[tuple[str, str]], classes: list[str], split_folders: bool
-) -> pd.DataFrame:  # fmt: skip
-    """Image count per (split, class) of the class set, including empty folders and classes with
-    none, and how many classes of the split have images; each named as its folder is (`train/cat`,
-    or `cat` without split folders). A folder of no class of the set is the label rule's to name."""
-    splits = sorted({split for split, _ in class_folders})
+def class_table(files: pd.DataFrame, scan: Scan, classes: list[str]) -> pd.DataFrame:
+    """Image count per (split, class) of the class set among `files` (the scan's, or those left after
+    skipping), including empty folders and classes with none, and how many classes of the split have
+    images; each named as its folder is (`Scan.folder_name`). A folder of no class of the set is the
+    label rule's to name."""
+    splits = sorted({split for split, _ in scan.class_folders})
     keys = sorted({(split, label) for split in splits for label in classes})
     counts = files.groupby(["split", "label"]).size()
     table = pd.DataFrame([
-        {"class_folder": f"{s}/{c}" if split_folders else c, "split": s, "count": int(counts.get((s, c), 0))}
-        for s, c in keys
+        {"class_folder": scan.folder_name(s, c), "split": s, "count": int(counts.get((s, c), 0))} for s, c in keys
     ])  # fmt: skip
     table["classes_with_images"] = table.groupby("split")["count"].transform(lambda counts: int((counts > 0).sum()))
     largest = table.groupby("split")["count"].transform("max")
@@ -269,7 +267,7 @@ def validate_scan(cfg: Config, scan: Scan, docs: DataDocs | None = None) -> Vali
     def check(frame: pd.DataFrame, docs: DataDocs | None) -> tuple[list[RuleResult], pd.DataFrame]:
         tables = {
             "files": file_table(frame),
-            "classes": class_table(frame, scan.class_folders, classes, scan.split_folders),
+            "classes": class_table(frame, scan, classes),
         }
         if scan.box_rows is not None:
             tables["boxes"] = scan.box_rows
@@ -312,8 +310,8 @@ def normalisations(manifest: pd.DataFrame) -> dict[str, int]:
 
 def write_report(path: Path, outcome: ValidationOutcome, total_files: int, docs_index: Path) -> None:
     """Write `reports/validation.json`: each rule, pass or fail, with (up to 1000) offending files,
-    the files left unread (outside the class folders, hidden, Windows' `Thumbs.db`) and the normalisations
-    preprocessing applies."""
+    the files left unread (outside the class folders, hidden, Windows' `Thumbs.db`), the class
+    folders left out (outside `data.classes`) and the normalisations preprocessing applies."""
     write_json(
         path,
         {
