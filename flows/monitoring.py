@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.prefect_api import reported_api_errors
 from flows.retraining import retraining_flow
 from pipeline import monitor
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, skip_final_collection
+from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
 from pipeline.core.files import write_json
 from pipeline.core.paths import project_root
 
@@ -77,10 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.monitoring", description=__doc__.splitlines()[0])
     parser.parse_args()
     try:
-        verdict = monitoring_flow()
+        with reported_api_errors():
+            verdict = monitoring_flow()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(exit_status(error))
     print(verdict.line())
     skip_final_collection()
 

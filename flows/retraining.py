@@ -25,10 +25,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
+from flows.prefect_api import reported_api_errors
 from flows.training import parse_overrides, training_flow
 from pipeline import data_diff
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, skip_final_collection
+from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
 from pipeline.core.paths import project_root
 from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version
@@ -116,10 +117,11 @@ def main() -> None:
                         help="override a param of a retraining run: --set train.epochs=2 (repeatable)")  # fmt: skip
     args = parser.parse_args()
     try:
-        state = retraining_flow(parse_overrides(args.pairs), return_state=True)
+        with reported_api_errors():
+            state = retraining_flow(parse_overrides(args.pairs), return_state=True)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(exit_status(error))
     if not state.is_completed():
         print(f"error: retraining {state.type.value.lower()}: {state.message}", file=sys.stderr)
         sys.exit(1)

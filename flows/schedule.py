@@ -13,6 +13,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.monitoring import monitoring_flow
+from flows.prefect_api import reported_api_errors
 from flows.retraining import retraining_flow
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import run_cli
@@ -40,7 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.schedule", description=__doc__.splitlines()[0])
     parser.parse_args()
     cfg = load_config()
-    serve(retraining_deployment(cfg), monitoring_deployment(cfg))
+    with reported_api_errors():
+        serve(retraining_deployment(cfg), monitoring_deployment(cfg))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_stage import StageFailed, reproduce
+from flows.prefect_api import reported_api_errors
 from flows.report import RunSummary, bad_files
 from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError, skip_final_collection
+from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
 from pipeline.core.locks import LockHeld, file_lock
 from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
@@ -135,10 +136,11 @@ def main() -> None:
     args = parser.parse_args()
     try:
         preset = read_preset(args.preset) if args.preset else {}
-        summary = training_flow({**preset, **parse_overrides(args.pairs)})
+        with reported_api_errors():
+            summary = training_flow({**preset, **parse_overrides(args.pairs)})
     except (PipelineError, StageFailed) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(exit_status(error))
     print("\n" + summary.text())
     skip_final_collection()
 

@@ -15,6 +15,7 @@ import sys
 
 import yaml
 
+from flows.prefect_api import check_server
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.paths import project_root
 
@@ -31,6 +32,7 @@ def main() -> None:
         raise PipelineError(
             "PREFECT_API_URL is not set; point it at your Prefect server, e.g. http://127.0.0.1:4200/api"
         )
+    check_server(os.environ["PREFECT_API_URL"])
     root = project_root()
     pool = work_pool(root)
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]

@@ -26,6 +26,11 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
 
 
+def exit_status(error: Exception) -> int:
+    """A reported error's exit status: `SERVICE_EXIT` for a ServiceError (try again later), else 1."""
+    return SERVICE_EXIT if isinstance(error, ServiceError) else 1
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1
     (`SERVICE_EXIT` for `ServiceError`)."""
@@ -36,7 +41,7 @@ def run_cli(main: Callable[[], object]) -> None:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(SERVICE_EXIT if isinstance(error, ServiceError) else 1)
+        sys.exit(exit_status(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
