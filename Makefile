@@ -82,6 +82,8 @@ lint: setup
 
 # The tests run in TEST_WORKERS processes (pytest-xdist), a whole file to each, so a file's shared
 # fixtures are built once; the 25 slowest are listed at the end, for whoever keeps CI under 25 minutes.
+# pytest-xdist hands out the files with the most tests first. The slowest files first was tried on two
+# cores (2026-12-07): no faster, as both cores stay busy to the end either way, and more long tests at once.
 # Three on two cores: a quarter of a two-worker run's time was spent waiting (servers starting,
 # subprocesses, disk), and a third worker fills it. With more processes than cores, OpenMP threads
 # that spin while they wait (its default) take the CPU another process needs; passive ones sleep

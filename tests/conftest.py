@@ -58,21 +58,8 @@ def mlflow_state_of_its_own():
             os.environ[name] = value
 
 
-# The files that take longest (`make test` lists the slowest tests): pytest-xdist hands whole files
-# to its workers in collection order, so these go first and no worker is left with one at the end.
-SLOWEST_FIRST = (  # the longest single test, then by each file's total seconds, so the workers end together
-    "tests/core/test_memory.py", "tests/test_pipeline_e2e.py", "tests/flows/test_flows.py", "tests/test_register.py",
-    "tests/test_bench.py", "tests/training/test_distributed.py", "tests/flows/test_prefect_server.py",
-    "tests/test_train.py", "tests/flows/test_monitoring.py", "tests/test_dvc_remote.py", "tests/test_concurrency.py",
-    "tests/test_object_store.py", "tests/test_tracking_server.py", "tests/test_preprocess.py",
-)  # fmt: skip
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` need a CUDA device: without one they are deselected (not skipped). The
-    slowest files run first."""
-    rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(Path(item.path).relative_to(config.rootpath).as_posix(), len(rank)))
+    """Tests marked `cuda` need a CUDA device: without one they are deselected (not skipped)."""
     if torch.cuda.is_available():
         return
     deselected = [item for item in items if item.get_closest_marker("cuda")]

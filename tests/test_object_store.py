@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -140,10 +141,10 @@ def test_a_second_start_serves_the_same_objects_within_seconds(tmp_path):
 
 def test_every_part_of_the_store_listens_on_loopback_only(store):
     port = store.endpoint.rsplit(":", 1)[1]
-    (weed,) = [proc for proc in Path("/proc").glob("[0-9]*")
-               if f"-s3.port={port}".encode() in (proc / "cmdline").read_bytes()]  # fmt: skip
+    (weed,) = [proc.pid for proc in psutil.process_iter(["cmdline"])  # skips a process that ended meanwhile
+               if f"-s3.port={port}" in (proc.info["cmdline"] or [])]  # fmt: skip
     sockets = set()
-    for fd in (weed / "fd").iterdir():
+    for fd in Path(f"/proc/{weed}/fd").iterdir():
         with contextlib.suppress(OSError):
             if (target := os.readlink(fd)).startswith("socket:["):
                 sockets.add(target[8:-1])

@@ -2,6 +2,7 @@
 slow requests. A real MLflow pyfunc of a model trained here, served by uvicorn on loopback."""
 
 import base64
+import contextlib
 import io
 import socket
 import threading
@@ -147,7 +148,12 @@ def test_a_worker_killed_under_the_server_is_replaced_and_the_next_request_is_an
     import psutil
 
     def workers() -> set[int]:
-        return {p.pid for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())}
+        found = set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a child that ended meanwhile
+                if "spawn_main" in " ".join(child.cmdline()):
+                    found.add(child.pid)
+        return found
 
     before = workers()  # other servers' workers
     with Running(saved_model, serve.Limits(workers=1, queue=2, timeout=60)) as server:
