@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from pipeline.core.errors import ServiceError
+from pipeline.core.errors import ServiceError, first_line
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STARTUP_SECONDS = 120  # Prefect's own 20 s is too short on a busy 2-core machine (the Makefile's too)
@@ -45,8 +45,15 @@ def reported_api_errors() -> Iterator[None]:
     a temporary one that did not start in time."""
     try:
         yield
-    except httpx.TransportError:  # a client that talks to the server directly (prefect.serve)
-        raise unreachable(os.environ.get("PREFECT_API_URL", "PREFECT_API_URL")) from None
+    except httpx.TransportError as error:  # a client that talks to the server directly (prefect.serve)
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().api.url  # from the environment or the user's Prefect profile
+        if url:
+            raise unreachable(url) from None
+        raise ServiceError(
+            f"Prefect's temporary local server stopped answering ({first_line(error)}): try again"
+        ) from None
     except RuntimeError as error:
         message = str(error)
         if message.startswith(UNREACHABLE):
