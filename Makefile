@@ -18,7 +18,6 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 # Shared servers (see docs/scaling.md); all listen on 127.0.0.1 only.
 MLFLOW_SERVER_PORT  ?= 5050

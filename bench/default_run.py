@@ -28,7 +28,6 @@ def bench_env(root: Path) -> dict[str, str]:
     dropped = {"PIPELINE_ROOT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT", "PREFECT_API_URL"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(TELEMETRY_OFF, PREFECT_HOME=str(root / ".prefect"))
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     for role in ("AUTHOR", "COMMITTER"):
         env.setdefault(f"GIT_{role}_NAME", "bench")

@@ -12,7 +12,7 @@ import httpx
 from pipeline.core.errors import ServiceError, first_line
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-STARTUP_SECONDS = 120  # Prefect's own 20 s is too short on a busy 2-core machine (the Makefile's too)
+STARTUP_SECONDS = 120  # Prefect's own 20 s is too short on a busy 2-core machine
 UNREACHABLE = "Failed to reach API at "
 NOT_STARTED = "Timed out while attempting to connect to ephemeral Prefect API server"
 
