@@ -1,13 +1,14 @@
 """The README's "Your own images" path, timed end to end, on images in the shape of the issue's
 kept-back inspection set.
 
-    python -m bench.speed.user_path [--set cells|borderline] [--workdir DIR] [--tag -avx2]
+    python -m bench.speed.user_path [--set cells|borderline] [--image-size 96] [--workdir DIR] [--tag=-avx2]
 
 In a fresh copy of the project (`bench.default_run.copy_project`): 2,600 generated 300-px grey
 cells, 31 % `defective`, 75/25 split (`bench.quality.cell_cracks`; `borderline`: with 15 % of them
 labelled either way, `bench.quality.cell_cracks_borderline`) are built outside it and then, as
 the README says, copied to `data/my_images`, `dvc add`ed and committed; params.yaml's data section
-gets the README's line (`source: imagefolder`, `path: data/my_images`, `image_size: 128`; the
+gets the README's line (`source: imagefolder`, `path: data/my_images`, `image_size: 128`, or
+`--image-size`, what the guide offers a slow CPU; the
 grey cells then train on one channel, `data.channels: auto`), every other param its default. Its
 MLflow and Prefect stores are created first and timed apart (a project pays them once), then
 `python -m flows.training` (what `make run` runs) is timed: every stage, from validation to
@@ -36,9 +37,9 @@ SETS = {"cells": cell_cracks.build, "borderline": cell_cracks_borderline.build}
 DATA = {"source": "imagefolder", "path": "data/my_images", "image_size": 128}
 
 
-def user_project(workdir: Path, build) -> tuple[Path, dict]:
+def user_project(workdir: Path, build, data: dict = DATA) -> tuple[Path, dict]:
     """A fresh copy of the project at `workdir/project` holding the images `build` writes, added as
-    the README says; its root and the seconds of `dvc add` and the commit."""
+    the README says, with `data` in its params' data section; its root and the seconds of `dvc add`."""
     images = workdir / "my_images"
     shutil.rmtree(images, ignore_errors=True)
     build(images)
@@ -48,7 +49,7 @@ def user_project(workdir: Path, build) -> tuple[Path, dict]:
     run(root, "git", "add", "data/my_images.dvc", "data/.gitignore")
     run(root, "git", "commit", "-qm", "Add my images")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(DATA)
+    params["data"].update(data)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root, {"dvc_add_seconds": add_seconds}
 
@@ -71,10 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.user_path", description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=SETS, default="cells")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-user-path")
+    parser.add_argument("--image-size", type=int, default=DATA["image_size"], help="data.image_size")
     parser.add_argument("--tag", default="", help="appended to the result's name: user_path_<set><tag>.json")
     args = parser.parse_args()
-    root, output = user_project(args.workdir, SETS[args.set])
-    output |= {"set": args.set, "data": DATA, "machine": describe(), **create_stores(root)}
+    data = DATA | {"image_size": args.image_size}
+    root, output = user_project(args.workdir, SETS[args.set], data)
+    output |= {"set": args.set, "data": data, "machine": describe(), **create_stores(root)}
     output["run"] = default_run(root)
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
     output["recall_defective"] = evaluation["per_class"]["defective"]["recall"]
