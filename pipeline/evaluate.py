@@ -32,9 +32,11 @@ from sklearn.metrics import (
     f1_score,
     roc_auc_score,
 )
+from tqdm import tqdm
 
 from pipeline.core import figures
 from pipeline.core.config import Config, load_config
+from pipeline.core.durations import about
 from pipeline.core.errors import run_cli
 from pipeline.core.files import atomic_path, file_sha256, write_json
 from pipeline.core.memory import free_for_training
@@ -52,6 +54,7 @@ from pipeline.training.runtime import Runtime, head_maps, predict_batches, selec
 from pipeline.training.steps import activation_bytes
 
 log = logging.getLogger(__name__)
+GRADCAM_PASSES = 5  # a Grad-CAM map costs about five forward passes (128-px cells, 2-core CPU: 33 s for 766 maps)
 MIN_CLASS_IMAGES = 10  # deletion figures for a predicted class with at least this many images
 
 
@@ -162,6 +165,17 @@ def gradcam_batch(model: AttentionCNN, images: torch.Tensor, at_most: int, runti
     return min(at_most, fitting_batch(per_image, free_for_training(runtime.device)))
 
 
+def attention_checks_seconds(cfg: Config, test: TensorSplit, attention: torch.Tensor, per_image: float) -> float:
+    """About how long `attention_metrics` will take, from the seconds a forward pass takes per
+    image: a deletion curve per order (three, sharing their ends) and a Grad-CAM map for each sampled
+    image, and a Grad-CAM map for each sampled boxed one (the classes' top-up left out)."""
+    count = cfg.evaluate.faithfulness_images
+    images = min(count, len(test.labels))
+    boxed = 0 if test.boxes is None else min(count, int(checks.boxed(test.boxes).sum()))
+    steps = len(checks.deletion_steps(attention.shape[1] * attention.shape[2]))
+    return ((3 * (steps - 2) + 2 + GRADCAM_PASSES) * images + GRADCAM_PASSES * boxed) * per_image
+
+
 def attention_metrics(
     cfg: Config, model: AttentionCNN, runtime: Runtime, test: TensorSplit, attention: torch.Tensor, info: ModelInfo,
     answered: torch.Tensor,
@@ -208,12 +222,21 @@ def attention_metrics(
         "random": checks.random_order(len(chosen), grid[0] * grid[1], seed),
     }
     ends: dict[int, np.ndarray] = {}  # nothing and everything deleted: the same in every order
-    per_image = {
-        name: checks.deletion_curves(
-            probabilities, images, order, grid, replacement, classes=answered[chosen], ends=ends
-        )
-        for name, order in orders.items()
-    }
+    steps = len(checks.deletion_steps(grid[0] * grid[1]))
+    with tqdm(total=len(orders) * steps, desc="deletion curves", unit="step", leave=False, disable=None) as bar:
+        per_image = {
+            name: checks.deletion_curves(
+                probabilities,
+                images,
+                order,
+                grid,
+                replacement,
+                classes=answered[chosen],
+                ends=ends,
+                progress=bar.update,
+            )  # fmt: skip
+            for name, order in orders.items()
+        }
     figures_, curves = deletion_figures(per_image, random_part, info.classes)
     return result | figures_, curves
 
@@ -275,6 +298,9 @@ def run(cfg: Config) -> dict:
     metrics["test_images"] = len(true)
     metrics["inference_images_per_second"] = len(true) / seconds
     metrics["run_id"], metrics["model_sha256"] = info.run_id, file_sha256(paths.model_file)
+    checks_seconds = attention_checks_seconds(cfg, test, attention, seconds / len(true))
+    log.info("evaluate: %d test images at %.0f images/s; the attention checks next, %s",
+             len(true), len(true) / seconds, about(checks_seconds))  # fmt: skip
     metrics["attention"], curves = attention_metrics(cfg, model, runtime, test, attention, info, predicted)
     metrics["unknown"], novelty_scores = unknown_metrics(cfg, model, runtime, info, out)
 

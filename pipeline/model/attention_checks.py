@@ -90,10 +90,16 @@ def near_empty_figures(
     }
 
 
+def deletion_steps(cells: int) -> np.ndarray:
+    """The numbers of deleted cells at which a deletion curve is scored: MAX_STEPS + 1 evenly spaced
+    fractions of the `cells` (every count when there are fewer)."""
+    return np.linspace(0, cells, min(cells, MAX_STEPS) + 1).round().astype(int)
+
+
 def deletion_curves(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, order: torch.Tensor,
     grid: tuple[int, int], fill: torch.Tensor, soft_edges: bool = True, classes: torch.Tensor | None = None,
-    ends: dict[int, np.ndarray] | None = None,
+    ends: dict[int, np.ndarray] | None = None, progress: Callable[[], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Each image's probability of its class in `classes` (N; None: its most probable before any
     deletion) as its cells are replaced by `fill` in `order` (N×cells, first deleted first), at
@@ -106,34 +112,44 @@ def deletion_curves(
     probabilities; `fill` is a C-channel colour (0..255) or images like `images` (`blurred(images)`).
     With nothing deleted and with every cell deleted the images are the same in every order: pass
     one `ends` dict to the calls for several orders of the same images, fill and classes, and those
-    two points are scored once (a step's deleted-cell count: its probabilities).
+    two points are scored once (a step's deleted-cell count: its probabilities). `progress` is
+    called after each step.
     """
     cells = grid[0] * grid[1]
-    steps = np.linspace(0, cells, min(cells, MAX_STEPS) + 1).round().astype(int)
+    steps = deletion_steps(cells)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(cells).expand_as(order))  # each cell's place in the order
     target = predict(images).argmax(1, keepdim=True) if classes is None else classes.view(-1, 1).long()
     fill = fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill  # as floats a chunk at a time (blurred images: uint8)
-    chunk = max(1, MASK_PIXELS // images[0].numel())  # images blended at a time
     upsampling = {"mode": "bilinear", "align_corners": False} if soft_edges else {"mode": "nearest"}
     curves = []
     for deleted in steps:
         if ends is not None and deleted in ends:
             curves.append(ends[deleted])
-            continue
-        deleted_images = []
-        for start in range(0, len(images), chunk):
-            part = slice(start, start + chunk)
-            mask = (rank[part] < deleted).view(-1, 1, *grid).float()
-            mask = F.interpolate(mask, size=images.shape[-2:], **upsampling)
-            own_fill = (fill[part] if len(fill) > 1 else fill).float()
-            blended = images[part].float() * (1 - mask) + own_fill * mask
-            deleted_images.append(blended.round_().clamp_(0, 255).to(images.dtype))
-        probabilities = predict(torch.cat(deleted_images))
-        curves.append(probabilities.gather(1, target)[:, 0].numpy())
-        if ends is not None and deleted in (0, cells):
-            ends[deleted] = curves[-1]
+        else:
+            curves.append(_deleted_probabilities(predict, images, rank, deleted, grid, fill, upsampling, target))
+            if ends is not None and deleted in (0, cells):
+                ends[deleted] = curves[-1]
+        if progress is not None:
+            progress()
     return np.stack(curves, axis=1), target[:, 0].numpy()
+
+
+def _deleted_probabilities(
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, rank: torch.Tensor, deleted: int,
+    grid: tuple[int, int], fill: torch.Tensor, upsampling: dict, target: torch.Tensor,
+) -> np.ndarray:  # fmt: skip
+    """The probability of each image's `target` class with its first `deleted` cells (by `rank`) blended into `fill`."""
+    chunk = max(1, MASK_PIXELS // images[0].numel())  # images blended at a time
+    deleted_images = []
+    for start in range(0, len(images), chunk):
+        part = slice(start, start + chunk)
+        mask = (rank[part] < deleted).view(-1, 1, *grid).float()
+        mask = F.interpolate(mask, size=images.shape[-2:], **upsampling)
+        own_fill = (fill[part] if len(fill) > 1 else fill).float()
+        blended = images[part].float() * (1 - mask) + own_fill * mask
+        deleted_images.append(blended.round_().clamp_(0, 255).to(images.dtype))
+    return predict(torch.cat(deleted_images)).gather(1, target)[:, 0].numpy()
 
 
 def blur_kernel(side: int) -> tuple[int, float]:

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.core.config import TrainConfig
+from pipeline.core.durations import about
 from pipeline.training.distributed import ONE_PROCESS, Ranks
 
 SMALLEST_BATCH = 8
@@ -62,8 +63,7 @@ class Plan:
         training and validation each): `, about 12 min left`; nothing after the last epoch."""
         if epoch >= self.epochs or not seconds:
             return ""
-        left = (self.epochs - epoch) * sum(seconds) / len(seconds)
-        return f", about {left / 60:.0f} min left" if left >= 60 else f", about {max(left, 1):.0f} s left"
+        return f", {about((self.epochs - epoch) * sum(seconds) / len(seconds))} left"
 
     def describe(self) -> str:
         why = "; ".join(self.reasons) or "as the params say"

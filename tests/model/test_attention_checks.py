@@ -1,10 +1,12 @@
 """The attention checks: near-empty regions and deletion, on hand-made maps and on a model trained here."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline import preprocess, train, validate
+from pipeline import evaluate, preprocess, train, validate
 from pipeline.core.config import load_config
 from pipeline.model import attention_checks as checks
 from pipeline.model.model_file import load_model
@@ -235,3 +237,26 @@ def test_orders_of_the_same_images_score_nothing_and_everything_deleted_once():
     steps = 5  # 4 cells: 0..4 deleted
     assert calls_alone == 3 * len(images) * (steps + 1)  # + the predicted class, before any deletion
     assert sum(scored) == calls_alone - 2 * 2 * len(images)  # the second and third orders skip both ends
+
+
+def test_the_logged_estimate_counts_the_passes_the_deletion_curves_make_and_progress_follows_each_step():
+    """evaluate says how long the attention checks will take before it starts them (minutes on a
+    slow CPU): its count of deletion passes must be the one the curves make, steps shown as they go."""
+    images = torch.cat([square_on(0, 200), square_on(1, 120), square_on(3, 60)])
+    scored, steps_done = [], []
+
+    def counting(batch):
+        scored.append(len(batch))
+        return brightness_of_the_square(batch)
+
+    orders = [torch.tensor([[0, 1, 2, 3]] * 3), torch.tensor([[3, 2, 1, 0]] * 3), torch.tensor([[1, 3, 0, 2]] * 3)]
+    answered, ends = torch.zeros(3, dtype=torch.long), {}
+    for order in orders:  # as evaluate calls them: the answered classes given, the ends shared
+        checks.deletion_curves(counting, images, order, (2, 2), torch.tensor([0.0]), classes=answered, ends=ends,
+                               progress=lambda: steps_done.append(sum(scored)))  # fmt: skip
+    cfg = load_config(overrides={"evaluate.faithfulness_images": 3})
+    test = SimpleNamespace(labels=answered, boxes=None)
+    estimated = evaluate.attention_checks_seconds(cfg, test, torch.zeros(3, 2, 2), per_image=1.0)
+    assert estimated - evaluate.GRADCAM_PASSES * len(images) == sum(scored) == (3 * 3 + 2) * len(images)
+    assert len(steps_done) == 3 * len(checks.deletion_steps(4)) and steps_done == sorted(steps_done)
+    assert steps_done[0] == len(images) and steps_done[-1] == sum(scored)  # after each step, not before
