@@ -234,7 +234,7 @@ def attention_metrics(
                 classes=answered[chosen],
                 ends=ends,
                 progress=bar.update,
-            )  # fmt: skip
+            )
             for name, order in orders.items()
         }
     figures_, curves = deletion_figures(per_image, random_part, info.classes)
