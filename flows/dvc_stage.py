@@ -11,12 +11,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import SERVICE_EXIT
+from pipeline.core.errors import SERVICE_EXIT, PipelineError
 
 log = logging.getLogger(__name__)
 
 
-class StageFailed(RuntimeError):
+class StageFailed(PipelineError):
     """A stage exited non-zero; the message is the stage's own one-line error when it printed one,
     else what it crashed with. `retry`: whether another try may pass (a service that failed, a
     crash, DVC's lock held); not for an error the user must fix first."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger
@@ -25,7 +24,7 @@ from flows.prefect_api import reported_api_errors
 from flows.retraining import retraining_flow
 from pipeline import monitor
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
+from pipeline.core.errors import run_command
 from pipeline.core.files import write_json
 from pipeline.core.paths import project_root
 
@@ -77,14 +76,13 @@ def monitoring_flow() -> monitor.Verdict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.monitoring", description=__doc__.splitlines()[0])
     parser.parse_args()
-    try:
-        with reported_api_errors():
-            verdict = monitoring_flow()
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(exit_status(error))
-    print(verdict.line())
-    skip_final_collection()
+    run_command(report)
+
+
+def report() -> None:
+    """Run the monitoring flow and print its verdict."""
+    with reported_api_errors():
+        print(monitoring_flow().line())
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ the champion's data (`pipeline.data_diff`) is published as the flow run's `data-
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,7 +28,7 @@ from flows.prefect_api import reported_api_errors
 from flows.training import parse_overrides, training_flow
 from pipeline import data_diff
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
+from pipeline.core.errors import PipelineError, run_command
 from pipeline.core.paths import project_root
 from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version
@@ -116,17 +115,17 @@ def main() -> None:
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param of a retraining run: --set train.epochs=2 (repeatable)")  # fmt: skip
     args = parser.parse_args()
-    try:
-        with reported_api_errors():
-            state = retraining_flow(parse_overrides(args.pairs), return_state=True)
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(exit_status(error))
+    run_command(lambda: report(args.pairs))
+
+
+def report(pairs: list[str]) -> None:
+    """Run the retraining flow with the `--set` pairs' overrides and print its decision; a run
+    that did not complete is an error."""
+    with reported_api_errors():
+        state = retraining_flow(parse_overrides(pairs), return_state=True)
     if not state.is_completed():
-        print(f"error: retraining {state.type.value.lower()}: {state.message}", file=sys.stderr)
-        sys.exit(1)
+        raise PipelineError(f"retraining {state.type.value.lower()}: {state.message}")
     print(state.message)
-    skip_final_collection()
 
 
 if __name__ == "__main__":

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import logging
 
-from flows.dvc_stage import StageFailed
 from pipeline.core.errors import PipelineError
 
-EXPECTED = (StageFailed, PipelineError)  # failures whose message is the whole story
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 
 class DropExpectedTracebacks(logging.Filter):
-    """Keep every record; drop the traceback of an EXPECTED failure."""
+    """Keep every record; drop the traceback of a PipelineError (a failed stage is one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -16,7 +16,7 @@ from flows.monitoring import monitoring_flow
 from flows.prefect_api import reported_api_errors
 from flows.retraining import retraining_flow
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import run_cli
+from pipeline.core.errors import run_command
 
 
 def retraining_deployment(cfg: Config) -> RunnerDeployment:
@@ -46,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_command(main)

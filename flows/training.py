@@ -10,7 +10,6 @@ Each step is a Prefect task that reproduces the DVC stage of the same name (`dvc
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from flows.dvc_stage import StageFailed, reproduce
 from flows.prefect_api import reported_api_errors
 from flows.report import RunSummary, bad_files
 from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError, exit_status, skip_final_collection
+from pipeline.core.errors import PipelineError, run_command
 from pipeline.core.locks import LockHeld, file_lock
 from pipeline.core.params_file import apply_overrides, read_preset
 from pipeline.core.paths import project_root
@@ -134,15 +133,15 @@ def main() -> None:
     parser.add_argument("--set", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param: --set train.epochs=2 (repeatable, wins over --preset)")  # fmt: skip
     args = parser.parse_args()
-    try:
-        preset = read_preset(args.preset) if args.preset else {}
-        with reported_api_errors():
-            summary = training_flow({**preset, **parse_overrides(args.pairs)})
-    except (PipelineError, StageFailed) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(exit_status(error))
+    run_command(lambda: report(args.preset, args.pairs))
+
+
+def report(preset: Path | None, pairs: list[str]) -> None:
+    """Run the training flow with the preset's and the `--set` pairs' overrides; print its summary."""
+    overrides = {**(read_preset(preset) if preset else {}), **parse_overrides(pairs)}
+    with reported_api_errors():
+        summary = training_flow(overrides)
     print("\n" + summary.text())
-    skip_final_collection()
 
 
 if __name__ == "__main__":

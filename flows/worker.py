@@ -16,7 +16,7 @@ import sys
 import yaml
 
 from flows.prefect_api import check_server
-from pipeline.core.errors import PipelineError, run_cli
+from pipeline.core.errors import PipelineError, run_command
 from pipeline.core.paths import project_root
 
 
@@ -49,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_command(main)

@@ -32,11 +32,17 @@ def exit_status(error: Exception) -> int:
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a stage's `main`, printing a PipelineError as one line on stderr and exiting 1
-    (`SERVICE_EXIT` for `ServiceError`)."""
+    """Run a stage's `main` with its `pipeline` logs shown from INFO up, as `run_command` does."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("pipeline", "__main__"):  # a stage run with `python -m` logs as __main__
         logging.getLogger(name).setLevel(logging.INFO)
+    run_command(main)
+
+
+def run_command(main: Callable[[], object]) -> None:
+    """Run a command's `main`, printing a PipelineError as one line on stderr and exiting 1
+    (`SERVICE_EXIT` for `ServiceError`); 130 on Ctrl-C. A flow's command calls it without
+    `run_cli`'s logging: Prefect shows the flow's logs, and those it repeats from the stages."""
     try:
         main()
     except PipelineError as error:

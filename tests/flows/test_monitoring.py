@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,8 +17,10 @@ import numpy as np
 import pytest
 import requests
 import uvicorn
+import yaml
 from PIL import Image
 from prefect.artifacts import Artifact
+from prefect.settings import get_current_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.monitoring import monitoring_flow
@@ -112,6 +117,28 @@ def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(ch
 
     again = monitoring_flow()  # the drift lasts: no second retraining within the window
     assert again.verdict == "drift" and again.retraining.startswith("already started at ")
+
+
+def test_the_command_prints_its_verdict_and_logs_it_once(champion):
+    """`python -m flows.monitoring` as cron runs it: the verdict on stdout, and in the log once, from
+    the flow's run logger (the stages' own logger is not shown as well)."""
+    cfg, _ = champion
+    params = cfg.root / "params.yaml"
+    before = params.read_text()
+    settings = yaml.safe_load(before)
+    settings["monitoring"]["min_records"] = 10**6  # no verdict: nothing retrains, whatever the window holds
+    params.write_text(yaml.safe_dump(settings))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.monitoring"], cwd=cfg.root, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PREFECT_API_URL": get_current_settings().api.url},
+        )  # fmt: skip
+    finally:
+        params.write_text(before)
+    assert done.returncode == 0, done.stderr[-3000:]
+    verdict = done.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("monitoring ") and "no verdict" in verdict
+    assert done.stderr.count(verdict) == 1, done.stderr[-3000:]
 
 
 def test_a_window_with_too_few_answers_gives_no_verdict(champion):
