@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import SERVICE_EXIT, PipelineError
+from pipeline.core.errors import SERVICE_EXIT, PipelineError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ class StageFailed(PipelineError):
     def __init__(self, message: str, retry: bool = True):
         super().__init__(message)
         self.retry = retry
+
+
+class StageServiceFailed(StageFailed, ServiceError):
+    """A stage exited SERVICE_EXIT: a server it needs did not answer (retried; a flow's command that
+    ends with it exits SERVICE_EXIT too, for cron to try again later)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,9 @@ def reproduce(root: Path, stage: str, logger: logging.Logger | logging.LoggerAda
     if process.returncode != 0:
         errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
         if errors:  # the stage's own one-line error (the first: a data-parallel rank's, before its launcher's)
-            raise StageFailed(errors[0], retry=f"exited with {SERVICE_EXIT}" in output)  # retried if a service failed
+            if f"exited with {SERVICE_EXIT}" in output:
+                raise StageServiceFailed(errors[0])
+            raise StageFailed(errors[0], retry=False)
         if raised := crash(lines):
             raise StageFailed(f"stage '{stage}' crashed: {raised} (the traceback is in the log above)")
         raise StageFailed(dvc_error(lines) or f"stage '{stage}' failed:\n" + output[-3000:])

@@ -120,10 +120,14 @@ def main() -> None:
 
 def report(pairs: list[str]) -> None:
     """Run the retraining flow with the `--set` pairs' overrides and print its decision; a run
-    that did not complete is an error."""
+    that did not complete is an error: the pipeline's own where it raised one (a stage's, a bad
+    param, a server that did not answer: exit status 75), else the state's message."""
     with reported_api_errors():
         state = retraining_flow(parse_overrides(pairs), return_state=True)
     if not state.is_completed():
+        cause = state.result(raise_on_failure=False)
+        if isinstance(cause, PipelineError):
+            raise cause
         raise PipelineError(f"retraining {state.type.value.lower()}: {state.message}")
     print(state.message)
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from flows.dvc_stage import StageFailed, reproduce
+from pipeline.core.errors import SERVICE_EXIT, exit_status
 from tests.dvc_repo import command_env
 
 FAILURES = {
@@ -40,13 +41,13 @@ def test_an_error_the_user_must_fix_is_reported_as_printed_and_not_retried(repo)
     with pytest.raises(StageFailed) as error:
         reproduce(repo, "user")
     assert str(error.value) == "params.yaml: data.positive_class 'defekt' is not a class of the data"
-    assert not error.value.retry
+    assert not error.value.retry and exit_status(error.value) == 1
 
 
 def test_a_service_that_failed_is_retried(repo):
     with pytest.raises(StageFailed, match=r"^MLflow tracking server .* is unreachable$") as error:
         reproduce(repo, "service")
-    assert error.value.retry
+    assert error.value.retry and exit_status(error.value) == SERVICE_EXIT  # a flow's command: try again later
 
 
 def test_a_crash_names_its_exception_in_one_line_and_is_retried(repo):

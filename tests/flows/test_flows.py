@@ -21,7 +21,7 @@ from flows.dvc_stage import StageFailed
 from flows.schedule import retraining_deployment
 from flows.training import LOCK, RETRIES, ValidationFailed, training_flow
 from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import SERVICE_EXIT, PipelineError, exit_status
 from pipeline.core.locks import file_lock
 from tests.dvc_repo import STAGES, command_env, dvc, make_repo
 from tests.synthetic import write_dataset
@@ -121,8 +121,9 @@ def test_registration_retries_and_a_permanent_failure_leaves_the_champion(in_rep
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'a-file' / 'registry.db'}")
     state = training_flow({"register.min_delta": 0.5}, return_state=True)
     assert state.is_failed()
-    with pytest.raises(StageFailed, match="registry .* failed while registering .*the champion is unchanged"):
+    with pytest.raises(StageFailed, match="registry .* failed while registering .*the champion is unchanged") as error:
         state.result()
+    assert exit_status(error.value) == SERVICE_EXIT  # `python -m flows.training` says: try again later
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
     (register_run,) = [run for run in runs if run.name.startswith("register")]
@@ -194,6 +195,22 @@ def test_retraining_retrains_when_an_image_is_added(in_repo, first_flow):
     again = retrain_as_a_user_does(in_repo)  # that data has its model, though not the champion: no second one
     assert again.startswith(f"no new data since version {max(versions(in_repo), key=int)}, trained on it and not pro")
     assert len(versions(in_repo)) == len(before) + 1
+
+
+def test_retraining_with_the_tracking_server_down_says_so_in_one_line_and_exits_75(in_repo):
+    env = {
+        **command_env(),
+        "PREFECT_API_URL": get_current_settings().api.url,
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.retraining"], cwd=in_repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == SERVICE_EXIT, done.stderr[-3000:]  # cron: try again later
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: MLflow tracking server http://127.0.0.1:9 is unreachable (ConnectionError); start it or fix "
+        "MLFLOW_TRACKING_URI"
+    )
 
 
 def test_corrupt_image_fails_the_flow_at_validation_before_any_training(tmp_path, monkeypatch, caplog):
