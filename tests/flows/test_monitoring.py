@@ -18,6 +18,7 @@ import pytest
 import requests
 import uvicorn
 import yaml
+from mlflow import MlflowClient
 from PIL import Image
 from prefect.artifacts import Artifact
 from prefect.settings import get_current_settings
@@ -94,6 +95,15 @@ def send(cfg, version: str, batches: list[list[str]]) -> None:
         thread.join(30)
 
 
+def last_monitoring_run(cfg) -> tuple[str, set[str]]:
+    """The newest MLflow run of the monitoring experiment: its verdict tag and its artifacts."""
+    connect(cfg)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(f"{cfg.tracking.experiment}-monitoring").experiment_id
+    (run,) = client.search_runs([experiment], order_by=["start_time DESC"], max_results=1)
+    return run.data.tags["verdict"], {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+
+
 def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(champion):
     cfg, version = champion
     send(cfg, version, [like_training(100, seed) for seed in range(10, 16)])
@@ -103,10 +113,12 @@ def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(ch
     calm = monitoring_flow()
     assert calm.verdict == "ok" and calm.retraining is None, calm.line()
     assert calm.unknown_rate < 0.15 and calm.figures["embedding_auc"] < 0.6, calm.line()
+    assert last_monitoring_run(cfg) == ("ok", {"monitoring.json"})  # the figures, not the 3.9 MB report
 
     send(cfg, version, [unlike_training(100) for _ in range(6)])
     caught = monitoring_flow()
     assert caught.verdict == "drift" and caught.records == 1200, caught.line()
+    assert last_monitoring_run(cfg) == ("drift", {"monitoring.json", "monitoring.html"})
     assert caught.unknown_rate > 0.4 > calm.unknown_rate + 0.2  # the detector, not only the embeddings
     assert any("unknown" in reason for reason in caught.reasons)
     assert any("embeddings drifted" in reason for reason in caught.reasons)
