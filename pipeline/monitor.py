@@ -17,8 +17,8 @@ answers is counted. The verdict:
 - `ok` otherwise (every distance and test is reported either way).
 Writes `reports/monitoring.html` (the verdict and each column's figures, then the Evidently report)
 and `metrics/monitoring.json`, logs the verdict and its figures to an MLflow run in the experiment
-`<tracking.experiment>-monitoring`, with the report where the verdict is drift (REPORT_TO_MLFLOW), and
-deletes log partitions older than `monitoring.keep_days`.
+`<tracking.experiment>-monitoring`, with the report where the verdict is drift (an `ok` run keeps its
+figures; the latest report is on disk), and deletes log partitions older than `monitoring.keep_days`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ from pipeline.monitoring.image_quality import CHANGE, QUALITY, REASON, measure
 log = logging.getLogger(__name__)
 
 REFERENCE_IMAGES = 5000  # the reference's size at most: its answers are computed at every monitoring run
-# The verdicts whose report goes to MLflow too: 3.9 MB each, 3.5 of it Evidently's script, so an hourly
-# `ok` report would add 34 GB a year; an `ok` run keeps its figures, the latest report is on disk.
-REPORT_TO_MLFLOW = ("drift",)
 
 
 @dataclass
@@ -146,7 +143,7 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
         if verdict.verdict != "no verdict":
             numbers = {k: v for k, v in verdict.figures.items() if isinstance(v, float)}
             mlflow.log_metrics({"unknown_rate": verdict.unknown_rate, **numbers})
-        if verdict.verdict in REPORT_TO_MLFLOW:
+        if verdict.drift:  # the report: 3.9 MB, 3.5 of it Evidently's script; hourly `ok` ones would add 34 GB a year
             mlflow.log_artifact(str(cfg.paths.reports / "monitoring.html"))
         mlflow.log_dict(asdict(verdict), "monitoring.json")
     log.info("%s", verdict.line())
