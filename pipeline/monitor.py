@@ -5,9 +5,10 @@
 The window is the last `monitoring.window_hours` of the log's answers by the registry's current
 champion (other versions' answers are left out: a new champion starts a fresh window). The
 reference is the validation and test splits (at most REFERENCE_IMAGES) as that same model answers
-them. `pipeline/monitoring/drift.py` compares them (Evidently: answered classes, probabilities,
-novelty, the images' brightness, contrast and sharpness, embeddings) and the share of "unknown"
-answers is counted. The verdict:
+them, computed once per champion version and images: the run that computes it logs it to MLflow
+(`reference.parquet`, tag `reference`) and later runs read it back. `pipeline/monitoring/drift.py`
+compares them (Evidently: answered classes, probabilities, novelty, the images' brightness, contrast
+and sharpness, embeddings) and the share of "unknown" answers is counted. The verdict:
 - `no verdict`: fewer than `monitoring.min_records` answers in the window;
 - `drift`: the embeddings drifted (domain classifier ROC AUC over `monitoring.embedding_auc` and
   over what chance gives that few answers: `drift.chance_auc`), the answered classes, the novelty
@@ -23,15 +24,19 @@ figures; the latest report is on disk), and deletes log partitions older than `m
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
@@ -45,7 +50,9 @@ from pipeline.monitoring.image_quality import CHANGE, QUALITY, REASON, measure
 
 log = logging.getLogger(__name__)
 
-REFERENCE_IMAGES = 5000  # the reference's size at most: its answers are computed at every monitoring run
+REFERENCE_IMAGES = 5000  # the reference's size at most
+REFERENCE_FILE = "reference.parquet"  # the reference's answers, logged by the monitoring run that computed them
+REFERENCE_FORMAT = "1"  # part of the reference's key: change it when `reference_records` changes what a record holds
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Verdict:
     figures: dict = field(default_factory=dict)
     pruned: int = 0
     retraining: str | None = None  # what the monitoring flow started, if anything
+    reference_from: str | None = None  # the MLflow run whose reference answers were read back (None: computed)
 
     @property
     def drift(self) -> bool:
@@ -93,9 +101,15 @@ def reference_images(cfg: Config) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
-    """The reference images (`reference_images`) as the model at `uri` answers them, as log records."""
-    images = reference_images(cfg)
+def reference_key(name: str, version: str, images: torch.Tensor) -> str:
+    """What the reference's answers depend on: the model version, the images' bytes and REFERENCE_FORMAT."""
+    digest = hashlib.sha256(f"{name}\0{version}\0{REFERENCE_FORMAT}\0{tuple(images.shape)}\0".encode())
+    digest.update(np.ascontiguousarray(images.numpy()).data)
+    return digest.hexdigest()[:32]
+
+
+def reference_records(images: torch.Tensor, uri: str) -> pd.DataFrame:
+    """`images` as the model at `uri` answers them, as log records."""
     wrapper = mlflow.pyfunc.load_model(uri)
     info = wrapper.unwrap_python_model().info
     answers = [
@@ -107,6 +121,22 @@ def reference_records(cfg: Config, uri: str) -> pd.DataFrame:
             merged[key] = np.concatenate([np.asarray(a[key]) for a in answers])
     merged |= measure(images)  # whatever the model's own code: a window that lacks them leaves them out
     return pd.DataFrame(prediction_log.answer_records(merged, info.classes, [""] * len(images)))
+
+
+def cached_reference(client: mlflow.MlflowClient, experiment_id: str, key: str) -> tuple[pd.DataFrame, str] | None:
+    """The reference answers an earlier monitoring run logged under `key`, and that run's id (None: none
+    did, or its file cannot be read: the caller computes them again)."""
+    runs = client.search_runs([experiment_id], f"tags.reference = '{key}'", max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_FILE, dst_path=folder)
+            return pd.read_parquet(path), run_id
+    except (MlflowException, OSError, ValueError) as error:
+        log.warning("reference answers of monitoring run %s unreadable (%s); computing them again", run_id, error)
+        return None
 
 
 def run(cfg: Config, now: datetime | None = None) -> Verdict:
@@ -126,6 +156,7 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
     window = window[(window["model"] == name) & (window["version"] == str(champion.version))]
     verdict = Verdict("no verdict", [], name, str(champion.version), start.isoformat(), end.isoformat(), len(window))
     verdict.pruned = len(prediction_log.prune(folder, cfg.monitoring.keep_days, end.date()))
+    computed = None  # the reference answers computed by this run, and their key
     if len(window) < cfg.monitoring.min_records:
         verdict.reasons.append(f"{len(window)} answers in the window, fewer than monitoring.min_records")
     elif window["unknown"].isna().all() and window["embedding"].isna().all():
@@ -134,12 +165,25 @@ def run(cfg: Config, now: datetime | None = None) -> Verdict:
             "retrain it to monitor it"
         )
     else:
-        judge(cfg, verdict, window, reference_records(cfg, f"models:/{name}/{champion.version}"))
+        images = reference_images(cfg)
+        key = reference_key(name, str(champion.version), images)
+        cached = cached_reference(client, experiment_id, key)
+        if cached is None:
+            reference = reference_records(images, f"models:/{name}/{champion.version}")
+            computed = reference, key
+        else:
+            reference, verdict.reference_from = cached
+        judge(cfg, verdict, window, reference)
     write_json(cfg.paths.metrics / "monitoring.json", asdict(verdict))
     tags = {"verdict": verdict.verdict, "model_version": verdict.version, "mlflow.source.name": "pipeline/monitor.py"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitoring {end:%Y-%m-%d %H:%M}",
                           tags=tags):  # fmt: skip
         mlflow.log_metric("records", verdict.records)
+        if computed is not None:  # for the next runs on this champion and these images
+            with tempfile.TemporaryDirectory() as folder:
+                computed[0].to_parquet(Path(folder) / REFERENCE_FILE)
+                mlflow.log_artifact(str(Path(folder) / REFERENCE_FILE))
+            mlflow.set_tag("reference", computed[1])
         if verdict.verdict != "no verdict":
             numbers = {k: v for k, v in verdict.figures.items() if isinstance(v, float)}
             mlflow.log_metrics({"unknown_rate": verdict.unknown_rate, **numbers})

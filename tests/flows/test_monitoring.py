@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -113,12 +115,14 @@ def test_an_unchanged_stream_passes_and_a_switched_one_is_caught_and_retrains(ch
     calm = monitoring_flow()
     assert calm.verdict == "ok" and calm.retraining is None, calm.line()
     assert calm.unknown_rate < 0.15 and calm.figures["embedding_auc"] < 0.6, calm.line()
-    assert last_monitoring_run(cfg) == ("ok", {"monitoring.json"})  # the figures, not the 3.9 MB report
+    # the figures, not the 3.9 MB report; the reference's answers, for the next runs
+    assert last_monitoring_run(cfg) == ("ok", {"monitoring.json", "reference.parquet"})
 
     send(cfg, version, [unlike_training(100) for _ in range(6)])
     caught = monitoring_flow()
     assert caught.verdict == "drift" and caught.records == 1200, caught.line()
-    assert last_monitoring_run(cfg) == ("drift", {"monitoring.json", "monitoring.html"})
+    assert last_monitoring_run(cfg) == ("drift", {"monitoring.json", "monitoring.html"})  # the reference read back
+    assert caught.reference_from is not None
     assert caught.unknown_rate > 0.4 > calm.unknown_rate + 0.2  # the detector, not only the embeddings
     assert any("unknown" in reason for reason in caught.reasons)
     assert any("embeddings drifted" in reason for reason in caught.reasons)
@@ -156,6 +160,44 @@ def test_the_command_prints_its_verdict_and_logs_it_once(champion):
 def test_a_window_with_too_few_answers_gives_no_verdict(champion):
     verdict = monitor.run(load_config(overrides={"monitoring.min_records": 10**6}))
     assert verdict.verdict == "no verdict" and "fewer than monitoring.min_records" in verdict.line()
+
+
+def test_the_reference_is_answered_once_per_champion_and_images_and_read_back_alike(
+    champion, tmp_path, monkeypatch, caplog
+):
+    """The first judged window computes the reference's answers and logs them to its MLflow run; the
+    next reads them back (no model loaded) to the same figures; other reference images, or a damaged
+    file, are answered anew."""
+    cfg, version = champion
+    name = cfg.register.model_name
+    monkeypatch.setattr(monitor, "REFERENCE_IMAGES", 300)  # a reference no other test's run has answered
+    images = monitor.reference_images(cfg)
+    connect(cfg)
+    window = monitor.reference_records(images[::2] // 2, f"models:/{name}/{version}")  # darker: figures that move
+    prediction_log.write(tmp_path, window.to_dict("records"), "serve", name, version)
+    overrides = {"monitoring.log": str(tmp_path), "monitoring.min_records": 10}
+    first = monitor.run(load_config(overrides=overrides))
+    assert first.reference_from is None and first.verdict == "drift", first.line()
+    assert "reference.parquet" in last_monitoring_run(cfg)[1]
+
+    def answered(*args):
+        raise AssertionError("the reference was answered again")
+
+    monkeypatch.setattr(monitor, "reference_records", answered)
+    again = monitor.run(load_config(overrides=overrides))
+    assert again.reference_from is not None and "reference.parquet" not in last_monitoring_run(cfg)[1]
+    assert (again.figures, again.reasons, again.unknown_rate) == (first.figures, first.reasons, first.unknown_rate)
+
+    redrawn = load_config(overrides=overrides | {"data.seed": cfg.data.seed + 1})  # as many images, other ones
+    assert monitor.reference_images(redrawn).shape == images.shape
+    with pytest.raises(AssertionError, match="answered again"):
+        monitor.run(redrawn)
+
+    stored = Path(urlparse(MlflowClient().get_run(again.reference_from).info.artifact_uri).path)
+    (stored / "reference.parquet").write_bytes(b"not parquet")
+    with pytest.raises(AssertionError, match="answered again"):
+        monitor.run(load_config(overrides=overrides))
+    assert f"reference answers of monitoring run {again.reference_from} unreadable" in caplog.text
 
 
 def test_a_champion_from_before_the_detector_gives_no_verdict_rather_than_a_false_ok(champion, tmp_path):
