@@ -3,10 +3,11 @@
 two 1-D passes (`attention_checks.blurred`), the memory of a served request in one pass against
 the served model's scoring batches (`pyfunc.SERVING`) under a memory cgroup's limit, and scoring
 with batch norms folded into the convolutions (`AttentionCNN.fold_batch_norms`, what `load_model`
-gives every stage) against without.
+gives every stage) against without, and the served model's layout (`pyfunc.SERVING`: fp32, channels
+last) against the layout a model loads in.
 
-    python -m bench.speed.scoring_batch [--values 16,18,20,22,24] [--parts throughput,blur,memory,folding]
-        [--limit-mb 3072]
+    python -m bench.speed.scoring_batch [--values 16,18,20,22,24]
+        [--parts throughput,blur,memory,folding,layout] [--limit-mb 3072]
 
 For each shape (Fashion-MNIST's 28 px; 128-px grey and 224-px RGB images with the small CNN; 128-px
 RGB with EfficientNet-Lite0) a model of params.yaml's config with the data section set so (random
@@ -16,7 +17,8 @@ and in fp32. The request: 256 RGB images at 224 px (what the server accepts at m
 that size in fp32 as served, in a child process in a fresh memory cgroup (root; the cgroup's own
 peak, not the process's ru_maxrss). Folding: each shape's model with batch-norm statistics of its
 own (train-mode passes over random images), at the CPU scoring batch, median of `FOLD_REPEATS`
-alternating timings, with the largest logit difference and the share of top-1 answers kept.
+alternating timings, with the largest logit difference and the share of top-1 answers kept. Layout:
+the same, fp32, the model and its inputs contiguous (NCHW) against channels last (NHWC).
 Writes (updates) `bench/results/scoring_batch.json`; prints markdown tables.
 """
 
@@ -40,7 +42,8 @@ from pipeline.core.config import Config, ModelConfig, fill_auto
 from pipeline.core.paths import project_root
 from pipeline.model.attention_checks import blur_kernel, blurred
 from pipeline.model.network import AttentionCNN
-from pipeline.training.runtime import predict_batches, select_runtime
+from pipeline.model.pyfunc import SERVING
+from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 AT_MOST = 512  # evaluate.batch_size
 FOLD_REPEATS = 5
@@ -91,6 +94,7 @@ from bench.speed.scoring_batch import model_for
 from pipeline.model.pyfunc import SERVING
 from pipeline.training.runtime import predict_batches
 model, _ = model_for(224, 3, "imagefolder", {})
+model = SERVING.prepare(model)  # as the served model loads
 images = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8)
 batch = len(images) if sys.argv[1] == "one pass" else SERVING.scoring_batch(images, len(images))
 predict_batches(model, images, batch, SERVING)
@@ -189,6 +193,41 @@ def folding(repeats: int = FOLD_REPEATS) -> dict:
     return {"machine": describe(), "rows": rows}
 
 
+def layout(repeats: int = FOLD_REPEATS) -> dict:
+    """Images per second of each shape in fp32 at the CPU scoring batch, the model and its inputs
+    contiguous and channels last, and what the layout changes in the logits."""
+    rows = []
+    for name, (size, channels, source, changes) in SHAPES.items():
+        model, _ = model_for(size, channels, source, changes)
+        count = max(64, min(2048, 2**24 // (size * size * channels)))
+        images = torch.randint(0, 256, (count, channels, size, size), dtype=torch.uint8)
+        runtimes = {"contiguous": Runtime(torch.device("cpu"), None, channels_last=False), "channels last": SERVING}
+        batch = SERVING.scoring_batch(images, AT_MOST)
+        rates: dict = {way: [] for way in runtimes}
+        logits = {}
+        for _ in range(repeats):
+            for way, runtime in runtimes.items():
+                prepared = runtime.prepare(model).eval()  # in place: the model now in this layout
+                rates[way].append(images_per_second(prepared, images, batch, runtime))
+                logits[way] = predict_batches(prepared, images, batch, runtime).logits
+        rows.append({
+            "shape": name, "batch": batch, **{f"{way} images/s": statistics.median(rates[way]) for way in runtimes},
+            "max_logit_difference": float((logits["contiguous"] - logits["channels last"]).abs().max()),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return {"machine": describe(), "rows": rows}
+
+
+def layout_markdown(output: dict) -> str:
+    lines = ["| shape (batch), fp32 | images/s contiguous | channels last | change | largest logit difference |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in output["rows"]:
+        before, after = r["contiguous images/s"], r["channels last images/s"]
+        lines.append(f"| {r['shape']} ({r['batch']}) | {before:,.0f} | {after:,.0f} | {after / before - 1:+.0%} "
+                     f"| {r['max_logit_difference']:.1e} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def folding_markdown(output: dict) -> str:
     lines = [
         "| shape | runtime (batch) | images/s as trained | batch norms folded | change | largest logit difference "
@@ -208,7 +247,8 @@ def folding_markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
-    parser.add_argument("--parts", default="throughput,blur,memory,folding", help="which to measure (the others kept)")
+    parts = "throughput,blur,memory,folding,layout"
+    parser.add_argument("--parts", default=parts, help="which to measure (the others kept)")
     parser.add_argument("--limit-mb", type=int, default=3072, help="the request's memory cgroup limit")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -222,10 +262,14 @@ def main() -> None:
         output["request_memory"] = request_memory(args.limit_mb)
     if "folding" in parts:
         output["folding"] = folding()
+    if "layout" in parts:
+        output["layout"] = layout()
     path.write_text(json.dumps(output, indent=2) + "\n")
     print(markdown(output))
     if "folding" in output:
         print(folding_markdown(output["folding"]))
+    if "layout" in output:
+        print(layout_markdown(output["layout"]))
 
 
 if __name__ == "__main__":
