@@ -111,7 +111,7 @@ def test_first_model_is_champion_and_loads_with_attention(repo, first_repro):
     torch.testing.assert_close(torch.tensor(out["attention"].sum(axis=(1, 2))), torch.ones(4))
     convs = [m for m in model.unwrap_python_model().model.modules() if isinstance(m, torch.nn.Conv2d)]
     layout = [conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs if conv.in_channels > 1]
-    assert layout and all(layout)  # served channels last: 1.15-1.45x faster on the CPU (BENCHMARKS.md)
+    assert layout and all(layout)  # served channels last: 1.2-1.6x faster on the CPU (BENCHMARKS.md)
 
 
 def test_repro_right_after_is_a_no_op(repo, first_repro):

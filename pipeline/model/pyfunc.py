@@ -59,9 +59,9 @@ SIGNATURE = ModelSignature(
 
 
 REQUEST_PIXELS = DEFAULT_MAX_PIXELS  # all images of one request together: one as large as validation accepts (64 Mpx)
-# the forward passes of a request: fp32 on the CPU, channels last (1.15-1.45x faster than the layout the
-# model loads in, 2-core AVX2: BENCHMARKS.md), a CPU scoring batch at a time (256 RGB images at 224 px:
-# 1.3 GB; in one pass, killed under a 3 GB limit)
+# the forward passes of a request: fp32 on the CPU, channels last (1.2-1.6x faster than the layout the
+# model loads in, 2-core AVX2), a CPU scoring batch at a time (256 RGB images at 224 px: 657 MB; in one
+# pass, killed under a 3 GB limit); BENCHMARKS.md
 SERVING = Runtime(torch.device("cpu"), None)
 
 
