@@ -47,6 +47,7 @@ from pipeline.training.runtime import Runtime, predict_batches, select_runtime
 
 AT_MOST = 512  # evaluate.batch_size
 FOLD_REPEATS = 5
+PARTS = "throughput,blur,memory,folding,layout"
 SHAPES = {  # name: image_size, channels, data.source, model changes
     "Fashion-MNIST 28 px grey": (28, 1, "fashion-mnist", {}),
     "128 px grey": (128, 1, "imagefolder", {}),
@@ -204,12 +205,10 @@ def layout(repeats: int = FOLD_REPEATS) -> dict:
         runtimes = {"contiguous": Runtime(torch.device("cpu"), None, channels_last=False), "channels last": SERVING}
         batch = SERVING.scoring_batch(images, AT_MOST)
         rates: dict = {way: [] for way in runtimes}
-        logits = {}
         for _ in range(repeats):
-            for way, runtime in runtimes.items():
-                prepared = runtime.prepare(model).eval()  # in place: the model now in this layout
-                rates[way].append(images_per_second(prepared, images, batch, runtime))
-                logits[way] = predict_batches(prepared, images, batch, runtime).logits
+            for way, runtime in runtimes.items():  # `prepare` changes the model in place: each way in turn
+                rates[way].append(images_per_second(runtime.prepare(model).eval(), images, batch, runtime))
+        logits = {way: predict_batches(r.prepare(model), images, batch, r).logits for way, r in runtimes.items()}
         rows.append({
             "shape": name, "batch": batch, **{f"{way} images/s": statistics.median(rates[way]) for way in runtimes},
             "max_logit_difference": float((logits["contiguous"] - logits["channels last"]).abs().max()),
@@ -247,8 +246,7 @@ def folding_markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.scoring_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--values", default="16,18,20,22,24", help="powers of 2 of pixel values per pass")
-    parts = "throughput,blur,memory,folding,layout"
-    parser.add_argument("--parts", default=parts, help="which to measure (the others kept)")
+    parser.add_argument("--parts", default=PARTS, help="which to measure (the others kept)")
     parser.add_argument("--limit-mb", type=int, default=3072, help="the request's memory cgroup limit")
     args = parser.parse_args()
     parts = args.parts.split(",")
