@@ -33,7 +33,7 @@ from pipeline.core.paths import project_root
 from pipeline.core.tracking import connect
 from pipeline.core.versions import data_version
 from pipeline.data.manifest_diff import DataDiff
-from pipeline.model.champion import current_champion
+from pipeline.model.aliases import current_champion
 from pipeline.monitoring.image_quality import REASON
 
 

@@ -33,7 +33,7 @@ def champion_manifest(cfg: Config) -> pd.DataFrame:
 
     from pipeline.core.tracking import connect
     from pipeline.data.mlflow_dataset import training_manifest
-    from pipeline.model.champion import current_champion
+    from pipeline.model.aliases import current_champion
 
     connect(cfg)
     champion = current_champion(MlflowClient(), cfg.register.model_name)

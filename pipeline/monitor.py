@@ -43,7 +43,7 @@ from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.tracking import connect
 from pipeline.data.splits import load_split
-from pipeline.model.champion import current_champion
+from pipeline.model.aliases import current_champion
 from pipeline.monitoring import prediction_log
 from pipeline.monitoring.drift import CHANCE_P, DISTANCE, compare
 from pipeline.monitoring.image_quality import CHANGE, QUALITY, REASON, measure

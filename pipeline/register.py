@@ -45,16 +45,8 @@ from pipeline.core.tracking import resume_run
 from pipeline.data.images import as_picture
 from pipeline.data.splits import TensorSplit, load_split
 from pipeline.model import pyfunc
-from pipeline.model.champion import (
-    CHALLENGER,
-    Comparison,
-    champion_model,
-    compare,
-    current_champion,
-    move_champion,
-    seen_by,
-    task_difference,
-)
+from pipeline.model.aliases import CHALLENGER, current_champion, move_champion
+from pipeline.model.champion import Comparison, champion_model, compare, seen_by, task_difference
 from pipeline.model.model_file import ModelInfo, load_model
 from pipeline.model.network import AttentionCNN
 from pipeline.training.runtime import predict_batches, select_runtime

@@ -21,7 +21,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, run_cli
 from pipeline.core.files import write_json
 from pipeline.core.tracking import connect
-from pipeline.model.champion import current_champion, move_champion
+from pipeline.model.aliases import current_champion, move_champion
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pipeline.core.versions import data_version, git_commit
 from pipeline.data.mlflow_dataset import log_changes, log_training_data
 from pipeline.data.split_rule import SPLIT_RULE
 from pipeline.data.splits import TensorSplit, load_split, read_meta
+from pipeline.model.aliases import current_champion
 from pipeline.model.calibration import calibration_error, fit_temperature, prior_offset
-from pipeline.model.champion import current_champion
 from pipeline.model.decision import Decision, check_positive_class
 from pipeline.model.model_file import ModelInfo, save_model
 from pipeline.model.network import AttentionCNN

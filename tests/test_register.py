@@ -21,7 +21,8 @@ from pipeline.core.config import RegisterConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.tracking import connect
 from pipeline.demo import Registry, classify, example_files
-from pipeline.model.champion import CHALLENGER, CHAMPION, Comparison, compare, move_champion, task_difference
+from pipeline.model.aliases import CHALLENGER, CHAMPION, move_champion
+from pipeline.model.champion import Comparison, compare, task_difference
 from pipeline.model.model_file import ModelInfo
 from pipeline.register import decide
 from pipeline.rollback import rollback

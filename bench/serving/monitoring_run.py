@@ -29,7 +29,7 @@ from pipeline import monitor
 from pipeline.core.config import load_config
 from pipeline.core.tracking import connect
 from pipeline.data.splits import load_split
-from pipeline.model.champion import current_champion
+from pipeline.model.aliases import current_champion
 from pipeline.monitoring import prediction_log
 
 JUDGE = (

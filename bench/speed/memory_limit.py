@@ -107,7 +107,9 @@ def run_train(project: Path, cgroup: MemoryCgroup, loader: str, log: Path) -> di
 def images_of(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Noise images with a bright square in the quarter each label names (N×3×size×size uint8)."""
     shape = (len(labels), 3, size, size)
-    images = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8).reshape(shape) & 127  # fast noise
+    count = int(np.prod(shape))
+    images = rng.bit_generator.random_raw(-(-count // 8)).view(np.uint8)[:count].reshape(shape)  # 3x rng.bytes
+    images &= 127
     half, side = size // 2, size // 4
     for image, label in zip(images, labels, strict=True):
         top, left = (label // 2) * half + side // 2, (label % 2) * half + side // 2
