@@ -117,6 +117,7 @@ def test_a_second_flow_in_the_same_project_is_refused_while_one_runs(in_repo, fi
 
 
 def test_registration_retries_and_a_permanent_failure_leaves_the_champion(in_repo, first_flow, monkeypatch, tmp_path):
+    monkeypatch.setitem(RETRIES, "register", 1)  # one retry shows it: each is a register process (~10 s CPU)
     before = champion_version(in_repo)
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'a-file' / 'registry.db'}")
