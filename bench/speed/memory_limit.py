@@ -108,7 +108,7 @@ def images_of(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
     """Noise images with a bright square in the quarter each label names (N×3×size×size uint8)."""
     shape = (len(labels), 3, size, size)
     count = int(np.prod(shape))
-    images = rng.bit_generator.random_raw(-(-count // 8)).view(np.uint8)[:count].reshape(shape)  # 3x rng.bytes
+    images = rng.bit_generator.random_raw(-(-count // 8)).view(np.uint8)[:count].reshape(shape)  # 6x rng.bytes
     images &= 127
     half, side = size // 2, size // 4
     for image, label in zip(images, labels, strict=True):

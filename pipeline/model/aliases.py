@@ -37,10 +37,10 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 def move_champion(client: MlflowClient, name: str, expected: str | None, version: str) -> bool:
     """Compare-and-set: point `champion` of `name` at `version` only if it still points at `expected`
-    (None: no champion); whether it moved. The re-read and
-    the move happen under a lock that every process on this machine takes for this registry, so two
-    registrations, or a registration and a rollback, never both move from the same champion. Across
-    machines sharing a tracking server the window is the few milliseconds between re-read and move."""
+    (None: no champion); whether it moved. The re-read and the move happen under a lock that every
+    process on this machine takes for this registry, so two registrations, or a registration and a
+    rollback, never both move from the same champion. Across machines sharing a tracking server the
+    window is the few milliseconds between re-read and move."""
     key = hashlib.sha256(f"{mlflow.get_registry_uri()}|{name}".encode()).hexdigest()[:16]
     with file_lock(Path(tempfile.gettempdir()) / "attention-registry" / f"{key}.lock"):
         current = current_champion(client, name)
