@@ -31,11 +31,11 @@ EPOCH_LIMIT_MB = 900  # the train stage itself (Python, PyTorch, MLflow, a small
 
 @pytest.mark.skipif(cgroup_unavailable() is not None, reason=str(cgroup_unavailable()))
 def test_an_epoch_on_data_larger_than_the_limit_streams_under_it_where_whole_tensors_are_killed(tmp_path):
-    """1.5× the limit here (each byte costs CI time); `bench.speed.memory_limit` shows 3× (BENCHMARKS.md)."""
+    """1.2× the limit here (each byte costs CI time); `bench.speed.memory_limit` shows 3× (BENCHMARKS.md)."""
     limit = EPOCH_LIMIT_MB * 2**20
-    project = write_project(tmp_path, 3 * limit // 2, size=96)
+    project = write_project(tmp_path, 6 * limit // 5, size=96)
     stored = sum(path.stat().st_size for path in (project / "data" / "processed" / "train").glob("chunk-*.bin"))
-    assert stored >= 3 * limit // 2
+    assert stored >= 6 * limit // 5
     with memory_cgroup(limit) as cgroup:
         streamed = run_train(project, cgroup, "auto", tmp_path / "auto.log")
     assert streamed["exit_code"] == 0, streamed["log_tail"]
