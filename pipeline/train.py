@@ -99,7 +99,7 @@ def _train(cfg: Config, meta: dict, ranks: Ranks) -> TrainResult | None:
     else:
         train_data = TensorSplit(train_data.images.to(runtime.device), train_data.labels.to(runtime.device))
 
-    training = build_training(cfg, meta, runtime, train_data.labels, ranks)
+    training = build_training(cfg, meta, runtime, train_data.labels, ranks, val_data.labels)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     expected = fingerprint(cfg, meta)

@@ -72,7 +72,7 @@ def objective(cfg: Config, meta: dict, train_data: TensorSplit, val_data: Tensor
             overrides.update({"train.epochs": epochs, "train.min_steps": 0, "train.min_images": 0})
         trial_cfg = load_config(cfg.root / "params.yaml", overrides)
         runtime = select_runtime(trial_cfg.train.device, trial_cfg.train.precision, backbone=trial_cfg.model.backbone)
-        training = build_training(trial_cfg, meta, runtime, train_data.labels)
+        training = build_training(trial_cfg, meta, runtime, train_data.labels, val_labels=val_data.labels)
         labels, plan, kept = val_data.labels.numpy(), training.plan, KeptEpoch(trial_cfg.train.keep)
         kept_value = math.nan  # no epoch kept (every validation loss NaN): Optuna records a failed trial
         with mlflow.start_run(run_name=f"trial {trial.number}", experiment_id=parent.info.experiment_id, nested=True):

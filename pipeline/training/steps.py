@@ -67,9 +67,11 @@ class Training:
 
 
 def build_training(
-    cfg: Config, meta: dict, runtime: Runtime, train_labels: torch.Tensor, ranks: Ranks = ONE_PROCESS
-) -> Training:
-    """The seeded model, optimizer, learning-rate schedule and loss for an epoch of `train_labels`."""
+    cfg: Config, meta: dict, runtime: Runtime, train_labels: torch.Tensor, ranks: Ranks = ONE_PROCESS,
+    val_labels: torch.Tensor | None = None,
+) -> Training:  # fmt: skip
+    """The seeded model, optimizer, learning-rate schedule and loss for an epoch of `train_labels`;
+    the class weights from the shares of `train_labels` and `val_labels` together."""
     torch.manual_seed(cfg.train.seed)
     classes = len(meta["classes"])
     model = AttentionCNN(
@@ -83,7 +85,10 @@ def build_training(
     plan = plan_training(cfg.train, len(train_labels), ranks, image_bytes, free)
     optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
-    weights = class_weights(train_labels, classes) if cfg.train.class_weights == "balanced" else None
+    # the shares of every image training sees: a validation split drawn by content hash would give a
+    # folder of 30 images per class 15 training images of one and 21 of another, weights of noise
+    labelled = train_labels.cpu() if val_labels is None else torch.cat([train_labels.cpu(), val_labels.cpu()])
+    weights = class_weights(labelled, classes) if cfg.train.class_weights == "balanced" else None
     if weights is not None and bool((weights == weights[0]).all()):
         weights = None  # balanced data: nothing to weigh, and shuffled epochs as without weights
 

@@ -22,7 +22,7 @@ from pipeline.model.decision import Decision
 from pipeline.model.model_file import load_model
 from pipeline.training.runtime import predict_batches, select_runtime
 from pipeline.training.steps import class_weights
-from tests.synthetic import prepared_project
+from tests.synthetic import CLASSES, prepare, write_dataset
 
 
 def overconfident(temperature: float, count: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,8 +109,12 @@ def test_the_reliability_bins_hold_confidence_accuracy_and_share():
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibration")
+    images = write_dataset(root / "images", {"train": 40, "test": 20})
+    for extra in sorted((images / "train" / CLASSES[0]).iterdir())[:16]:
+        extra.unlink()  # 24 / 40 / 40 images: class weights
     settings = {"epochs": 4, "batch_size": 16, "precision": "fp32"}
-    with prepared_project(root, {"train": 40, "test": 20}, train=settings) as cfg:
+    with pytest.MonkeyPatch.context() as patch:
+        cfg = prepare(images, root / "project", patch, train=settings)
         trained = train.run(cfg)
         evaluate.run(cfg)
         export.run(cfg)
@@ -123,8 +127,9 @@ def test_the_model_file_and_its_onnx_export_answer_with_the_fitted_calibration(c
     model, info = load_model(cfg.paths.model_file)
     assert info.temperature == pytest.approx(fitted["temperature"]) and info.temperature != 1.0
     assert float(model.temperature) == pytest.approx(info.temperature)
-    weights = class_weights(load_split(cfg.paths.processed, "train").labels, len(info.classes))
-    assert info.rule.weights == pytest.approx(weights.tolist()) and len(set(info.rule.weights)) > 1  # 29/33/31
+    labelled = torch.cat([load_split(cfg.paths.processed, split).labels for split in ("train", "val")])
+    weights = class_weights(labelled, len(info.classes))  # the folder's shares, not the split's
+    assert info.rule.weights == pytest.approx(weights.tolist()) and len(set(info.rule.weights)) > 1
     assert trained.metrics["class_weights"] == pytest.approx(dict(zip(info.classes, weights.tolist(), strict=True)))
     torch.testing.assert_close(model.offset, -weights.log())
     test = load_split(cfg.paths.processed, "test")

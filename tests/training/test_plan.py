@@ -10,7 +10,7 @@ from pipeline.model.network import AttentionCNN
 from pipeline.training.distributed import Ranks
 from pipeline.training.plan import plan_training
 from pipeline.training.runtime import select_runtime
-from pipeline.training.steps import activation_bytes, class_weights
+from pipeline.training.steps import activation_bytes, build_training, class_weights
 
 DEFAULTS = load_config().train  # the project's params.yaml
 
@@ -82,6 +82,22 @@ def test_balanced_class_weights_undo_the_imbalance():
     assert torch.allclose(weights[:2] * torch.tensor([70.0, 30.0]), torch.tensor([50.0, 50.0]))
     assert weights[2] == 0  # no images: no weight
     assert torch.equal(class_weights(torch.arange(10) % 2, 2), torch.ones(2))  # balanced data: unchanged
+
+
+def test_class_weights_come_from_the_training_and_validation_splits_together():
+    """A balanced folder whose split by content fell unevenly (15 / 21 training images, 15 / 9
+    validation) trains unweighed; an uneven one is weighed by its shares in both splits."""
+    cfg = load_config(overrides={"model.widths": [4], "model.convs_per_block": 1, "model.attention_dim": 4})
+    meta = {"channels": 1, "classes": ["a", "b"], "image_size": 16, "mean": [0.5], "std": [0.25]}
+    runtime = select_runtime("cpu", "fp32")
+    train_labels = torch.tensor([0] * 15 + [1] * 21)
+    assert build_training(cfg, meta, runtime, train_labels).class_weights is not None  # the split alone: noise
+    assert (
+        build_training(cfg, meta, runtime, train_labels, val_labels=torch.tensor([0] * 15 + [1] * 9)).class_weights
+        is None
+    )
+    uneven = build_training(cfg, meta, runtime, train_labels, val_labels=torch.tensor([0] * 5 + [1] * 9))
+    torch.testing.assert_close(uneven.class_weights, class_weights(torch.tensor([0] * 20 + [1] * 30), 2))
 
 
 def test_the_train_stage_follows_and_records_the_plan(project):
