@@ -85,8 +85,8 @@ def build_training(
     plan = plan_training(cfg.train, len(train_labels), ranks, image_bytes, free)
     optimizer = make_optimizer(model, cfg.train, plan.lr_scale)
     schedule = make_schedule(optimizer, cfg.train, plan.steps)
-    # the shares of every image training sees: a validation split drawn by content hash would give a
-    # folder of 30 images per class 15 training images of one and 21 of another, weights of noise
+    # the shares of every image training sees: the validation split, drawn by content hash, takes more
+    # of one class than of another by chance (the training split alone gave a balanced folder 0.93-1.10)
     labelled = train_labels.cpu() if val_labels is None else torch.cat([train_labels.cpu(), val_labels.cpu()])
     weights = class_weights(labelled, classes) if cfg.train.class_weights == "balanced" else None
     if weights is not None and bool((weights == weights[0]).all()):
