@@ -11,9 +11,10 @@ The NEON tree crowns of `bench.quality.neon_crowns`, cut two ways: `crowns`, its
 Ilse et al.'s gated scores, several heads (soft or gated), an entropy term that asks each map to
 commit to a region, a finer map (stride 2); with gated scores, the last epoch against the one with the lowest
 validation loss (`train.keep`) and with the docs' augmentation for top-down images (`top-down`:
-vertical flips, quarter turns). Reported: test accuracy; the pointing game and the attention mass
-in the box, beside Grad-CAM's on the same model and the centre point's; the deletion AUC in the
-attention's, Grad-CAM's and a random order (lower: more faithful). Writes
+vertical flips, quarter turns) and with its classes balanced otherwise (`balance-loss`: the weights
+in the loss instead of sampled epochs; `no-class-weights`). Reported: test accuracy; the pointing
+game and the attention mass in the box, beside Grad-CAM's on the same model and the centre point's;
+the deletion AUC in the attention's, Grad-CAM's and a random order (lower: more faithful). Writes
 `bench/results/attention_variants.json` (a run already there for another set, variant or seed is
 kept); prints a markdown table.
 """
@@ -44,6 +45,9 @@ VARIANTS = {
     "keep-best": {"model": {"attention": "gated"}, "train": {"keep": "best"}},
     # the docs' augmentation for top-down images, on the image-folder default (gated)
     "top-down": {"model": {"attention": "gated"}, "train": {"augment": {"vflip": True, "rot90": True}}},
+    # how the classes are balanced on the image-folder default (gated): sampling is the default
+    "balance-loss": {"model": {"attention": "gated"}, "train": {"balance": "loss"}},
+    "no-class-weights": {"model": {"attention": "gated"}, "train": {"class_weights": "none"}},
 }
 
 

@@ -47,6 +47,7 @@ VARIANTS = {
     "light": {"train": {"augment": {"brightness": 0.2, "contrast": 0.2}}},  # for varying light
     "images-32000": {"train": {"min_images": 32000}},  # the defaults' training length, named for the comparison
     "images-48000": {"train": {"min_images": 48000}},  # half as many epochs again on a small set
+    "no-class-weights": {"train": {"class_weights": "none"}},  # every image alike; the most probable class
 }
 RULES = {  # figures' prefix: (train.positive_confidence, None: the params'; the calibrated probabilities' bound)
     "spread_": (None, True),  # the train stage's rule
