@@ -1,7 +1,7 @@
 """A real example with human-drawn boxes: tree crowns in NEON aerial images, end to end.
 
     pip install --no-deps deepforest==2.1.0          # its wheel ships the images; nothing else of it is used
-    python -m bench.quality.neon_crowns [--seeds 2] [--workdir DIR] [--before]
+    python -m bench.quality.neon_crowns [--seeds 0,1] [--workdir DIR] [--before]
 
 The data: the four NEON RGB tiles (10 cm per pixel) with hand-drawn tree-crown boxes that the
 `deepforest` wheel ships in its `data/` folder (Pascal VOC XML; 951 boxes over three sites). The
@@ -224,16 +224,20 @@ def markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality.neon_crowns", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-neon")
-    parser.add_argument("--seeds", type=int, default=2, help="train.seed 0, 1, …")
+    parser.add_argument("--seeds", default="0,1", help="the train.seed values, comma-separated")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
     args = parser.parse_args()
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1")
     root, params, counts = prepare(args.workdir / "project")
     variants = {"this version's": params}
     if args.before:
         variants["before 2026-11-27"] = with_changes(params, BEFORE)
     runs = []
     for name, variant in variants.items():
-        for seed in range(args.seeds):
+        for seed in seeds:
             runs.append(measure(root, variant, name, seed))
             print(json.dumps(runs[-1]), flush=True)
     images = {split: sum(by_class.values()) for split, by_class in counts.items()}
