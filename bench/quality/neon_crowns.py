@@ -227,17 +227,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1", help="the train.seed values, comma-separated")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
     args = parser.parse_args()
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1")
     root, params, counts = prepare(args.workdir / "project")
     variants = {"this version's": params}
     if args.before:
         variants["before 2026-11-27"] = with_changes(params, BEFORE)
     runs = []
     for name, variant in variants.items():
-        for seed in seeds:
+        for seed in map(int, args.seeds.split(",")):
             runs.append(measure(root, variant, name, seed))
             print(json.dumps(runs[-1]), flush=True)
     images = {split: sum(by_class.values()) for split, by_class in counts.items()}
