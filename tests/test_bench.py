@@ -2,6 +2,7 @@
 (Timings are not asserted: the benchmark is `make bench`, not a test.)"""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -447,3 +448,20 @@ def test_the_inspection_drift_windows_change_the_cells_as_named_and_keep_their_l
     assert len(line) == 20 and line.mean() == pytest.approx(0.6, abs=0.05)
     served = inspection_drift.as_served(darker[:2], 32, 8)
     assert served.shape == (2, 1, 32, 32) and served.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("bench", "argument", "message"),
+    [
+        ("bench.quality.attention_variants", "--variants=gated,gatd", "gatd: not one of soft, gated"),
+        ("bench.quality.attention_variants", "--sets=smal", "smal: not one of crowns, small"),
+        ("bench.quality.cell_cracks", "--seeds=0,one", "'0,one': give the seeds as whole numbers"),
+        ("bench.quality.tuned", "--seeds=0 1", "'0 1': give the seeds as whole numbers"),
+        ("bench.quality.tuned", "--fixed=train.lrr", "invalid choice: 'train.lrr'"),
+    ],
+)
+def test_a_quality_bench_refuses_a_mistyped_seed_or_name_before_building_anything(bench, argument, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", bench, argument, f"--workdir={tmp_path}"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and message in done.stderr and not any(tmp_path.iterdir())

@@ -23,7 +23,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from bench import RESULTS, machine
+from bench import RESULTS, machine, seed_list
 from bench.gpu.benchmark import Recorder, cuda_tests
 from bench.quality import attention_variants, cell_cracks
 from bench.quality.neon_crowns import measure, with_changes
@@ -35,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu.real_images", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--budget", type=float, default=500, help="seconds for the whole benchmark")
-    parser.add_argument("--seeds", default="0,1,2", help="the cells' train.seed values, comma-separated")
+    parser.add_argument(
+        "--seeds", type=seed_list, default="0,1,2", help="the cells' train.seed values, comma-separated"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-gpu-real")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def main() -> None:
     if "cells" in projects:
         root, params = projects["cells"]
         changed = with_changes(params, cell_cracks.VARIANTS["seed_cnn"])
-        for seed in map(int, args.seeds.split(",")):
+        for seed in args.seeds:
             record.step(f"cells: defaults, seed {seed}", 60, partial(measure, root, changed, "seed_cnn", seed))
     print(json.dumps(record.results, indent=1)[:6000])
 

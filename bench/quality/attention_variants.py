@@ -26,7 +26,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench import RESULTS
+from bench import RESULTS, names_of, seed_list
 from bench.quality.neon_crowns import localisation_cells, measure, prepare, with_changes
 
 SETS = {  # name: (patch side, largest crown box) in px
@@ -94,17 +94,19 @@ def main() -> None:
         prog="python -m bench.quality.attention_variants", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-variants")
-    parser.add_argument("--seeds", default="0,1", help="the train.seed values, comma-separated")
-    parser.add_argument("--sets", default=",".join(SETS), help=f"of {', '.join(SETS)}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", type=seed_list, default="0,1", help="the train.seed values, comma-separated")
+    parser.add_argument("--sets", type=names_of(SETS), default=",".join(SETS), help=f"of {', '.join(SETS)}")
+    parser.add_argument(
+        "--variants", type=names_of(VARIANTS), default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}"
+    )
     args = parser.parse_args()
     path = RESULTS / "attention_variants.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"sets": {}, "runs": []}
-    for name in args.sets.split(","):
+    for name in args.sets:
         root, params, counts = prepare_set(args.workdir, name)
         output["sets"][name] = {"patch": SETS[name][0], "max_box": SETS[name][1], "images": counts}
-        for seed in map(int, args.seeds.split(",")):
-            for variant in args.variants.split(","):
+        for seed in args.seeds:
+            for variant in args.variants:
                 figures = {
                     "set": name,
                     "variant": variant,

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from bench import RESULTS
+from bench import RESULTS, names_of, seed_list
 from bench.default_run import run
 from bench.quality.neon_crowns import localisation_cells, measure, project_with, with_changes
 
@@ -220,8 +220,8 @@ def measure_variants(
     figures (and what `extra(root)` adds of the trained project) replace that variant and seed's in
     `output`, written to `path` as they come."""
     prepared = params["data"]
-    for seed in map(int, args.seeds.split(",")):
-        for variant in args.variants.split(","):
+    for seed in args.seeds:
+        for variant in args.variants:
             changed = with_changes(params, variants[variant])
             if changed["data"] != prepared:  # another resolution: preprocess again
                 (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
@@ -244,8 +244,8 @@ def variants_main(
     name = module.rsplit(".", 1)[-1]
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / workdir)
-    parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
-    parser.add_argument("--variants", default=default, help=f"of {', '.join(variants)}")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="the train.seed values, comma-separated")
+    parser.add_argument("--variants", type=names_of(variants), default=default, help=f"of {', '.join(variants)}")
     args = parser.parse_args()
     path = RESULTS / f"{name}.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench import RESULTS
+from bench import RESULTS, names_of, seed_list
 from bench.quality.neon_crowns import measure, project_with
 from pipeline.core.paths import ProjectPaths, project_root
 from pipeline.data import fashion_mnist
@@ -151,16 +151,16 @@ def main() -> None:
         prog="python -m bench.quality.imbalanced_calibration", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-shirts")
-    parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
-    parser.add_argument("--sets", default=",".join(SETS), help=f"of {', '.join(SETS)}")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="the train.seed values, comma-separated")
+    parser.add_argument("--sets", type=names_of(SETS), default=",".join(SETS), help=f"of {', '.join(SETS)}")
     args = parser.parse_args()
     path = RESULTS / "imbalanced_calibration.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": [], "images": {}}
-    for name in args.sets.split(","):
+    for name in args.sets:
         root, params, output["images"][name] = project_with(
             args.workdir / name, name, lambda target, share=SETS[name]: build(target, share), image_size=28, channels=1
         )  # fmt: skip
-        for seed in map(int, args.seeds.split(",")):
+        for seed in args.seeds:
             figures = measure(root, params, name, seed)
             figures |= {"recall_rare": figures[f"recall_{RARE}"], "recall_common": figures[f"recall_{COMMON}"]}
             figures |= compare(root)

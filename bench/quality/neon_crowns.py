@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from bench import RESULTS
+from bench import RESULTS, seed_list
 from bench.default_run import copy_project, run
 from pipeline.core.paths import project_root
 
@@ -224,7 +224,7 @@ def markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality.neon_crowns", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-neon")
-    parser.add_argument("--seeds", default="0,1", help="the train.seed values, comma-separated")
+    parser.add_argument("--seeds", type=seed_list, default="0,1", help="the train.seed values, comma-separated")
     parser.add_argument("--before", action="store_true", help="also run the defaults before 2026-11-27")
     args = parser.parse_args()
     root, params, counts = prepare(args.workdir / "project")
@@ -233,7 +233,7 @@ def main() -> None:
         variants["before 2026-11-27"] = with_changes(params, BEFORE)
     runs = []
     for name, variant in variants.items():
-        for seed in map(int, args.seeds.split(",")):
+        for seed in args.seeds:
             runs.append(measure(root, variant, name, seed))
             print(json.dumps(runs[-1]), flush=True)
     images = {split: sum(by_class.values()) for split, by_class in counts.items()}

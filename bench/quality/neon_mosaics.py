@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import RESULTS
+from bench import RESULTS, names_of, seed_list
 from bench.quality.neon_crowns import (
     cut_tile,
     deepforest_data,
@@ -129,15 +129,17 @@ def markdown(output: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality.neon_mosaics", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-mosaics")
-    parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="the train.seed values, comma-separated")
+    parser.add_argument(
+        "--variants", type=names_of(VARIANTS), default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="3: RGB (default); 1: grayscale")
     args = parser.parse_args()
     path = RESULTS / "neon_mosaics.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     root, params, output["images"] = prepare(args.workdir / f"project-{args.channels}", args.channels)
-    for seed in map(int, args.seeds.split(",")):
-        for variant in args.variants.split(","):
+    for seed in args.seeds:
+        for variant in args.variants:
             measured = measure(root, with_changes(params, VARIANTS[variant]), variant, seed)
             figures = {"variant": variant, "channels": args.channels, **measured}
             same = (variant, seed, args.channels)

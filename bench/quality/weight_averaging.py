@@ -24,7 +24,7 @@ from pathlib import Path
 from sklearn.metrics import balanced_accuracy_score, log_loss
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bench import RESULTS
+from bench import RESULTS, seed_list
 from bench.quality.cell_cracks_borderline import prepare
 from pipeline.core.config import load_config
 from pipeline.data.splits import TensorSplit, load_split, read_meta
@@ -98,12 +98,12 @@ def main() -> None:
         prog="python -m bench.quality.weight_averaging", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "attention-pipeline-averaging")
-    parser.add_argument("--seeds", default="0", help="the train.seed values, comma-separated")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="the train.seed values, comma-separated")
     args = parser.parse_args()
     path = RESULTS / "weight_averaging.json"
     output: dict = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     root, _, output["images"] = prepare(args.workdir / "project")
-    for seed in map(int, args.seeds.split(",")):
+    for seed in args.seeds:
         output["runs"] = [run for run in output["runs"] if run["seed"] != seed] + measure(root, seed)
         output["runs"].sort(key=lambda run: (run["seed"], run["weights"] != "last", run["weights"]))
         path.write_text(json.dumps(output, indent=2) + "\n")
